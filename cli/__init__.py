@@ -1,0 +1,1 @@
+"""hnmine's command line (installed as ``hnmine.cli``)."""

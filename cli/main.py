@@ -1,0 +1,271 @@
+"""The ``hnmine`` command line: parses options (and a TOML config), then calls the library.
+
+Installed as ``hnmine.cli`` (see pyproject.toml); every command's logic lives in ``hnmine/``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import sys
+import time
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from hnmine.errors import InputError
+from hnmine.mine import MineConfig, MineReport, Progress
+
+app = typer.Typer(
+    name="hnmine",
+    help="Offline hard-negative mining for two-tower retrieval models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+MINE_EXAMPLE = """Example:
+
+  hnmine mine --users emb/user.parquet --items emb/item.parquet --positives train.txt --rank-window 101:500 --num-hard 10 --out mined/
+"""
+
+
+def fail(message: str) -> None:
+    """One line on stderr, exit code 2: the contract for bad input."""
+    typer.echo(f"hnmine: error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def load_config(path: Path | None, section: str) -> dict[str, Any]:
+    """Options from a TOML file: keys at top level or under ``[section]``; '-' and '_' both accepted."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        fail(f"{path}: config file not found")
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{path}: invalid TOML ({exc})")
+    table = data.get(section, data)
+    if not isinstance(table, dict):
+        fail(f"{path}: [{section}] must be a table")
+    return {key.replace("-", "_"): value for key, value in table.items() if not isinstance(value, dict)}
+
+
+def merge_config(ctx: typer.Context, config_path: Path | None, section: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Command-line values win; config values fill in options left at their defaults."""
+    config = load_config(config_path, section)
+    unknown = sorted(set(config) - set(given))
+    if unknown:
+        fail(f"{config_path}: unknown option(s) {', '.join(unknown)}")
+    merged = dict(given)
+    for key, value in config.items():
+        source = ctx.get_parameter_source(key)
+        if source is None or source.name == "DEFAULT":
+            merged[key] = value
+    return merged
+
+
+class ConsoleProgress(Progress):
+    """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI)."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.total = 0
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.started = time.perf_counter()
+        if self.quiet:
+            return
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress("mining users", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("mine", total=total)
+            self.bar.start()
+
+    def advance(self, users: int) -> None:
+        self.done += users
+        if self.bar is not None:
+            self.bar.update(self.task, advance=users)
+        elif not self.quiet:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def print_report(report: MineReport) -> None:
+    total_rows = ", ".join(f"{name} {rows:,}" for name, rows in report.rows.items())
+    lines = [
+        f"published {report.out}",
+        f"users {report.users:,}: {report.users_complete:,} complete, "
+        f"{sum(report.users_short.values()):,} short {report.users_short or ''}, "
+        f"{sum(report.users_empty.values()):,} empty {report.users_empty or ''}".rstrip(),
+        f"items {report.items:,} (dim {report.dim}); positives {report.positives:,} "
+        f"({report.duplicate_positives:,} duplicates merged; {report.unknown_user_positives:,} with a user and "
+        f"{report.unknown_item_positives:,} with an item that has no embedding, not written)",
+        f"rows: {total_rows}",
+    ]
+    if report.score:
+        lines.append("score: " + ", ".join(f"{k} {v:.4g}" for k, v in report.score.items()))
+    if report.rank:
+        lines.append("rank: " + ", ".join(f"{k} {v:.4g}" for k, v in report.rank.items()))
+    if report.audit:
+        lines.append(f"audit: window recall {report.audit['window_recall']:.4f} over {report.audit['users']} users")
+    lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items()))
+    typer.echo("\n".join(lines))
+
+
+def _floats(text: str | None) -> float | None:
+    return None if text is None else float(text)
+
+
+@app.command(epilog=MINE_EXAMPLE)
+def mine(
+    ctx: typer.Context,
+    users: Annotated[Optional[Path], typer.Option(help="User embeddings: parquet file or directory, or .npy with --user-ids.")] = None,
+    items: Annotated[Optional[Path], typer.Option(help="Item embeddings: parquet file or directory, or .npy with --item-ids.")] = None,
+    positives: Annotated[Optional[Path], typer.Option(help="Users' positives: parquet, CSV/TSV or LightGCN text (user item item ...).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output directory, published atomically.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML file with any of these options (keys as here, under \\[mine] or top level); the command line wins.")] = None,
+    user_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy user matrix (.npy, .parquet or one id per line).")] = None,
+    item_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy item matrix.")] = None,
+    id_column: Annotated[str, typer.Option(help="Id column of the embedding tables.")] = "id",
+    vector_column: Annotated[str, typer.Option(help="Vector column of the embedding tables.")] = "embedding",
+    positives_format: Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn (auto: by file suffix).")] = "auto",
+    user_column: Annotated[str, typer.Option(help="User id column of the positives.")] = "user_id",
+    item_column: Annotated[str, typer.Option(help="Item id column of the positives.")] = "item_id",
+    weight_column: Annotated[Optional[str], typer.Option(help="Weight column of the positives (default: weight 1).")] = None,
+    item_features: Annotated[Optional[Path], typer.Option(help="Item feature table (parquet/CSV) whose columns become the item attrs.")] = None,
+    item_features_id_column: Annotated[str, typer.Option(help="Id column of the item feature table.")] = "id",
+    attr_columns: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns, in attr_fields order (default: all but the id).")] = None,
+    attr_delimiter: Annotated[str, typer.Option(help="Delimiter joining attrs, escapes allowed (the sampler's attr_delimiter).")] = "\\x02",
+    rank_window: Annotated[str, typer.Option(help="LO:HI, 1-based ranks among the user's non-positive items.")] = "101:500",
+    num_hard: Annotated[int, typer.Option(help="Hard negatives per user.")] = 10,
+    strategy: Annotated[str, typer.Option(help="uniform|top|softmax|softmax-v|all.")] = "uniform",
+    temperature: Annotated[float, typer.Option(help="softmax: sampling temperature on scores.")] = 1.0,
+    rho: Annotated[float, typer.Option(help="softmax-v: rho of the adaptive temperature sqrt(Var/(2 rho)); smaller is harder.")] = 0.1,
+    max_score: Annotated[Optional[str], typer.Option(help="Drop negatives scoring above this.")] = None,
+    min_score: Annotated[Optional[str], typer.Option(help="Drop negatives scoring below this.")] = None,
+    absolute_margin: Annotated[Optional[str], typer.Option(help="Keep negatives with score <= ref - m (ref: --margin-reference of the user's positives' scores).")] = None,
+    relative_margin: Annotated[Optional[str], typer.Option(help="Keep negatives with score <= ref - |ref|*m (0.05: below 95% of ref).")] = None,
+    margin_reference: Annotated[str, typer.Option(help="min|median|mean|max of the user's positives' scores.")] = "median",
+    max_item_negatives: Annotated[Optional[int], typer.Option(help="Cap on how many users may get one item as a hard negative.")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
+    metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
+    index: Annotated[str, typer.Option(help="flat (exact)|ivf|hnsw (approximate).")] = "flat",
+    nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
+    nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,
+    hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,
+    ef_construction: Annotated[int, typer.Option(help="hnsw: build-time beam.")] = 200,
+    ef_search: Annotated[int, typer.Option(help="hnsw: search beam (raised to at least the search depth).")] = 512,
+    audit_sample: Annotated[int, typer.Option(help="Approximate index: compare this many users with exact search; window recall goes into manifest.json.")] = 0,
+    chunk_size: Annotated[int, typer.Option(help="Users per chunk (bounds memory; the output does not depend on it).")] = 16384,
+    threads: Annotated[Optional[int], typer.Option(help="FAISS threads (default: all cores).")] = None,
+    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|uniform (the consumer keeps each user's top num_hard_sample by weight).")] = "score",
+    pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,
+    formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing hnmine output at --out.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Mine hard negatives: FAISS top-K per user, ranks LO..HI among non-positives, sampler tables out.
+
+    Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
+    with manifest.json and _SUCCESS, into --out.
+    """
+    given = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet")}
+    options = merge_config(ctx, config, "mine", given)
+    for required in ("users", "items", "positives", "out"):
+        if not options.get(required):
+            fail(f"missing option --{required}")
+    try:
+        options["attr_delimiter"] = codecs.decode(str(options["attr_delimiter"]), "unicode_escape")
+    except UnicodeDecodeError:
+        fail(f"--attr-delimiter '{options['attr_delimiter']}' is not a valid escape")
+    for key in ("max_score", "min_score", "absolute_margin", "relative_margin"):
+        try:
+            options[key] = _floats(options[key])
+        except ValueError:
+            fail(f"--{key.replace('_', '-')} '{options[key]}' is not a number")
+    for key in ("attr_columns", "formats"):
+        if isinstance(options[key], str):
+            options[key] = [part.strip() for part in options[key].split(",") if part.strip()]
+    options["rank_window"] = str(options["rank_window"])
+    known = {f.name for f in fields(MineConfig)}
+    cfg = MineConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known})
+    from hnmine.mine import mine as run_mine, plan
+
+    try:
+        if dry_run:
+            result = plan(cfg)
+            if json_summary:
+                typer.echo(json.dumps(result.to_dict(), indent=2))
+            else:
+                for key, value in result.to_dict().items():
+                    if key == "estimated_peak_memory_bytes":
+                        value = f"{value / 2**20:,.0f} MiB"
+                    elif key == "estimated_seconds":
+                        value = f"{value:,.1f} s (from {result.sampled_users} sampled users)"
+                    typer.echo(f"{key.replace('_', ' ')}: {value}")
+            return
+        report = run_mine(cfg, progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
+    except InputError as exc:
+        fail(str(exc))
+    if json_summary:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        print_report(report)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+SVD_EXAMPLE = """Example:
+
+  hnmine svd --positives sample_data/train.txt --dim 64 --out-dir emb/
+"""
+
+
+@app.command(epilog=SVD_EXAMPLE)
+def svd(
+    positives: Annotated[Path, typer.Option(help="Users' positives: parquet, CSV/TSV or LightGCN text.")],
+    out_dir: Annotated[Path, typer.Option(help="Directory for user.parquet and item.parquet.")],
+    dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed of the randomized SVD.")] = 0,
+    positives_format: Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn.")] = "auto",
+    user_column: Annotated[str, typer.Option(help="User id column of the positives.")] = "user_id",
+    item_column: Annotated[str, typer.Option(help="Item id column of the positives.")] = "item_id",
+) -> None:
+    """Embed users and items with a truncated SVD of the interaction matrix (no training needed).
+
+    Writes user.parquet and item.parquet (columns id, embedding) in the input form of `hnmine mine`.
+    """
+    from hnmine.positives import read_positives
+    from hnmine.svd import write_svd_embeddings
+
+    try:
+        table = read_positives(positives, fmt=positives_format, user_column=user_column, item_column=item_column)
+        user_path, item_path = write_svd_embeddings(table, out_dir, dim=dim, seed=seed)
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {user_path} and {item_path}")

@@ -1,0 +1,3 @@
+from hnmine.cli.main import main
+
+main()

@@ -1,0 +1,295 @@
+"""Stage 1, input: user and item embeddings from parquet (one file or a directory) or ``.npy``.
+
+Parquet tables have an id column (int64 or string) and a vector column (fixed-size list or list of
+float). A ``.npy`` matrix comes with an ids file (``.npy``, ``.parquet`` or text, one id a line).
+Everything is validated on the way in; any defect raises :class:`InputError` naming the file, the
+row and the column, so a bad export never turns into silently wrong negatives.
+
+Users are streamed: :meth:`EmbeddingSource.read_ids` reads only the id column, and
+:meth:`EmbeddingSource.iter_chunks` yields validated vector chunks, so memory does not grow with
+the number of users. Items are read whole (:func:`read_embeddings`): the index needs them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from hnmine.errors import InputError
+
+__all__ = ["Embeddings", "EmbeddingSource", "read_embeddings", "normalize_rows"]
+
+
+@dataclass
+class Embeddings:
+    """Ids and their vectors, row-aligned. ``vectors`` is float32, C-contiguous, shape (n, d)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.vectors.shape[1])
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length rows (for cosine similarity); zero rows stay zero."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def _list_parquet_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise InputError(f"{path}: directory contains no .parquet files")
+        return files
+    return [path]
+
+
+def _ids_to_numpy(column: pa.ChunkedArray | pa.Array, where: str, id_column: str) -> np.ndarray:
+    """Arrow id column to int64 or str numpy, rejecting nulls and other types."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise InputError(f"{where}: column '{id_column}' has a null id at row {row}")
+    kind = column.type
+    if pa.types.is_integer(kind):
+        if pa.types.is_uint64(kind) and len(column) and pc.max(column).as_py() > np.iinfo(np.int64).max:
+            raise InputError(f"{where}: column '{id_column}' has ids beyond the int64 range")
+        return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return np.asarray(column.to_pylist(), dtype=object)
+    raise InputError(f"{where}: column '{id_column}' has type {kind}; ids must be integers or strings")
+
+
+def _vectors_to_numpy(
+    column: pa.ChunkedArray | pa.Array, where: str, vector_column: str, first_row: int, ids: np.ndarray
+) -> np.ndarray:
+    """Arrow list column to a float32 (n, d) matrix, rejecting nulls, ragged rows, NaN and inf."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
+        raise InputError(
+            f"{where}: column '{vector_column}' has type {kind}; expected a list of floats"
+        )
+    value_type = kind.value_type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        raise InputError(
+            f"{where}: column '{vector_column}' holds {value_type}; expected a list of floats"
+        )
+    n = len(column)
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise InputError(f"{where}: column '{vector_column}' is null at row {first_row + row} (id {ids[row]})")
+    if pa.types.is_fixed_size_list(kind):
+        dim = kind.list_size
+        values = column.flatten()
+    else:
+        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        dim = int(lengths[0]) if n else 0
+        bad = np.flatnonzero(lengths != dim)
+        if bad.size:
+            row = int(bad[0])
+            raise InputError(
+                f"{where}: column '{vector_column}' has length {int(lengths[row])} at row "
+                f"{first_row + row} (id {ids[row]}) but {dim} at row {first_row}; vectors must all "
+                "have the same length"
+            )
+        values = pc.list_flatten(column)
+    if values.null_count:
+        flat = int(pc.index(pc.is_null(values), True).as_py())
+        row = flat // max(dim, 1)
+        raise InputError(f"{where}: column '{vector_column}' has a null value at row {first_row + row} (id {ids[row]})")
+    if dim == 0:
+        raise InputError(f"{where}: column '{vector_column}' has empty vectors")
+    matrix = np.ascontiguousarray(values.to_numpy(zero_copy_only=False).reshape(n, dim), dtype=np.float32)
+    _check_finite(matrix, where, vector_column, first_row, ids)
+    return matrix
+
+
+def _check_finite(matrix: np.ndarray, where: str, column: str, first_row: int, ids: np.ndarray) -> None:
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        bad = matrix[row][~finite[row]][0]
+        raise InputError(f"{where}: column '{column}' has {bad} at row {first_row + row} (id {ids[row]})")
+
+
+def _check_unique(ids: np.ndarray, where: str, id_column: str) -> None:
+    series = pl.Series("id", ids if ids.dtype != object else ids.tolist())
+    duplicated = series.is_duplicated()
+    if duplicated.any():
+        row = int(duplicated.arg_true()[0])
+        raise InputError(f"{where}: column '{id_column}' has duplicate id {ids[row]} (first at row {row})")
+
+
+def _read_ids_file(path: Path, id_column: str) -> np.ndarray:
+    if not path.exists():
+        raise InputError(f"{path}: ids file not found")
+    if path.suffix == ".npy":
+        ids = np.load(path, allow_pickle=False)
+        if ids.ndim != 1:
+            raise InputError(f"{path}: ids array must be 1-D, got shape {ids.shape}")
+        if ids.dtype.kind in "iu":
+            return ids.astype(np.int64)
+        if ids.dtype.kind == "U":
+            return ids.astype(object)
+        raise InputError(f"{path}: ids array has dtype {ids.dtype}; expected integers or strings")
+    if path.suffix in (".parquet", ".pq"):
+        table = pq.read_table(path)
+        if id_column not in table.column_names:
+            raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.column_names)})")
+        return _ids_to_numpy(table[id_column], str(path), id_column)
+    lines = path.read_text().splitlines()
+    if lines and all(s.strip().lstrip("-").isdigit() for s in lines if s.strip()):
+        return np.asarray([int(s) for s in lines if s.strip()], dtype=np.int64)
+    return np.asarray([s for s in lines if s.strip()], dtype=object)
+
+
+class EmbeddingSource:
+    """An embedding table on disk: parquet file(s), or ``.npy`` plus an ids file.
+
+    Opening checks existence, columns and types from metadata only; rows are read by
+    :meth:`read_ids`, :meth:`iter_chunks` or :meth:`read_all`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        id_column: str = "id",
+        vector_column: str = "embedding",
+        ids_path: str | Path | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.id_column = id_column
+        self.vector_column = vector_column
+        if not self.path.exists():
+            raise InputError(f"{self.path}: file not found")
+        self.is_npy = self.path.suffix == ".npy"
+        if self.is_npy:
+            if ids_path is None:
+                raise InputError(f"{self.path}: a .npy embedding matrix needs an ids file (--user-ids/--item-ids)")
+            self.ids_path = Path(ids_path)
+            try:
+                self._matrix = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            except ValueError as exc:
+                raise InputError(f"{self.path}: not a numeric .npy array ({exc})") from None
+            if self._matrix.ndim != 2 or self._matrix.dtype.kind not in "fiu":
+                raise InputError(
+                    f"{self.path}: expected a 2-D float array, got shape {self._matrix.shape} dtype {self._matrix.dtype}"
+                )
+            self.num_rows = int(self._matrix.shape[0])
+            self.files: list[Path] = [self.path]
+        else:
+            self.files = _list_parquet_files(self.path)
+            self.num_rows = 0
+            for file in self.files:
+                try:
+                    meta = pq.ParquetFile(file)
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise InputError(f"{file}: not a readable parquet file ({exc})") from None
+                names = meta.schema_arrow.names
+                for column in (id_column, vector_column):
+                    if column not in names:
+                        raise InputError(f"{file}: no column '{column}' (columns: {', '.join(names)})")
+                self.num_rows += meta.metadata.num_rows
+        if self.num_rows == 0:
+            raise InputError(f"{self.path}: embedding table is empty")
+
+    def read_ids(self) -> np.ndarray:
+        """All ids in row order (int64 or str), checked for nulls and duplicates."""
+        if self.is_npy:
+            ids = _read_ids_file(self.ids_path, self.id_column)
+            if len(ids) != self.num_rows:
+                raise InputError(
+                    f"{self.ids_path}: has {len(ids)} ids but {self.path} has {self.num_rows} rows"
+                )
+        else:
+            parts = [
+                _ids_to_numpy(pq.read_table(f, columns=[self.id_column])[self.id_column], str(f), self.id_column)
+                for f in self.files
+            ]
+            kinds = {p.dtype.kind for p in parts}
+            if len(kinds) > 1:
+                raise InputError(f"{self.path}: files disagree on the type of column '{self.id_column}'")
+            ids = np.concatenate(parts)
+        _check_unique(ids, str(self.ids_path if self.is_npy else self.path), self.id_column)
+        return ids
+
+    def iter_chunks(self, rows: int, ids: np.ndarray | None = None) -> Iterator[tuple[int, Embeddings]]:
+        """Yield ``(first_row, Embeddings)`` chunks of at most ``rows`` rows, each validated."""
+        if self.is_npy:
+            ids = self.read_ids() if ids is None else ids
+            for start in range(0, self.num_rows, rows):
+                block = np.ascontiguousarray(self._matrix[start : start + rows], dtype=np.float32)
+                _check_finite(block, str(self.path), "vector", start, ids[start : start + rows])
+                yield start, Embeddings(ids[start : start + rows], block, str(self.path))
+            return
+        offset = 0
+        for file in self.files:
+            reader = pq.ParquetFile(file)
+            file_row = 0
+            for batch in reader.iter_batches(batch_size=rows, columns=[self.id_column, self.vector_column]):
+                batch_ids = _ids_to_numpy(batch.column(0), str(file), self.id_column)
+                vectors = _vectors_to_numpy(batch.column(1), str(file), self.vector_column, file_row, batch_ids)
+                yield offset, Embeddings(batch_ids, vectors, str(file))
+                offset += len(batch_ids)
+                file_row += len(batch_ids)
+
+    def read_all(self) -> Embeddings:
+        """The whole table in memory, validated (ids unique, one dimension throughout)."""
+        ids = self.read_ids()
+        chunks = [emb.vectors for _, emb in self.iter_chunks(1 << 16, ids=ids)]
+        dims = {c.shape[1] for c in chunks}
+        if len(dims) > 1:
+            raise InputError(f"{self.path}: vectors have different lengths across files: {sorted(dims)}")
+        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), str(self.path))
+
+    def peek_dim(self) -> int:
+        """The vector length, read from the first row."""
+        if self.is_npy:
+            return int(self._matrix.shape[1])
+        reader = pq.ParquetFile(self.files[0])
+        batch = next(reader.iter_batches(batch_size=1, columns=[self.vector_column]))
+        kind = batch.schema.field(0).type
+        if pa.types.is_fixed_size_list(kind):
+            return int(kind.list_size)
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+            raise InputError(f"{self.files[0]}: column '{self.vector_column}' has type {kind}; expected a list of floats")
+        return int(pc.list_value_length(batch.column(0))[0].as_py() or 0)
+
+
+def read_embeddings(
+    path: str | Path,
+    *,
+    id_column: str = "id",
+    vector_column: str = "embedding",
+    ids_path: str | Path | None = None,
+) -> Embeddings:
+    """Read and validate a whole embedding table (see :class:`EmbeddingSource`)."""
+    return EmbeddingSource(path, id_column=id_column, vector_column=vector_column, ids_path=ids_path).read_all()
+
+
+def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str = "id",
+                     vector_column: str = "embedding") -> None:
+    """Write ids and vectors as parquet with a fixed-size-list float32 column (hnmine's input form)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    flat = pa.array(vectors.reshape(-1), type=pa.float32())
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    id_array = pa.array(ids.tolist() if np.asarray(ids).dtype == object else np.asarray(ids, dtype=np.int64))
+    pq.write_table(pa.table({id_column: id_array, vector_column: column}), path, compression="zstd")

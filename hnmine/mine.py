@@ -1,0 +1,560 @@
+"""The ``mine`` job: embeddings -> FAISS window -> hard negatives -> sampler tables, published atomically.
+
+:func:`mine` streams the users chunk by chunk through the pure stage functions
+(:func:`~hnmine.retrieval.retrieve_window`, :func:`~hnmine.selection.select_hard_negatives`,
+:func:`~hnmine.tables.hard_neg_edge_table`) and appends each chunk to the output files, so memory is
+bounded by the item index, the positives and one chunk. :func:`plan` reads only what it needs to
+print what a run would do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import math
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+
+from hnmine.embeddings import Embeddings, EmbeddingSource, normalize_rows
+from hnmine.errors import InputError
+from hnmine.graphlearn import TextTableWriter
+from hnmine.hashing import id_keys, pair_uniforms, user_streams
+from hnmine.positives import PositiveIndex, index_positives, read_positives
+from hnmine.publish import Publication
+from hnmine.retrieval import SAFETY_MARGIN, IndexSpec, ItemIndex, retrieve_window, search_depths
+from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
+from hnmine.tables import (
+    EDGE_WEIGHTS,
+    hard_neg_edge_table,
+    item_attrs,
+    item_node_table,
+    read_item_features,
+    user_node_table,
+)
+
+__all__ = ["MineConfig", "MineReport", "MinePlan", "mine", "plan", "parse_rank_window"]
+
+FORMATS = ("parquet", "graphlearn")
+
+
+def parse_rank_window(text: str) -> tuple[int, int]:
+    """``"101:500"`` -> (101, 500); 1-based, inclusive, LO <= HI."""
+    try:
+        lo_text, hi_text = str(text).split(":")
+        lo, hi = int(lo_text), int(hi_text)
+    except ValueError:
+        raise InputError(f"rank window '{text}' must be LO:HI, e.g. 101:500") from None
+    if lo < 1 or hi < lo:
+        raise InputError(f"rank window '{text}' must satisfy 1 <= LO <= HI")
+    return lo, hi
+
+
+@dataclass
+class MineConfig:
+    """Every option of ``hnmine mine`` (the CLI and the TOML config map onto these fields)."""
+
+    users: str
+    items: str
+    positives: str
+    out: str
+    user_ids: str | None = None
+    item_ids: str | None = None
+    id_column: str = "id"
+    vector_column: str = "embedding"
+    positives_format: str = "auto"
+    user_column: str = "user_id"
+    item_column: str = "item_id"
+    weight_column: str | None = None
+    item_features: str | None = None
+    item_features_id_column: str = "id"
+    attr_columns: list[str] | None = None
+    attr_delimiter: str = "\x02"
+    rank_window: str = "101:500"
+    num_hard: int = 10
+    strategy: str = "uniform"
+    temperature: float = 1.0
+    rho: float = 0.1
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    margin_reference: str = "median"
+    max_item_negatives: int | None = None
+    seed: int = 0
+    metric: str = "ip"
+    index: str = "flat"
+    nlist: int | None = None
+    nprobe: int = 64
+    hnsw_m: int = 32
+    ef_construction: int = 200
+    ef_search: int = 512
+    audit_sample: int = 0
+    chunk_size: int = 16384
+    threads: int | None = None
+    edge_weight: str = "score"
+    pop_exponent: float = 0.75
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    overwrite: bool = False
+
+    def window(self) -> tuple[int, int]:
+        return parse_rank_window(self.rank_window)
+
+    def validate(self) -> None:
+        """Reject impossible option values before any input is read."""
+        self.window()
+        checks: list[tuple[bool, str]] = [
+            (self.num_hard >= 1, "--num-hard must be at least 1"),
+            (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),
+            (self.temperature > 0, "--temperature must be positive"),
+            (self.rho > 0, "--rho must be positive"),
+            (self.margin_reference in REFERENCES, f"--margin-reference must be one of {', '.join(REFERENCES)}"),
+            (self.absolute_margin is None or self.absolute_margin >= 0, "--absolute-margin must be >= 0"),
+            (self.relative_margin is None or self.relative_margin >= 0, "--relative-margin must be >= 0"),
+            (self.max_item_negatives is None or self.max_item_negatives >= 1, "--max-item-negatives must be at least 1"),
+            (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
+            (self.index in ("flat", "ivf", "hnsw"), "--index must be flat, ivf or hnsw"),
+            (self.chunk_size >= 1, "--chunk-size must be at least 1"),
+            (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
+            (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
+            (bool(self.formats) and set(self.formats) <= set(FORMATS), f"--formats must be a subset of {', '.join(FORMATS)}"),
+            (len(self.attr_delimiter) == 1, "--attr-delimiter must be one character"),
+            (self.attr_delimiter not in "\t\n\r", "--attr-delimiter cannot be TAB or a newline"),
+            (self.audit_sample >= 0, "--audit-sample must be >= 0"),
+            (self.nprobe >= 1 and self.hnsw_m >= 2 and self.ef_search >= 1, "index parameters must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
+            raise InputError("--min-score is above --max-score: no negative could pass")
+
+    def index_spec(self) -> IndexSpec:
+        return IndexSpec(
+            kind=self.index, metric=self.metric, nlist=self.nlist, nprobe=self.nprobe,  # type: ignore[arg-type]
+            hnsw_m=self.hnsw_m, ef_construction=self.ef_construction, ef_search=self.ef_search,
+        )
+
+    def selection(self, extra: int = 0) -> SelectionConfig:
+        return SelectionConfig(
+            num_hard=self.num_hard, strategy=self.strategy, temperature=self.temperature, rho=self.rho,  # type: ignore[arg-type]
+            max_score=self.max_score, min_score=self.min_score, absolute_margin=self.absolute_margin,
+            relative_margin=self.relative_margin, margin_reference=self.margin_reference, extra=extra,
+        )
+
+
+@dataclass
+class MineReport:
+    """What a run did; also the body of ``manifest.json``'s ``summary``."""
+
+    out: str = ""
+    users: int = 0
+    items: int = 0
+    dim: int = 0
+    positives: int = 0
+    duplicate_positives: int = 0
+    unknown_user_positives: int = 0
+    unknown_item_positives: int = 0
+    unknown_users: int = 0
+    unknown_items: int = 0
+    users_complete: int = 0
+    users_short: dict[str, int] = field(default_factory=dict)
+    users_empty: dict[str, int] = field(default_factory=dict)
+    max_search_depth: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    score: dict[str, float] = field(default_factory=dict)
+    rank: dict[str, float] = field(default_factory=dict)
+    items_without_features: int = 0
+    attr_fields: list[str] = field(default_factory=list)
+    audit: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MinePlan:
+    """What :func:`mine` would do (``--dry-run``)."""
+
+    users: int
+    items: int
+    dim: int
+    positives: int
+    unknown_user_positives: int
+    unknown_item_positives: int
+    rank_window: str
+    num_hard: int
+    index: str
+    search_depth_max: int
+    search_depth_mean: float
+    chunks: int
+    estimated_rows: int
+    estimated_peak_memory_bytes: int
+    estimated_seconds: float
+    sampled_users: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Progress:
+    """Progress hooks the CLI implements (a rich bar on a terminal, log lines otherwise)."""
+
+    def start(self, total: int) -> None: ...
+
+    def advance(self, users: int) -> None: ...
+
+    def log(self, message: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = Counter()
+
+    def add(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.totals[stage] += now - since
+        return now
+
+
+@dataclass
+class _Inputs:
+    users: EmbeddingSource
+    user_ids: np.ndarray
+    items: Embeddings
+    positives: PositiveIndex
+    duplicates: int
+    rows_read: int
+
+
+def _read_inputs(config: MineConfig) -> _Inputs:
+    users = EmbeddingSource(config.users, id_column=config.id_column, vector_column=config.vector_column,
+                            ids_path=config.user_ids)
+    items = EmbeddingSource(config.items, id_column=config.id_column, vector_column=config.vector_column,
+                            ids_path=config.item_ids).read_all()
+    user_dim = users.peek_dim()
+    if user_dim != items.dim:
+        raise InputError(f"{config.users}: user vectors have length {user_dim} but {config.items} has {items.dim}")
+    lo, hi = config.window()
+    if hi > len(items):
+        raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.items}")
+    user_ids = users.read_ids()
+    positives = read_positives(config.positives, fmt=config.positives_format, user_column=config.user_column,
+                               item_column=config.item_column, weight_column=config.weight_column)
+    index = index_positives(positives, user_ids, items.ids)
+    return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
+
+
+def _fingerprint(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    size = 0
+    for file in files:
+        digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return {"path": str(root.absolute()), "files": len(files), "bytes": size, "sha256": digest.hexdigest()}
+
+
+def _versions() -> dict[str, str]:
+    names = ["hnmine", "numpy", "faiss-cpu", "polars", "pyarrow"]
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def _short_reason(
+    n_selected: np.ndarray, needed: int, filled: np.ndarray, width: int, available: np.ndarray, hi: int,
+    after_filters: np.ndarray, exact: bool,
+) -> np.ndarray:
+    """Why each user got fewer than ``needed`` negatives ('' when it did not)."""
+    reason = np.full(len(n_selected), "", dtype=object)
+    short = n_selected < needed
+    catalog = short & (filled < width) & (available < hi)
+    index = short & ~catalog & (filled < width) & (not exact)
+    filters = short & ~catalog & ~index & (after_filters < needed)
+    cap = short & ~catalog & ~index & ~filters
+    reason[catalog] = "catalog"
+    reason[index] = "index"
+    reason[filters] = "filters"
+    reason[cap] = "item-cap"
+    return reason
+
+
+def plan(config: MineConfig, sample_users: int = 2048) -> MinePlan:
+    """Read the inputs, time a search on a sample of users, and estimate the whole run."""
+    config.validate()
+    inputs = _read_inputs(config)
+    lo, hi = config.window()
+    counts = np.diff(inputs.positives.indptr)
+    depths = search_depths(counts, hi, len(inputs.items))
+    n_users, dim = len(inputs.user_ids), inputs.items.dim
+    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads)
+    _, first = next(inputs.users.iter_chunks(min(sample_users, n_users), ids=inputs.user_ids))
+    start = time.perf_counter()
+    indptr, rows = inputs.positives.slice(0, len(first))
+    window = retrieve_window(index, _prepared(first.vectors, config.metric), indptr, rows, lo, hi)
+    select_hard_negatives(window, user_streams(config.seed, id_keys(first.ids)), config.selection())
+    per_user = (time.perf_counter() - start) / len(first)
+    chunk = min(config.chunk_size, n_users)
+    depth_max = int(depths.max())
+    memory = (
+        inputs.items.vectors.nbytes * (2 if config.index == "flat" else 3)
+        + inputs.positives.item_rows.nbytes + inputs.positives.indptr.nbytes + inputs.positives.pos_edge.estimated_size()
+        + chunk * depth_max * 40 + chunk * (hi - lo + 1) * 40
+    )
+    per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
+    return MinePlan(
+        users=n_users, items=len(inputs.items), dim=dim, positives=inputs.positives.pos_edge.height,
+        unknown_user_positives=inputs.positives.unknown_user_rows,
+        unknown_item_positives=inputs.positives.unknown_item_rows,
+        rank_window=f"{lo}:{hi}", num_hard=config.num_hard, index=config.index,
+        search_depth_max=depth_max, search_depth_mean=float(depths.mean()),
+        chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
+        estimated_peak_memory_bytes=int(memory), estimated_seconds=per_user * n_users,
+        sampled_users=len(first),
+    )
+
+
+def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
+    return normalize_rows(vectors) if metric == "cosine" else vectors
+
+
+def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
+    """Run the whole job and publish ``config.out`` atomically; returns the summary."""
+    progress = progress or Progress()
+    config.validate()
+    timer = _Timer()
+    started = time.time()
+    mark = time.perf_counter()
+    lo, hi = config.window()
+    width = hi - lo + 1
+    publication = Publication(config.out, overwrite=config.overwrite)
+    inputs = _read_inputs(config)
+    features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
+    attrs, attr_fields, without_features = item_attrs(
+        inputs.items.ids, features, id_column=config.item_features_id_column, attr_columns=config.attr_columns,
+        delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
+    )
+    fingerprints = {name: _fingerprint(getattr(config, name)) for name in
+                    ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
+    mark = timer.add("read", mark)
+    item_vectors = _prepared(inputs.items.vectors, config.metric)
+    index = ItemIndex(item_vectors, config.index_spec(), config.threads)
+    audit_index = ItemIndex(item_vectors, IndexSpec(kind="flat")) if config.audit_sample and not index.exact else None
+    mark = timer.add("index", mark)
+
+    report = MineReport(out=str(Path(config.out).absolute()), users=len(inputs.user_ids), items=len(inputs.items),
+                        dim=inputs.items.dim, positives=inputs.positives.pos_edge.height,
+                        duplicate_positives=inputs.duplicates,
+                        unknown_user_positives=inputs.positives.unknown_user_rows,
+                        unknown_item_positives=inputs.positives.unknown_item_rows,
+                        unknown_users=inputs.positives.unknown_users, unknown_items=inputs.positives.unknown_items,
+                        items_without_features=without_features, attr_fields=attr_fields)
+    capped = config.max_item_negatives is not None
+    selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
+    needed = width if config.strategy == "all" else min(config.num_hard, width)
+    all_streams_keys = id_keys(inputs.user_ids)
+    audit_rows = set()
+    if audit_index is not None:
+        order = np.argsort(user_streams(config.seed ^ 0x5A5A, all_streams_keys), kind="stable")
+        audit_rows = set(order[: config.audit_sample].tolist())
+    audit_hits = audit_total = 0
+    short_reasons: Counter[str] = Counter()
+    empty_reasons: Counter[str] = Counter()
+    max_depth = 0
+
+    with publication as staging:
+        parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
+        parquet_writer: pq.ParquetWriter | None = None
+        text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
+            "graphlearn" in config.formats and not capped) else None
+        write_parquet = capped or "parquet" in config.formats
+        progress.start(len(inputs.user_ids))
+        for first_row, chunk in inputs.users.iter_chunks(config.chunk_size, ids=inputs.user_ids):
+            mark = time.perf_counter()
+            stop = first_row + len(chunk)
+            queries = _prepared(chunk.vectors, config.metric)
+            if queries.shape[1] != inputs.items.dim:
+                raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
+            indptr, pos_rows = inputs.positives.slice(first_row, stop)
+            max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
+            window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
+            if audit_index is not None:
+                local = [r - first_row for r in range(first_row, stop) if r in audit_rows]
+                if local:
+                    rows_local = np.asarray(local)
+                    sub_ptr = np.concatenate([[0], np.cumsum(np.diff(indptr)[rows_local])])
+                    sub_pos = np.concatenate([pos_rows[indptr[r]: indptr[r + 1]] for r in rows_local])
+                    exact = retrieve_window(audit_index, queries[rows_local], sub_ptr, sub_pos, lo, hi)
+                    for a, e in zip(window.items[rows_local], exact.items):
+                        truth = set(e[e >= 0].tolist())
+                        audit_hits += len(truth & set(a[a >= 0].tolist()))
+                        audit_total += len(truth)
+            mark = timer.add("retrieve", mark)
+            streams = user_streams(config.seed, id_keys(chunk.ids))
+            references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
+                          if selection_config.uses_margins else None)
+            selection = select_hard_negatives(window, streams, selection_config, references)
+            n_selected = np.bincount(selection.user, minlength=len(chunk))
+            kept = np.minimum(n_selected, needed)
+            reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
+                                    selection.after_filters, index.exact)
+            short_reasons.update(reasons[(kept > 0) & (reasons != "")].tolist())
+            empty_reasons.update(reasons[kept == 0].tolist())
+            table = hard_neg_edge_table(selection, chunk.ids, inputs.items.ids, lo, config.edge_weight)
+            if capped:
+                table = table.with_columns(
+                    pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
+                    pl.Series("order", selection.order.astype(np.int32)),
+                    pl.Series("priority", pair_uniforms(streams[selection.user],
+                                                         id_keys(inputs.items.ids[selection.item]))),
+                )
+            mark = timer.add("select", mark)
+            if write_parquet:
+                arrow = table.to_arrow()
+                if parquet_writer is None:
+                    parquet_writer = pq.ParquetWriter(parquet_path, arrow.schema, compression="zstd")
+                parquet_writer.write_table(arrow)
+            if text_writer is not None:
+                text_writer.write(table)
+            timer.add("write", mark)
+            progress.advance(len(chunk))
+        progress.stop()
+        mark = time.perf_counter()
+        if parquet_writer is not None:
+            parquet_writer.close()
+        if capped:
+            final = _apply_item_cap(parquet_path, config.max_item_negatives or 0, needed)
+            parquet_path.unlink()
+            empty_after = len(inputs.user_ids) - final["user_id"].n_unique()
+            short_reasons, empty_reasons = _recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
+            if "parquet" in config.formats:
+                final.write_parquet(staging / "hard_neg_edge.parquet", compression="zstd")
+            if "graphlearn" in config.formats:
+                text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge")
+                text_writer.write(final)
+        if text_writer is not None:
+            text_writer.close(schema=_hard_neg_schema(inputs.user_ids, inputs.items.ids))
+        report.rows = _write_node_tables(staging, config, inputs, attrs)
+        report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
+        report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
+        report.users_short = dict(short_reasons)
+        report.users_empty = dict(empty_reasons)
+        report.max_search_depth = max_depth
+        if audit_index is not None:
+            report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
+                            "index": config.index}
+        timer.add("write", mark)
+        report.timings = {k: round(v, 4) for k, v in timer.totals.items()}
+        report.timings["total"] = round(time.time() - started, 4)
+        manifest = {
+            "tool": "hnmine mine",
+            "command": command if command is not None else sys.argv,
+            "options": asdict(config),
+            "inputs": fingerprints,
+            "summary": report.to_dict(),
+            "versions": _versions(),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        publication.commit(manifest)
+    return report
+
+
+def _hard_neg_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pl.Schema:
+    def dtype(ids: np.ndarray) -> type[pl.DataType]:
+        return pl.String if ids.dtype == object else pl.Int64
+
+    return pl.Schema({"user_id": dtype(user_ids), "item_id": dtype(item_ids), "weight": pl.Float32,
+                      "rank": pl.Int32, "score": pl.Float32})
+
+
+def _apply_item_cap(staged: Path, cap: int, needed: int) -> pl.DataFrame:
+    """Keep each item in at most ``cap`` users' lists, then each user's first ``needed`` survivors.
+
+    Which users keep an over-used item is decided by a per-(user, item) hash priority, so the
+    result does not depend on user order or chunking; users refill from their oversampled picks.
+    """
+    return (
+        pl.scan_parquet(staged)
+        .filter(pl.col("priority").rank("ordinal", descending=True).over("item_id") <= cap)
+        .sort("user_row", "order")
+        .filter(pl.col("order").rank("ordinal").over("user_row") <= needed)
+        .drop("user_row", "order", "priority")
+        .collect()
+    )
+
+
+def _recount_after_cap(final: pl.DataFrame, needed: int, short: Counter[str], empty: Counter[str],
+                       empty_after: int) -> tuple[Counter[str], Counter[str]]:
+    """Users the cap left short: reasons found before the cap stay, the rest are 'item-cap'."""
+    per_user = final.group_by("user_id").len()
+    short_after = int((per_user["len"] < needed).sum())
+    short = Counter(short)
+    empty = Counter(empty)
+    extra_short = short_after - sum(short.values())
+    if extra_short > 0:
+        short["item-cap"] += extra_short
+    extra_empty = empty_after - sum(empty.values())
+    if extra_empty > 0:
+        empty["item-cap"] += extra_empty
+    return short, empty
+
+
+def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs: pl.Series) -> dict[str, int]:
+    tables = {
+        "pos_edge": inputs.positives.pos_edge.with_columns(pl.col("weight").cast(pl.Float32)),
+        "user": user_node_table(inputs.user_ids),
+        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.pop_exponent, attrs),
+    }
+    for name, frame in tables.items():
+        if "parquet" in config.formats:
+            frame.write_parquet(staging / f"{name}.parquet", compression="zstd")
+        if "graphlearn" in config.formats:
+            writer = TextTableWriter(staging / f"{name}.txt", name)
+            writer.write(frame)
+            writer.close()
+    return {name: frame.height for name, frame in tables.items()}
+
+
+def _hard_neg_stats(staging: Path, config: MineConfig, report: MineReport) -> int:
+    source = staging / "hard_neg_edge.parquet"
+    if source.exists():
+        frame = pl.read_parquet(source, columns=["score", "rank"])
+    else:
+        frame = pl.read_csv(staging / "hard_neg_edge.txt", separator="\t", columns=[2], quote_char=None,
+                            new_columns=["score"]).with_columns(pl.lit(None, dtype=pl.Int32).alias("rank"))
+    if frame.height:
+        for column, target in (("score", report.score), ("rank", report.rank)):
+            values = frame[column].drop_nulls()
+            if values.len():
+                target.update({
+                    "min": float(values.min()), "p05": float(values.quantile(0.05)),
+                    "median": float(values.median()), "mean": float(values.mean()),
+                    "p95": float(values.quantile(0.95)), "max": float(values.max()),
+                })
+    return frame.height

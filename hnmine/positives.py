@@ -1,0 +1,208 @@
+"""Stage 1, input: the users' positives (interactions), and their index by embedding row.
+
+Formats: parquet (file or directory), CSV/TSV with a header, and the LightGCN text format used by
+../shared/datasets (``user item item ...`` one user a line). Column names are configurable.
+
+:func:`index_positives` maps ids to embedding rows and builds a CSR (per user row, sorted item
+rows), which retrieval uses to exclude positives and count ranks among non-positives. Positives
+whose user or item has no embedding are counted and reported, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from hnmine.errors import InputError
+
+__all__ = ["Positives", "PositiveIndex", "read_positives", "index_positives", "detect_format"]
+
+FORMATS = ("auto", "parquet", "csv", "lightgcn")
+
+
+@dataclass
+class Positives:
+    """Deduplicated (user_id, item_id, weight) rows, as read."""
+
+    table: pl.DataFrame
+    source: str
+    rows_read: int
+    duplicates: int
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir() or path.suffix in (".parquet", ".pq"):
+        return "parquet"
+    if path.suffix in (".csv", ".tsv"):
+        return "csv"
+    if path.suffix == ".txt":
+        return "lightgcn"
+    raise InputError(f"{path}: cannot tell the positives format from the name; pass --positives-format")
+
+
+def _read_lightgcn(path: Path) -> pl.DataFrame:
+    """``user item item ...`` lines (space separated) to one row per (user, item)."""
+    lines = pl.read_csv(
+        path, has_header=False, new_columns=["line"], separator="\x1f", quote_char=None,
+        schema_overrides={"line": pl.String},
+    )
+    tokens = (
+        lines.with_row_index("line_no", offset=1)
+        .with_columns(pl.col("line").str.strip_chars().str.split(" "))
+        .filter(pl.col("line").list.len() > 0)
+        .select(
+            "line_no",
+            pl.col("line").list.first().alias("user_id"),
+            pl.col("line").list.slice(1).alias("item_id"),
+        )
+        .explode("item_id")
+        .filter(pl.col("item_id").is_not_null() & (pl.col("item_id") != ""))
+    )
+    casted = tokens.with_columns(
+        pl.col("user_id").cast(pl.Int64, strict=False).alias("u"),
+        pl.col("item_id").cast(pl.Int64, strict=False).alias("i"),
+    )
+    bad = casted.filter(pl.col("u").is_null() | pl.col("i").is_null())
+    if bad.height:
+        row = bad.row(0, named=True)
+        value = row["user_id"] if row["u"] is None else row["item_id"]
+        raise InputError(f"{path}: line {row['line_no']}: '{value}' is not an integer id")
+    return casted.select(pl.col("u").alias("user_id"), pl.col("i").alias("item_id"), pl.lit(1.0).alias("weight"))
+
+
+def read_positives(
+    path: str | Path,
+    *,
+    fmt: str = "auto",
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    weight_column: str | None = None,
+) -> Positives:
+    """Read interactions into (user_id, item_id, weight), validated and deduplicated.
+
+    A repeated (user, item) pair keeps its largest weight; the count of duplicates is reported.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown positives format '{fmt}' (choose from {', '.join(FORMATS)})")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    try:
+        if fmt == "lightgcn":
+            table = _read_lightgcn(path)
+        else:
+            if fmt == "parquet":
+                source = str(path / "**" / "*.parquet") if path.is_dir() else path
+                raw = pl.read_parquet(source)
+            else:
+                raw = pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=10000)
+            wanted = [user_column, item_column] + ([weight_column] if weight_column else [])
+            for column in wanted:
+                if column not in raw.columns:
+                    raise InputError(f"{path}: no column '{column}' (columns: {', '.join(raw.columns)})")
+            table = raw.select(
+                pl.col(user_column).alias("user_id"),
+                pl.col(item_column).alias("item_id"),
+                (pl.col(weight_column) if weight_column else pl.lit(1.0)).alias("weight"),
+            )
+    except InputError:
+        raise
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{path}: cannot read as {fmt} ({str(exc).splitlines()[0]})") from None
+    if table.height == 0:
+        raise InputError(f"{path}: positives table is empty")
+    names = {"user_id": user_column, "item_id": item_column, "weight": weight_column or "weight"}
+    for column in ("user_id", "item_id"):
+        dtype = table.schema[column]
+        if not (dtype.is_integer() or dtype == pl.String):
+            raise InputError(f"{path}: column '{names[column]}' has type {dtype}; ids must be integers or strings")
+        nulls = table[column].is_null()
+        if nulls.any():
+            raise InputError(f"{path}: column '{names[column]}' is null at row {int(nulls.arg_true()[0])}")
+    if not table.schema["weight"].is_numeric():
+        raise InputError(f"{path}: column '{names['weight']}' has type {table.schema['weight']}; expected numbers")
+    table = table.with_columns(pl.col("weight").cast(pl.Float64))
+    weights = table["weight"]
+    bad = weights.is_null() | ~weights.is_finite() | (weights < 0)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InputError(f"{path}: column '{names['weight']}' has invalid weight {weights[row]} at row {row}")
+    rows_read = table.height
+    table = table.group_by("user_id", "item_id", maintain_order=True).agg(pl.col("weight").max())
+    return Positives(table=table, source=str(path), rows_read=rows_read, duplicates=rows_read - table.height)
+
+
+def _align_ids(column: pl.Series, ids: np.ndarray, what: str, source: str) -> pl.Series:
+    """Cast the positives' id column to the embedding ids' type, or fail naming both."""
+    want_str = ids.dtype == object
+    if want_str and column.dtype != pl.String:
+        return column.cast(pl.String)
+    if not want_str and column.dtype == pl.String:
+        cast = column.cast(pl.Int64, strict=False)
+        if cast.null_count():
+            bad = column.filter(cast.is_null())[0]
+            raise InputError(f"{source}: {what} id '{bad}' is a string but the {what} embeddings have int64 ids")
+        return cast
+    return column.cast(pl.Int64) if not want_str else column
+
+
+@dataclass
+class PositiveIndex:
+    """Positives keyed by embedding row: CSR over user rows with sorted item rows.
+
+    ``pos_edge`` holds the resolvable pairs as ids (what the samplers read); ``item_counts`` is the
+    number of distinct users per item row (popularity).
+    """
+
+    indptr: np.ndarray
+    item_rows: np.ndarray
+    pos_edge: pl.DataFrame
+    item_counts: np.ndarray
+    unknown_user_rows: int
+    unknown_item_rows: int
+    unknown_users: int
+    unknown_items: int
+
+    def counts(self, start: int, stop: int) -> np.ndarray:
+        return np.diff(self.indptr[start : stop + 1])
+
+    def slice(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (local indptr, item rows) for user rows ``start:stop``."""
+        ptr = self.indptr[start : stop + 1]
+        return ptr - ptr[0], self.item_rows[ptr[0] : ptr[-1]]
+
+
+def index_positives(positives: Positives, user_ids: np.ndarray, item_ids: np.ndarray) -> PositiveIndex:
+    """Map positives to embedding rows; count those whose user or item has no embedding."""
+    table = positives.table.with_columns(
+        _align_ids(positives.table["user_id"], user_ids, "user", positives.source),
+        _align_ids(positives.table["item_id"], item_ids, "item", positives.source),
+    )
+    users = pl.DataFrame({"user_id": user_ids.tolist() if user_ids.dtype == object else user_ids,
+                          "user_row": np.arange(len(user_ids), dtype=np.int64)})
+    items = pl.DataFrame({"item_id": item_ids.tolist() if item_ids.dtype == object else item_ids,
+                          "item_row": np.arange(len(item_ids), dtype=np.int64)})
+    joined = table.join(users, on="user_id", how="left").join(items, on="item_id", how="left")
+    missing_user = joined["user_row"].is_null()
+    missing_item = joined["item_row"].is_null()
+    known = joined.filter(~missing_user & ~missing_item).sort("user_row", "item_row")
+    user_rows = known["user_row"].to_numpy()
+    indptr = np.zeros(len(user_ids) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(user_rows, minlength=len(user_ids)), out=indptr[1:])
+    item_counts = np.bincount(
+        joined.filter(~missing_item)["item_row"].to_numpy(), minlength=len(item_ids)
+    ).astype(np.int64)
+    return PositiveIndex(
+        indptr=indptr,
+        item_rows=known["item_row"].to_numpy().astype(np.int32),
+        pos_edge=known.select("user_id", "item_id", "weight"),
+        item_counts=item_counts,
+        unknown_user_rows=int(missing_user.sum()),
+        unknown_item_rows=int(missing_item.sum()),
+        unknown_users=int(joined.filter(missing_user)["user_id"].n_unique()),
+        unknown_items=int(joined.filter(missing_item)["item_id"].n_unique()),
+    )

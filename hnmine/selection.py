@@ -1,0 +1,188 @@
+"""Stage 3: choose each user's hard negatives from its rank window.
+
+Filters first (absolute score caps, margins relative to the user's positives), then a strategy
+picks ``num_hard`` of the survivors:
+
+- ``uniform``: uniformly at random (the Facebook EBR recipe);
+- ``top``: the best-ranked (hardest);
+- ``softmax``: without replacement with probability ~ exp(score / temperature) (Gumbel top-k);
+- ``softmax-v``: the same with the adaptive temperature of Softmax-v(rho, N):
+  ``tau = sqrt(Var(score) / (2 rho))`` over the user's window, so hardness is set by ``rho``
+  whatever the score scale;
+- ``all``: every survivor.
+
+Every random draw comes from :mod:`hnmine.hashing` keyed by (seed, user id, window position), so a
+user's negatives never depend on chunking, threads or the other users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from hnmine.hashing import uniforms
+from hnmine.retrieval import Window
+
+__all__ = ["SelectionConfig", "Selection", "select_hard_negatives", "reference_scores", "STRATEGIES"]
+
+Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
+STRATEGIES: tuple[str, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
+REFERENCES: tuple[str, ...] = ("min", "median", "mean", "max")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How hard negatives are picked from the window.
+
+    Margins compare a negative's score ``s`` with the user's reference positive score ``p``
+    (the ``margin_reference`` statistic of the scores of the user's positives):
+    ``absolute_margin`` m keeps ``s <= p - m``; ``relative_margin`` m keeps ``s <= p - |p| m``
+    (m=0.05 keeps negatives below 95% of a positive reference). Users without positives are not
+    margin-filtered.
+    """
+
+    num_hard: int = 10
+    strategy: Strategy = "uniform"
+    temperature: float = 1.0
+    rho: float = 0.1
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    margin_reference: str = "median"
+    extra: int = 0
+
+    @property
+    def uses_margins(self) -> bool:
+        return self.absolute_margin is not None or self.relative_margin is not None
+
+
+@dataclass
+class Selection:
+    """Chosen negatives of a chunk, flat, grouped by user in preference order.
+
+    ``user`` is the chunk-local user index, ``column`` the window column (rank = lo + column),
+    ``order`` the position in the user's preference order (0 = first choice).
+    """
+
+    user: np.ndarray
+    column: np.ndarray
+    item: np.ndarray
+    score: np.ndarray
+    order: np.ndarray
+    window_filled: np.ndarray
+    after_filters: np.ndarray
+
+
+def reference_scores(
+    queries: np.ndarray, item_vectors: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, statistic: str
+) -> np.ndarray:
+    """Per user, the chosen statistic of its positives' scores (NaN for users without positives)."""
+    if statistic not in REFERENCES:
+        raise ValueError(f"margin reference must be one of {REFERENCES}")
+    m = len(queries)
+    counts = np.diff(indptr)
+    owner = np.repeat(np.arange(m), counts)
+    scores = np.einsum("ij,ij->i", queries[owner], item_vectors[pos_rows]).astype(np.float64)
+    out = np.full(m, np.nan)
+    has = counts > 0
+    if not has.any():
+        return out
+    starts = indptr[:-1][has]
+    if statistic == "mean":
+        out[has] = np.add.reduceat(scores, starts) / counts[has]
+    elif statistic == "max":
+        out[has] = np.maximum.reduceat(scores, starts)
+    elif statistic == "min":
+        out[has] = np.minimum.reduceat(scores, starts)
+    else:
+        order = np.lexsort((scores, owner))
+        ranked = scores[order]
+        lo_idx = indptr[:-1][has] + (counts[has] - 1) // 2
+        hi_idx = indptr[:-1][has] + counts[has] // 2
+        out[has] = (ranked[lo_idx] + ranked[hi_idx]) / 2
+    return out
+
+
+def _keep_mask(window: Window, references: np.ndarray | None, cfg: SelectionConfig) -> np.ndarray:
+    keep = window.items >= 0
+    scores = window.scores
+    if cfg.max_score is not None:
+        keep &= scores <= cfg.max_score
+    if cfg.min_score is not None:
+        keep &= scores >= cfg.min_score
+    if cfg.uses_margins and references is not None:
+        ref = references[:, None]
+        has_ref = ~np.isnan(ref)
+        if cfg.absolute_margin is not None:
+            keep &= ~has_ref | (scores <= ref - cfg.absolute_margin)
+        if cfg.relative_margin is not None:
+            keep &= ~has_ref | (scores <= ref - np.abs(ref) * cfg.relative_margin)
+    return keep
+
+
+def _preference_keys(window: Window, keep: np.ndarray, streams: np.ndarray, cfg: SelectionConfig) -> np.ndarray:
+    """Per candidate a key; the user's choice is its ``num_hard`` largest keys."""
+    m, width = window.items.shape
+    if cfg.strategy in ("top", "all"):
+        keys = np.broadcast_to(-np.arange(width, dtype=np.float64), (m, width)).copy()
+    else:
+        u = uniforms(streams, width)
+        if cfg.strategy == "uniform":
+            keys = u
+        else:
+            scores = window.scores.astype(np.float64)
+            if cfg.strategy == "softmax":
+                tau = np.full((m, 1), cfg.temperature)
+            else:
+                count = np.maximum(keep.sum(axis=1, keepdims=True), 1)
+                kept = np.where(keep, scores, 0.0)
+                mean = kept.sum(axis=1, keepdims=True) / count
+                var = (np.where(keep, scores - mean, 0.0) ** 2).sum(axis=1, keepdims=True) / count
+                tau = np.sqrt(var / (2.0 * cfg.rho))
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                logits = np.where(tau > 0, scores / np.where(tau > 0, tau, 1.0), 0.0)
+            keys = logits - np.log(-np.log(u))  # Gumbel top-k == sampling without replacement
+    keys[~keep] = -np.inf
+    return keys
+
+
+def select_hard_negatives(
+    window: Window,
+    streams: np.ndarray,
+    cfg: SelectionConfig,
+    references: np.ndarray | None = None,
+) -> Selection:
+    """Pick each user's negatives from its window (a pure function of the chunk).
+
+    ``streams`` are the users' random streams (:func:`hnmine.hashing.user_streams`); ``references``
+    the users' reference positive scores, needed only when margins are set.
+    """
+    m, width = window.items.shape
+    keep = _keep_mask(window, references, cfg)
+    after_filters = keep.sum(axis=1)
+    take = width if cfg.strategy == "all" else min(cfg.num_hard + cfg.extra, width)
+    keys = _preference_keys(window, keep, streams, cfg)
+    if take < width:
+        part = np.argpartition(-keys, take - 1, axis=1)[:, :take]
+    else:
+        part = np.broadcast_to(np.arange(width), (m, width)).copy()
+    part_keys = np.take_along_axis(keys, part, axis=1)
+    # Sort chosen by key desc, ties by column (rank) asc: deterministic preference order.
+    order = np.lexsort((part, -part_keys), axis=1)
+    columns = np.take_along_axis(part, order, axis=1)
+    chosen_keys = np.take_along_axis(part_keys, order, axis=1)
+    valid = np.isfinite(chosen_keys)
+    users, slots = np.nonzero(valid)
+    cols = columns[users, slots]
+    return Selection(
+        user=users,
+        column=cols,
+        item=window.items[users, cols],
+        score=window.scores[users, cols],
+        order=slots,
+        window_filled=window.filled(),
+        after_filters=after_filters,
+    )

@@ -1,0 +1,152 @@
+"""Stage 4: the tables the samplers read, as polars DataFrames.
+
+- ``hard_neg_edge`` (user_id, item_id, weight, rank, score): the mined negatives;
+- ``pos_edge`` (user_id, item_id, weight): the positives (V2 samplers draw easy negatives from its items);
+- ``user`` (id, weight): user nodes, weight 1 (unused by the samplers, but the column must exist);
+- ``item`` (id, weight, attrs): item nodes; weight = popularity^b is the easy-negative sampling
+  weight of NegativeSampler/HardNegativeSampler; ``attrs`` holds the item's attribute values joined
+  by the sampler's ``attr_delimiter``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from hnmine.errors import InputError
+from hnmine.selection import Selection
+
+__all__ = [
+    "EDGE_WEIGHTS",
+    "hard_neg_edge_table",
+    "user_node_table",
+    "item_node_table",
+    "item_attrs",
+    "read_item_features",
+    "check_text_safe",
+]
+
+EdgeWeight = Literal["score", "rank", "uniform"]
+EDGE_WEIGHTS: tuple[str, ...] = ("score", "rank", "uniform")
+FORBIDDEN = ("\t", "\n", "\r")
+
+
+def _ids_series(name: str, ids: np.ndarray) -> pl.Series:
+    if ids.dtype == object:
+        return pl.Series(name, ids.tolist(), dtype=pl.String)
+    return pl.Series(name, ids, dtype=pl.Int64)
+
+
+def hard_neg_edge_table(
+    selection: Selection, user_ids: np.ndarray, item_ids: np.ndarray, lo: int, edge_weight: EdgeWeight = "score"
+) -> pl.DataFrame:
+    """One row per chosen negative, users in input order, each user's rows in preference order.
+
+    ``weight`` is what GraphLearn sorts by when the consumer takes a user's first
+    ``num_hard_sample`` edges: ``score`` (hardest first), ``rank`` (1/rank, hardest first) or
+    ``uniform`` (1.0 for all; the consumer then keeps file order, i.e. hnmine's preference order).
+    """
+    rank = (selection.column + lo).astype(np.int32)
+    score = selection.score.astype(np.float32)
+    if edge_weight == "score":
+        weight = score
+    elif edge_weight == "rank":
+        weight = (1.0 / rank).astype(np.float32)
+    elif edge_weight == "uniform":
+        weight = np.ones(len(rank), dtype=np.float32)
+    else:
+        raise ValueError(f"edge weight must be one of {EDGE_WEIGHTS}")
+    return pl.DataFrame(
+        [
+            _ids_series("user_id", user_ids[selection.user]),
+            _ids_series("item_id", item_ids[selection.item]),
+            pl.Series("weight", weight, dtype=pl.Float32),
+            pl.Series("rank", rank, dtype=pl.Int32),
+            pl.Series("score", score, dtype=pl.Float32),
+        ]
+    )
+
+
+def user_node_table(user_ids: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame([_ids_series("id", user_ids), pl.Series("weight", np.ones(len(user_ids)), dtype=pl.Float32)])
+
+
+def item_node_table(item_ids: np.ndarray, popularity: np.ndarray, pop_exponent: float, attrs: pl.Series) -> pl.DataFrame:
+    """Item nodes with weight = popularity ** pop_exponent (0 ** 0 = 1: b=0 gives uniform weights)."""
+    weight = np.power(popularity.astype(np.float64), pop_exponent)
+    return pl.DataFrame(
+        [_ids_series("id", item_ids), pl.Series("weight", weight, dtype=pl.Float32), attrs.alias("attrs")]
+    )
+
+
+def check_text_safe(values: pl.Series, where: str, delimiter: str | None = None, ids: pl.Series | None = None) -> None:
+    """Reject values the GraphLearn text form cannot carry: TAB, newline, CR (and the attr delimiter)."""
+    forbidden = FORBIDDEN + ((delimiter,) if delimiter else ())
+    for char in forbidden:
+        hit = values.str.contains(char, literal=True).fill_null(False)
+        if hit.any():
+            row = int(hit.arg_true()[0])
+            label = f"id {ids[row]}" if ids is not None else f"row {row}"
+            what = "the attr delimiter" if char == delimiter else repr(char)
+            raise InputError(f"{where}: value {values[row]!r} ({label}) contains {what}, which the GraphLearn text form cannot hold")
+
+
+def read_item_features(path: str | Path, id_column: str) -> pl.DataFrame:
+    """Item feature table (parquet or CSV) with an id column and one column per attribute."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        if path.suffix in (".csv", ".tsv"):
+            table = pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema=False)
+        else:
+            table = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"{path}: cannot read item features ({str(exc).splitlines()[0]})") from None
+    if id_column not in table.columns:
+        raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.columns)})")
+    duplicated = table[id_column].is_duplicated()
+    if duplicated.any():
+        raise InputError(f"{path}: column '{id_column}' has duplicate id {table[id_column][int(duplicated.arg_true()[0])]}")
+    return table
+
+
+def item_attrs(
+    item_ids: np.ndarray,
+    features: pl.DataFrame | None,
+    *,
+    id_column: str = "id",
+    attr_columns: list[str] | None = None,
+    delimiter: str = "\x02",
+    source: str = "item features",
+) -> tuple[pl.Series, list[str], int]:
+    """The ``attrs`` string per item, in item order; returns (attrs, attr fields, items without features).
+
+    Without a feature table each item's attrs is its id (pair it with ``attr_fields: "item_id"``).
+    Missing values and items absent from the table get empty values, never a missing field: the
+    consumer rejects a row whose attr count differs from its ``attr_fields``.
+    """
+    ids = _ids_series("id", item_ids)
+    if features is None:
+        attrs = ids.cast(pl.String)
+        check_text_safe(attrs, f"{source}: item id", delimiter)
+        return attrs.alias("attrs"), ["item_id"], 0
+    columns = attr_columns or [c for c in features.columns if c != id_column]
+    for column in columns:
+        if column not in features.columns:
+            raise InputError(f"{source}: no column '{column}' (columns: {', '.join(features.columns)})")
+    if not columns:
+        raise InputError(f"{source}: no attribute columns besides '{id_column}'")
+    keyed = features.select(pl.col(id_column).cast(ids.dtype, strict=False).alias("id"), *columns)
+    for column in columns:
+        as_text = keyed[column].cast(pl.String)
+        check_text_safe(as_text, f"{source}: column '{column}'", delimiter, keyed["id"])
+    joined = pl.DataFrame([ids]).join(keyed, on="id", how="left", maintain_order="left")
+    missing = int(joined.select(pl.all_horizontal(pl.col(c).is_null() for c in columns)).to_series().sum())
+    attrs = joined.select(
+        pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)
+    ).to_series()
+    return attrs.alias("attrs"), columns, missing
