@@ -36,6 +36,7 @@ def svd_embeddings(
         torch.from_numpy(np.stack([user_rows, item_rows]).astype(np.int64)),
         torch.from_numpy(values.astype(np.float32)),
         (n_users, n_items),
+        check_invariants=False,  # indices come from bincount-checked rows
     ).coalesce()
     torch.manual_seed(seed)
     u, s, v = torch.svd_lowrank(matrix, q=dim, niter=iterations)

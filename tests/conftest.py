@@ -1,0 +1,61 @@
+"""Shared fixtures: real data slices (sample_data/, ../shared/datasets) and a CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hnmine.cli.main import app
+from hnmine.positives import read_positives
+from hnmine.svd import write_svd_embeddings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "sample_data"
+SHARED = ROOT.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def sample_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """SVD embeddings of sample_data/train.txt (a real Gowalla slice): (user.parquet, item.parquet)."""
+    out = tmp_path_factory.mktemp("sample_emb")
+    return write_svd_embeddings(read_positives(SAMPLE / "train.txt"), out, dim=32, seed=0)
+
+
+@pytest.fixture(scope="session")
+def ml1m_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """SVD embeddings of the full ml-1m train split (6,040 users x 3,706 items)."""
+    path = SHARED / "ml-1m" / "train.txt"
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests need ../shared/datasets beside the repository")
+    out = tmp_path_factory.mktemp("ml1m_emb")
+    return write_svd_embeddings(read_positives(path), out, dim=32, seed=0)
+
+
+class Cli:
+    def __init__(self) -> None:
+        self.runner = CliRunner()
+
+    def __call__(self, *args: str | Path):
+        return self.runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def cli() -> Cli:
+    return Cli()
+
+
+def lightgcn_positives(path: Path) -> dict[int, set[int]]:
+    result: dict[int, set[int]] = {}
+    for line in path.read_text().splitlines():
+        tokens = [int(t) for t in line.split()]
+        if tokens:
+            result[tokens[0]] = set(tokens[1:])
+    return result
+
+
+def integer_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Small-integer vectors: every dot product is exact in float32, so any kernel agrees bit for bit."""
+    return rng.integers(-3, 4, size=(n, dim)).astype(np.float32)

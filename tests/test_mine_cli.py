@@ -1,0 +1,255 @@
+"""`hnmine mine` through the CLI on real data slices: outputs, formats, config, publication."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hnmine import MineConfig, mine, read_embeddings
+from tests.conftest import SAMPLE, SHARED, lightgcn_positives
+
+
+@pytest.fixture(scope="module")
+def sample_run(sample_embeddings, tmp_path_factory):
+    user, item = sample_embeddings
+    out = tmp_path_factory.mktemp("run") / "mined"
+    result = subprocess.run(
+        [sys.executable, "-m", "hnmine", "mine", "--users", user, "--items", item,
+         "--positives", SAMPLE / "train.txt", "--item-features", SAMPLE / "item_features.csv",
+         "--rank-window", "101:500", "--num-hard", "10", "--out", out],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_sample_run_writes_all_tables(sample_run):
+    out, result = sample_run
+    names = {p.name for p in out.iterdir()}
+    assert names == {f"{t}.{ext}" for t in ("hard_neg_edge", "pos_edge", "user", "item") for ext in ("parquet", "txt")} | {
+        "manifest.json", "_SUCCESS"}
+    assert "published" in result.stdout
+    assert not list(out.parent.glob(".mined.tmp-*"))
+
+
+def test_hard_negatives_are_in_window_and_never_positive(sample_run):
+    out, _ = sample_run
+    hard = pl.read_parquet(out / "hard_neg_edge.parquet")
+    assert hard.columns == ["user_id", "item_id", "weight", "rank", "score"]
+    positives = lightgcn_positives(SAMPLE / "train.txt")
+    assert hard["rank"].min() >= 101 and hard["rank"].max() <= 500
+    assert hard.group_by("user_id").len()["len"].to_list() == [10] * hard["user_id"].n_unique()
+    assert hard["user_id"].n_unique() == len(positives)
+    pairs = set(zip(hard["user_id"].to_list(), hard["item_id"].to_list()))
+    assert not any(item in positives[user] for user, item in pairs)
+    assert len(pairs) == hard.height  # no duplicate negatives
+    np.testing.assert_array_equal(hard["weight"].to_numpy(), hard["score"].to_numpy())
+
+
+def test_graphlearn_text_matches_parquet_byte_for_byte_in_form(sample_run):
+    out, _ = sample_run
+    headers = {
+        "hard_neg_edge": "userid:int64\titemid:int64\tweight:float",
+        "pos_edge": "userid:int64\titemid:int64\tweight:float",
+        "user": "id:int64\tweight:float",
+        "item": "id:int64\tweight:float\tattrs:string",
+    }
+    for table, header in headers.items():
+        raw = (out / f"{table}.txt").read_bytes()
+        lines = raw.decode().split("\n")
+        assert lines[0] == header
+        assert lines[-1] == "" and all(lines[1:-1])  # newline-terminated, no blank rows
+        fields = len(header.split("\t"))
+        assert all(line.count("\t") == fields - 1 for line in lines[1:-1])
+        assert b'"' not in raw and b"\r" not in raw
+        parquet = pl.read_parquet(out / f"{table}.parquet")
+        assert len(lines) - 2 == parquet.height
+        text = pl.read_csv(out / f"{table}.txt", separator="\t", quote_char=None,
+                           schema_overrides={"attrs:string": pl.String} if table == "item" else None)
+        first = parquet.columns[:fields]
+        for column, text_column in zip(first, text.columns):
+            if parquet[column].dtype.is_float():
+                np.testing.assert_allclose(text[text_column].to_numpy(), parquet[column].to_numpy(), rtol=1e-6)
+            else:
+                assert text[text_column].to_list() == parquet[column].to_list()
+
+
+def test_item_table_weights_and_attrs(sample_run):
+    out, _ = sample_run
+    items = pl.read_parquet(out / "item.parquet")
+    features = pl.read_csv(SAMPLE / "item_features.csv")
+    joined = items.join(features, on="id")
+    assert joined.height == items.height
+    expected = joined["location_id"].cast(pl.String) + "\x02" + joined["popularity_bucket"].cast(pl.String)
+    assert joined["attrs"].to_list() == expected.to_list()
+    pos = pl.read_parquet(out / "pos_edge.parquet")
+    popularity = pos.group_by("item_id").len().rename({"item_id": "id"})
+    check = items.join(popularity, on="id", how="left").with_columns(pl.col("len").fill_null(0))
+    np.testing.assert_allclose(check["weight"].to_numpy(), check["len"].to_numpy() ** 0.75, rtol=1e-6)
+
+
+def test_manifest_records_what_produced_the_output(sample_run):
+    out, _ = sample_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"][:2] == ["hnmine", "mine"]
+    assert manifest["options"]["rank_window"] == "101:500"
+    assert len(manifest["inputs"]["positives"]["sha256"]) == 64
+    summary = manifest["summary"]
+    assert summary["rows"]["hard_neg_edge"] == 10 * summary["users"]
+    assert summary["users_complete"] == summary["users"]
+    assert set(summary["timings"]) >= {"read", "index", "retrieve", "select", "write", "total"}
+    assert {"numpy", "faiss-cpu", "polars", "pyarrow", "python"} <= set(manifest["versions"])
+
+
+def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    outputs = []
+    for chunk, threads in ((100000, 2), (97, 1), (1000, 2)):
+        config = MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                            out=str(tmp_path / f"o{chunk}"), chunk_size=chunk, threads=threads, strategy="softmax-v",
+                            seed=7)
+        mine(config)
+        outputs.append((tmp_path / f"o{chunk}" / "hard_neg_edge.txt").read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_config_file_fills_options_and_command_line_wins(cli, sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    config = tmp_path / "hnmine.toml"
+    config.write_text(
+        f'[mine]\nusers = "{user}"\nitems = "{item}"\npositives = "{SAMPLE / "train.txt"}"\n'
+        'rank-window = "11:60"\nnum_hard = 3\nstrategy = "top"\nformats = ["parquet"]\n'
+    )
+    result = cli("mine", "--config", config, "--num-hard", "4", "--out", tmp_path / "o", "--quiet")
+    assert result.exit_code == 0, result.output
+    hard = pl.read_parquet(tmp_path / "o" / "hard_neg_edge.parquet")
+    assert hard.group_by("user_id").len()["len"].max() == 4
+    assert hard["rank"].max() == 14 and hard["rank"].min() == 11
+    assert not (tmp_path / "o" / "hard_neg_edge.txt").exists()
+
+
+def test_dry_run_prints_plan_and_writes_nothing(cli, sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    result = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt",
+                 "--out", tmp_path / "o", "--dry-run")
+    assert result.exit_code == 0, result.output
+    for key in ("users: 2986", "search depth max", "estimated peak memory", "estimated seconds"):
+        assert key in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_overwrite_and_failed_rerun_keep_previous_output(cli, sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    base = ["mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt", "--out", tmp_path / "o",
+            "--quiet", "--rank-window", "1:20", "--num-hard", "2"]
+    assert cli(*base).exit_code == 0
+    first = (tmp_path / "o" / "hard_neg_edge.txt").read_bytes()
+    again = cli(*base)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr
+    failed = cli(*base, "--overwrite", "--rank-window", "1:999999")
+    assert failed.exit_code == 2
+    assert (tmp_path / "o" / "hard_neg_edge.txt").read_bytes() == first
+    assert cli(*base, "--overwrite", "--seed", "5").exit_code == 0
+    assert (tmp_path / "o" / "_SUCCESS").exists()
+    assert (tmp_path / "o" / "hard_neg_edge.txt").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o"]
+
+
+def test_refuses_to_replace_a_directory_that_is_not_hnmine_output(cli, sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    precious = tmp_path / "home"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    result = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt", "--out", precious,
+                 "--overwrite")
+    assert result.exit_code == 2 and "not an hnmine output" in result.stderr
+    assert (precious / "notes.txt").read_text() == "keep me"
+
+
+def test_ml1m_heavy_users_get_complete_windows(ml1m_embeddings, tmp_path):
+    """ml-1m users have up to ~1,800 positives of 3,706 items: every window must still be full."""
+    user, item = ml1m_embeddings
+    positives = lightgcn_positives(SHARED / "ml-1m" / "train.txt")
+    users = read_embeddings(user)
+    heavy = sorted(positives, key=lambda u: -len(positives[u]))[:150]
+    light = sorted(positives)[:150]
+    keep = np.isin(users.ids, heavy + light)
+    from hnmine.embeddings import write_embeddings
+
+    write_embeddings(tmp_path / "users.parquet", users.ids[keep], users.vectors[keep])
+    report = mine(MineConfig(users=str(tmp_path / "users.parquet"), items=str(item),
+                             positives=str(SHARED / "ml-1m" / "train.txt"), out=str(tmp_path / "o"),
+                             strategy="all", chunk_size=64))
+    assert max(len(positives[u]) for u in heavy) > 1500
+    assert report.users_complete == report.users == 300
+    assert report.unknown_user_positives > 0  # the other users' positives are counted, not silently dropped
+    hard = pl.read_parquet(tmp_path / "o" / "hard_neg_edge.parquet")
+    assert hard.group_by("user_id").len()["len"].to_list() == [400] * 300
+    assert not any(i in positives[u] for u, i in zip(hard["user_id"].to_list(), hard["item_id"].to_list()))
+    # ranks are counted among non-positives: rank r is the r-th best non-positive item
+    by_user = hard.sort("user_id", "rank").group_by("user_id", maintain_order=True).agg("score")
+    assert all(all(a >= b for a, b in zip(s, s[1:])) for s in by_user["score"].to_list())
+
+
+def test_other_input_forms_npy_csv_string_ids(tmp_path):
+    rng = np.random.default_rng(0)
+    users, items = rng.standard_normal((40, 8)).astype(np.float32), rng.standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp_path / "users.npy", users)
+    np.save(tmp_path / "items.npy", items)
+    (tmp_path / "user_ids.txt").write_text("\n".join(f"u{i}" for i in range(40)))
+    (tmp_path / "item_ids.txt").write_text("\n".join(f"i-{i}" for i in range(300)))
+    rows = ["uid,iid,w"] + [f"u{u},i-{i},{1 + (u + i) % 3}" for u in range(40) for i in rng.choice(300, 7, replace=False)]
+    rows.append("u999,i-1,1")  # a user without an embedding: counted and reported
+    (tmp_path / "pos.csv").write_text("\n".join(rows) + "\n")
+    report = mine(MineConfig(users=str(tmp_path / "users.npy"), user_ids=str(tmp_path / "user_ids.txt"),
+                             items=str(tmp_path / "items.npy"), item_ids=str(tmp_path / "item_ids.txt"),
+                             positives=str(tmp_path / "pos.csv"), user_column="uid", item_column="iid",
+                             weight_column="w", rank_window="5:50", num_hard=4, out=str(tmp_path / "o")))
+    assert report.unknown_user_positives == 1 and report.unknown_users == 1
+    lines = (tmp_path / "o" / "hard_neg_edge.txt").read_text().splitlines()
+    assert lines[0] == "userid:string\titemid:string\tweight:float"
+    assert len(lines) == 1 + 40 * 4 and lines[1].startswith("u0\ti-")
+    assert (tmp_path / "o" / "item.txt").read_text().splitlines()[0] == "id:string\tweight:float\tattrs:string"
+    pos = pl.read_parquet(tmp_path / "o" / "pos_edge.parquet")
+    assert pos.height == 280 and set(pos["weight"].unique().to_list()) == {1.0, 2.0, 3.0}
+
+
+def test_item_cap_limits_reuse_of_an_item(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    report = mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                             out=str(tmp_path / "o"), max_item_negatives=3, num_hard=10, rank_window="1:50",
+                             strategy="top"))
+    hard = pl.read_parquet(tmp_path / "o" / "hard_neg_edge.parquet")
+    assert hard.group_by("item_id").len()["len"].max() <= 3
+    assert hard.group_by("user_id").len()["len"].max() <= 10
+    assert sum(report.users_short.values()) + sum(report.users_empty.values()) > 0
+    text = (tmp_path / "o" / "hard_neg_edge.txt").read_text().splitlines()
+    assert len(text) - 1 == hard.height == report.rows["hard_neg_edge"]
+
+
+def test_help_shows_examples(cli):
+    for command in ("mine", "svd"):
+        result = cli(command, "--help")
+        assert result.exit_code == 0 and "Example" in result.output and f"hnmine {command}" in result.output
+
+
+def test_approximate_index_audit_is_recorded(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "o"),
+                    index="ivf", nprobe=8, audit_sample=200))
+    audit = json.loads((tmp_path / "o" / "manifest.json").read_text())["summary"]["audit"]
+    assert audit["users"] == 200 and 0.0 < audit["window_recall"] <= 1.0
+
+
+def test_exit_code_and_paths(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "hnmine", "mine", "--users", tmp_path / "nope.parquet",
+                             "--items", tmp_path / "x.parquet", "--positives", tmp_path / "p.txt",
+                             "--out", tmp_path / "o"], capture_output=True, text=True, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "nope.parquet: file not found" in result.stderr

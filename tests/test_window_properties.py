@@ -1,0 +1,147 @@
+"""Property tests: retrieval windows and selection against a brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from hnmine.hashing import id_keys, user_streams
+from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.selection import SelectionConfig, select_hard_negatives
+from tests.conftest import integer_vectors
+
+
+def csr(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in positives])]).astype(np.int64)
+    rows = np.concatenate([np.sort(p) for p in positives] + [np.zeros(0, dtype=np.int64)]).astype(np.int32)
+    return indptr, rows
+
+
+def reference_window(users: np.ndarray, items: np.ndarray, positives: list[np.ndarray], lo: int, hi: int):
+    """Rank every non-positive item by (score desc, item asc); keep ranks lo..hi."""
+    out = []
+    for u, pos in zip(users, positives):
+        scores = items @ u
+        candidates = [i for i in range(len(items)) if i not in set(pos.tolist())]
+        candidates.sort(key=lambda i: (-scores[i], i))
+        out.append([(i, scores[i]) for i in candidates[lo - 1 : hi]])
+    return out
+
+
+@st.composite
+def problems(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n_items = draw(st.integers(1, 120))
+    n_users = draw(st.integers(1, 12))
+    dim = draw(st.integers(1, 6))
+    lo = draw(st.integers(1, max(1, n_items)))
+    hi = draw(st.integers(lo, lo + draw(st.integers(0, 60))))
+    positives = []
+    for _ in range(n_users):
+        heavy = draw(st.booleans())
+        count = draw(st.integers(0, n_items if heavy else min(n_items, 5)))
+        positives.append(rng.choice(n_items, size=count, replace=False))
+    return integer_vectors(rng, n_users, dim), integer_vectors(rng, n_items, dim), positives, lo, hi
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems())
+def test_window_matches_brute_force(problem):
+    users, items, positives, lo, hi = problem
+    index = ItemIndex(items, IndexSpec())
+    indptr, rows = csr(positives)
+    window = retrieve_window(index, users, indptr, rows, lo, hi)
+    expected = reference_window(users, items, positives, lo, hi)
+    assert window.items.shape == (len(users), hi - lo + 1)
+    for u, want in enumerate(expected):
+        got_items = window.items[u][window.items[u] >= 0].tolist()
+        assert got_items == [i for i, _ in want]
+        np.testing.assert_array_equal(window.scores[u][: len(want)], np.array([s for _, s in want], dtype=np.float32))
+        assert not set(got_items) & set(positives[u].tolist())
+        assert window.available[u] == len(items) - len(positives[u])
+        # a window is short only when the catalog lacks enough non-positive items
+        assert len(got_items) == max(0, min(hi, len(items) - len(positives[u])) - lo + 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.integers(1, 5), st.sampled_from(["uniform", "top", "softmax", "softmax-v", "all"]),
+       st.integers(1, 15), st.integers(0, 10))
+def test_selection_is_a_valid_subset_and_chunk_invariant(problem, chunk, strategy, num_hard, seed):
+    users, items, positives, lo, hi = problem
+    index = ItemIndex(items, IndexSpec())
+    indptr, rows = csr(positives)
+    cfg = SelectionConfig(num_hard=num_hard, strategy=strategy, temperature=0.5, rho=0.5)
+    ids = np.arange(100, 100 + len(users))
+    streams = user_streams(seed, id_keys(ids))
+    window = retrieve_window(index, users, indptr, rows, lo, hi)
+    whole = select_hard_negatives(window, streams, cfg)
+    filled = window.filled()
+    for u in range(len(users)):
+        picked = whole.item[whole.user == u]
+        columns = whole.column[whole.user == u]
+        assert len(set(picked.tolist())) == len(picked)
+        assert set(picked.tolist()) <= set(window.items[u][window.items[u] >= 0].tolist())
+        want = filled[u] if strategy == "all" else min(num_hard, filled[u])
+        assert len(picked) == want
+        if strategy in ("top", "all"):
+            assert columns.tolist() == list(range(want))
+    # The same users mined in smaller chunks give exactly the same picks.
+    parts = []
+    for start in range(0, len(users), chunk):
+        stop = min(start + chunk, len(users))
+        sub_ptr = indptr[start : stop + 1] - indptr[start]
+        sub_rows = rows[indptr[start] : indptr[stop]]
+        w = retrieve_window(index, users[start:stop], sub_ptr, sub_rows, lo, hi)
+        s = select_hard_negatives(w, streams[start:stop], cfg)
+        parts.append(np.stack([s.user + start, s.item, s.column]))
+    np.testing.assert_array_equal(np.concatenate(parts, axis=1), np.stack([whole.user, whole.item, whole.column]))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.floats(-2, 2), st.floats(0, 1))
+def test_margins_and_caps_filter_exactly(seed, max_score, relative):
+    rng = np.random.default_rng(seed)
+    users = rng.standard_normal((6, 4)).astype(np.float32)
+    items = rng.standard_normal((80, 4)).astype(np.float32)
+    positives = [rng.choice(80, size=5, replace=False) for _ in range(6)]
+    indptr, rows = csr(positives)
+    window = retrieve_window(ItemIndex(items), users, indptr, rows, 3, 40)
+    references = np.array([np.median(items[p] @ u) for u, p in zip(users, positives)])
+    cfg = SelectionConfig(num_hard=50, strategy="all", max_score=max_score, relative_margin=relative)
+    sel = select_hard_negatives(window, user_streams(0, id_keys(np.arange(6))), cfg, references)
+    for u in range(6):
+        scores = window.scores[u][window.items[u] >= 0]
+        ref = references[u]
+        keep = (scores <= max_score) & (scores <= ref - abs(ref) * relative)
+        assert sorted(sel.score[sel.user == u].tolist()) == sorted(scores[keep].tolist())
+
+
+def test_uniform_strategy_is_uniform_over_the_window():
+    """Over many users, every window column is picked about equally often."""
+    rng = np.random.default_rng(1)
+    users = rng.standard_normal((4000, 8)).astype(np.float32)
+    items = rng.standard_normal((300, 8)).astype(np.float32)
+    indptr, rows = csr([np.zeros(0, dtype=np.int64)] * len(users))
+    window = retrieve_window(ItemIndex(items), users, indptr, rows, 11, 60)
+    sel = select_hard_negatives(window, user_streams(3, id_keys(np.arange(4000))), SelectionConfig(num_hard=5))
+    counts = np.bincount(sel.column, minlength=50)
+    expected = 4000 * 5 / 50
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 86.7  # 99.9th percentile of chi-square with 49 degrees of freedom
+
+
+def test_top_and_softmax_v_are_harder_than_uniform():
+    rng = np.random.default_rng(2)
+    users = rng.standard_normal((500, 8)).astype(np.float32)
+    items = rng.standard_normal((400, 8)).astype(np.float32)
+    indptr, rows = csr([np.zeros(0, dtype=np.int64)] * len(users))
+    window = retrieve_window(ItemIndex(items), users, indptr, rows, 1, 200)
+    streams = user_streams(0, id_keys(np.arange(500)))
+    mean_rank = {
+        name: select_hard_negatives(window, streams, SelectionConfig(num_hard=10, strategy=name, rho=rho)).column.mean()
+        for name, rho in (("uniform", 0.1), ("top", 0.1), ("softmax-v", 0.01))
+    }
+    assert mean_rank["top"] == 4.5
+    assert mean_rank["top"] < mean_rank["softmax-v"] < mean_rank["uniform"]
