@@ -9,11 +9,11 @@ import codecs
 import json
 import sys
 import time
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import tomllib
 import typer
 
 from hnmine.errors import InputError
@@ -110,13 +110,18 @@ class ConsoleProgress(Progress):
             self.bar.stop()
 
 
+def _counted(reasons: dict[str, int]) -> str:
+    """``12 (catalog 10, filters 2)``: a total with its reasons."""
+    total = f"{sum(reasons.values()):,}"
+    return total + (" (" + ", ".join(f"{k} {v:,}" for k, v in sorted(reasons.items())) + ")" if reasons else "")
+
+
 def print_report(report: MineReport) -> None:
     total_rows = ", ".join(f"{name} {rows:,}" for name, rows in report.rows.items())
     lines = [
         f"published {report.out}",
         f"users {report.users:,}: {report.users_complete:,} complete, "
-        f"{sum(report.users_short.values()):,} short {report.users_short or ''}, "
-        f"{sum(report.users_empty.values()):,} empty {report.users_empty or ''}".rstrip(),
+        f"{_counted(report.users_short)} short, {_counted(report.users_empty)} empty",
         f"items {report.items:,} (dim {report.dim}); positives {report.positives:,} "
         f"({report.duplicate_positives:,} duplicates merged; {report.unknown_user_positives:,} with a user and "
         f"{report.unknown_item_positives:,} with an item that has no embedding, not written)",
@@ -211,7 +216,8 @@ def mine(
     options["rank_window"] = str(options["rank_window"])
     known = {f.name for f in fields(MineConfig)}
     cfg = MineConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known})
-    from hnmine.mine import mine as run_mine, plan
+    from hnmine.mine import mine as run_mine
+    from hnmine.mine import plan
 
     try:
         if dry_run:

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
 
-__all__ = ["Embeddings", "EmbeddingSource", "read_embeddings", "normalize_rows"]
+__all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
 
 
 @dataclass

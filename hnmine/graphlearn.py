@@ -15,7 +15,7 @@ import polars as pl
 
 from hnmine.tables import check_text_safe
 
-__all__ = ["TABLE_COLUMNS", "header", "TextTableWriter", "write_text_table"]
+__all__ = ["TABLE_COLUMNS", "TextTableWriter", "header", "write_text_table"]
 
 # Columns, in the order the loader expects, and the header names hnmine writes.
 TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {

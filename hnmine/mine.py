@@ -17,7 +17,6 @@ import platform
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from hnmine.graphlearn import TextTableWriter
 from hnmine.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.positives import PositiveIndex, index_positives, read_positives
 from hnmine.publish import Publication
-from hnmine.retrieval import SAFETY_MARGIN, IndexSpec, ItemIndex, retrieve_window, search_depths
+from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window, search_depths
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
     EDGE_WEIGHTS,
@@ -43,7 +42,7 @@ from hnmine.tables import (
     user_node_table,
 )
 
-__all__ = ["MineConfig", "MineReport", "MinePlan", "mine", "plan", "parse_rank_window"]
+__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", "plan"]
 
 FORMATS = ("parquet", "graphlearn")
 

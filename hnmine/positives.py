@@ -18,7 +18,7 @@ import polars as pl
 
 from hnmine.errors import InputError
 
-__all__ = ["Positives", "PositiveIndex", "read_positives", "index_positives", "detect_format"]
+__all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
 
 FORMATS = ("auto", "parquet", "csv", "lightgcn")
 
@@ -91,6 +91,8 @@ def read_positives(
     if fmt not in FORMATS:
         raise InputError(f"unknown positives format '{fmt}' (choose from {', '.join(FORMATS)})")
     fmt = detect_format(path) if fmt == "auto" else fmt
+    if path.is_file() and not path.read_bytes()[:4096].strip():
+        raise InputError(f"{path}: positives table is empty")
     try:
         if fmt == "lightgcn":
             table = _read_lightgcn(path)

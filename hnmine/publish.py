@@ -20,7 +20,7 @@ from typing import Any
 
 from hnmine.errors import InputError
 
-__all__ = ["Publication", "SUCCESS_MARKER", "MANIFEST"]
+__all__ = ["MANIFEST", "SUCCESS_MARKER", "Publication"]
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"

@@ -22,7 +22,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-__all__ = ["IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths", "SAFETY_MARGIN"]
+__all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
 _RESCORE_BLOCK = 64
@@ -116,7 +116,7 @@ class Window:
 def search_depths(positive_counts: np.ndarray, hi: int, n_items: int) -> np.ndarray:
     """Search depth per user: ``hi`` plus the user's positives, rounded up to a few shared levels."""
     need = positive_counts.astype(np.int64)
-    steps = np.asarray(_DEPTH_STEPS + (max(int(need.max(initial=0)), _DEPTH_STEPS[-1]),), dtype=np.int64)
+    steps = np.asarray((*_DEPTH_STEPS, max(int(need.max(initial=0)), _DEPTH_STEPS[-1])), dtype=np.int64)
     level = steps[np.searchsorted(steps, need)]
     return np.minimum(hi + level + SAFETY_MARGIN, n_items)
 

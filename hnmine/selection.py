@@ -25,7 +25,7 @@ import numpy as np
 from hnmine.hashing import uniforms
 from hnmine.retrieval import Window
 
-__all__ = ["SelectionConfig", "Selection", "select_hard_negatives", "reference_scores", "STRATEGIES"]
+__all__ = ["STRATEGIES", "Selection", "SelectionConfig", "reference_scores", "select_hard_negatives"]
 
 Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
 STRATEGIES: tuple[str, ...] = ("uniform", "top", "softmax", "softmax-v", "all")

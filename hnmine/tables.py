@@ -21,12 +21,12 @@ from hnmine.selection import Selection
 
 __all__ = [
     "EDGE_WEIGHTS",
-    "hard_neg_edge_table",
-    "user_node_table",
-    "item_node_table",
-    "item_attrs",
-    "read_item_features",
     "check_text_safe",
+    "hard_neg_edge_table",
+    "item_attrs",
+    "item_node_table",
+    "read_item_features",
+    "user_node_table",
 ]
 
 EdgeWeight = Literal["score", "rank", "uniform"]

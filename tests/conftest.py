@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hnmine.cli.main import app
 from typer.testing import CliRunner
 
-from hnmine.cli.main import app
 from hnmine.positives import read_positives
 from hnmine.svd import write_svd_embeddings
 

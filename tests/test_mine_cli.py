@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -194,7 +195,7 @@ def test_ml1m_heavy_users_get_complete_windows(ml1m_embeddings, tmp_path):
     assert not any(i in positives[u] for u, i in zip(hard["user_id"].to_list(), hard["item_id"].to_list()))
     # ranks are counted among non-positives: rank r is the r-th best non-positive item
     by_user = hard.sort("user_id", "rank").group_by("user_id", maintain_order=True).agg("score")
-    assert all(all(a >= b for a, b in zip(s, s[1:])) for s in by_user["score"].to_list())
+    assert all(all(a >= b for a, b in itertools.pairwise(s)) for s in by_user["score"].to_list())
 
 
 def test_other_input_forms_npy_csv_string_ids(tmp_path):
