@@ -302,7 +302,7 @@ def _short_reason(
     return reason
 
 
-def plan(config: MineConfig, sample_users: int = 2048) -> MinePlan:
+def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     """Read the inputs, time a search on a sample of users, and estimate the whole run."""
     config.validate()
     inputs = _read_inputs(config)
@@ -312,10 +312,14 @@ def plan(config: MineConfig, sample_users: int = 2048) -> MinePlan:
     n_users, dim = len(inputs.user_ids), inputs.items.dim
     index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads)
     _, first = next(inputs.users.iter_chunks(min(sample_users, n_users), ids=inputs.user_ids))
-    start = time.perf_counter()
     indptr, rows = inputs.positives.slice(0, len(first))
-    window = retrieve_window(index, _prepared(first.vectors, config.metric), indptr, rows, lo, hi)
-    select_hard_negatives(window, user_streams(config.seed, id_keys(first.ids)), config.selection())
+    queries = _prepared(first.vectors, config.metric)
+    streams = user_streams(config.seed, id_keys(first.ids))
+    warm = min(256, len(first))  # the first FAISS call pays for thread start-up and page faults
+    retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], lo, hi)
+    start = time.perf_counter()
+    window = retrieve_window(index, queries, indptr, rows, lo, hi)
+    select_hard_negatives(window, streams, config.selection())
     per_user = (time.perf_counter() - start) / len(first)
     chunk = min(config.chunk_size, n_users)
     depth_max = int(depths.max())
@@ -330,7 +334,7 @@ def plan(config: MineConfig, sample_users: int = 2048) -> MinePlan:
         unknown_user_positives=inputs.positives.unknown_user_rows,
         unknown_item_positives=inputs.positives.unknown_item_rows,
         rank_window=f"{lo}:{hi}", num_hard=config.num_hard, index=config.index,
-        search_depth_max=depth_max, search_depth_mean=float(depths.mean()),
+        search_depth_max=depth_max, search_depth_mean=round(float(depths.mean()), 1),
         chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
         estimated_peak_memory_bytes=int(memory), estimated_seconds=per_user * n_users,
         sampled_users=len(first),
