@@ -254,3 +254,27 @@ def test_exit_code_and_paths(tmp_path: Path):
                              "--out", tmp_path / "o"], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "nope.parquet: file not found" in result.stderr
+
+
+def test_parquet_directories_and_hnsw(sample_embeddings, tmp_path):
+    """Embeddings split over a directory of parquet files, positives as parquet, an HNSW index."""
+    user, item = sample_embeddings
+    users = read_embeddings(user)
+    from hnmine.embeddings import write_embeddings
+
+    (tmp_path / "users").mkdir()
+    for part, rows in enumerate(np.array_split(np.arange(len(users)), 3)):
+        write_embeddings(tmp_path / "users" / f"part-{part}.parquet", users.ids[rows], users.vectors[rows])
+    pairs = [(u, i) for u, items in lightgcn_positives(SAMPLE / "train.txt").items() for i in items]
+    pl.DataFrame(pairs, schema=["user_id", "item_id"], orient="row").write_parquet(tmp_path / "pos.parquet")
+    config = dict(items=str(item), rank_window="11:60", num_hard=5)
+    exact = mine(MineConfig(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "a"), **config))
+    split = mine(MineConfig(users=str(tmp_path / "users"), positives=str(tmp_path / "pos.parquet"),
+                            out=str(tmp_path / "b"), **config))
+    assert (tmp_path / "a" / "hard_neg_edge.txt").read_bytes() == (tmp_path / "b" / "hard_neg_edge.txt").read_bytes()
+    assert exact.rows == split.rows
+    approx = mine(MineConfig(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "c"),
+                             index="hnsw", audit_sample=300, **config))
+    assert approx.audit["window_recall"] > 0.5
+    hard = pl.read_parquet(tmp_path / "c" / "hard_neg_edge.parquet")
+    assert hard["rank"].min() >= 11 and hard["rank"].max() <= 60
