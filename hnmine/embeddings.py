@@ -240,15 +240,30 @@ class EmbeddingSource:
                 _check_finite(block, str(self.path), "vector", start, ids[start : start + rows])
                 yield start, Embeddings(ids[start : start + rows], block, str(self.path))
             return
+        # Row groups can be small: gather batches into full chunks so FAISS gets many queries per call.
         offset = 0
+        pending: list[Embeddings] = []
+        pending_rows = 0
+        for batch in self._validated_batches(rows):
+            pending.append(batch)
+            pending_rows += len(batch)
+            while pending_rows >= rows:
+                chunk, pending = _take_rows(pending, rows)
+                pending_rows -= rows
+                yield offset, chunk
+                offset += rows
+        if pending_rows:
+            chunk, _ = _take_rows(pending, pending_rows)
+            yield offset, chunk
+
+    def _validated_batches(self, rows: int) -> Iterator[Embeddings]:
         for file in self.files:
             reader = pq.ParquetFile(file)
             file_row = 0
             for batch in reader.iter_batches(batch_size=rows, columns=[self.id_column, self.vector_column]):
                 batch_ids = _ids_to_numpy(batch.column(0), str(file), self.id_column)
                 vectors = _vectors_to_numpy(batch.column(1), str(file), self.vector_column, file_row, batch_ids)
-                yield offset, Embeddings(batch_ids, vectors, str(file))
-                offset += len(batch_ids)
+                yield Embeddings(batch_ids, vectors, str(file))
                 file_row += len(batch_ids)
 
     def read_all(self) -> Embeddings:
@@ -272,6 +287,30 @@ class EmbeddingSource:
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             raise InputError(f"{self.files[0]}: column '{self.vector_column}' has type {kind}; expected a list of floats")
         return int(pc.list_value_length(batch.column(0))[0].as_py() or 0)
+
+
+def _take_rows(parts: list[Embeddings], rows: int) -> tuple[Embeddings, list[Embeddings]]:
+    """The first ``rows`` rows of ``parts`` as one chunk, and what is left."""
+    taken: list[Embeddings] = []
+    need = rows
+    while need:
+        head = parts[0]
+        if len(head) <= need:
+            taken.append(parts.pop(0))
+            need -= len(head)
+        else:
+            taken.append(Embeddings(head.ids[:need], head.vectors[:need], head.source))
+            parts[0] = Embeddings(head.ids[need:], head.vectors[need:], head.source)
+            need = 0
+    if len(taken) == 1:
+        return taken[0], parts
+    dims = {t.dim for t in taken}
+    if len(dims) > 1:
+        raise InputError(f"{taken[-1].source}: vectors have length {taken[-1].dim} but earlier rows have {taken[0].dim}")
+    return (
+        Embeddings(np.concatenate([t.ids for t in taken]), np.concatenate([t.vectors for t in taken]), taken[0].source),
+        parts,
+    )
 
 
 def read_embeddings(

@@ -63,6 +63,7 @@ class ItemIndex:
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape
         self.n_items = n
+        self.max_norm = float(np.linalg.norm(self.vectors, axis=1).max()) if n else 0.0
         if spec.kind == "flat":
             self.index = faiss.IndexFlatIP(dim)
         elif spec.kind == "ivf":
@@ -160,8 +161,9 @@ def _window_for_level(
     depth: int,
     lo: int,
     hi: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _, rows = index.search(queries[users], depth)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of ``users`` searched to ``depth``, and whether each is provably complete."""
+    faiss_scores, rows = index.search(queries[users], depth)
     scores = _rescore(queries[users], index.vectors, rows)
     n_items = np.int64(index.n_items)
     # A user's positives, as sorted keys (local user, item row); membership by binary search.
@@ -187,7 +189,17 @@ def _window_for_level(
     if pad > 0:  # the catalog is smaller than the window
         win_items = np.pad(win_items, ((0, 0), (0, pad)), constant_values=-1)
         win_scores = np.pad(win_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return win_items, win_scores, (~drop).sum(axis=1)
+    complete = np.ones(len(users), dtype=bool)
+    if index.exact and depth < index.n_items:
+        # An item FAISS did not return scores at most the last returned FAISS score, and FAISS and the
+        # rescoring kernel differ by at most 2 d u |q| max|x| (float32 dot-product error bound). If that
+        # still falls below the window's last score, no unseen item can belong in the window; else
+        # (exact ties at the cut-off, e.g. duplicate or zero item vectors) the user is searched deeper.
+        boundary = _scores_from_keys(keys[:, hi - 1]) if keys.shape[1] >= hi else np.full(len(users), -np.inf)
+        dim = queries.shape[1]
+        tolerance = 2.0 * dim * 2.0**-24 * np.linalg.norm(queries[users], axis=1) * index.max_norm
+        complete = faiss_scores[:, -1].astype(np.float64) < boundary.astype(np.float64) - tolerance
+    return win_items, win_scores, (~drop).sum(axis=1), complete
 
 
 def retrieve_window(
@@ -210,10 +222,15 @@ def retrieve_window(
     items = np.full((m, width), -1, dtype=np.int64)
     scores = np.full((m, width), -np.inf, dtype=np.float32)
     retrieved = np.zeros(m, dtype=np.int64)
-    for depth in np.unique(depths):
-        users = np.flatnonzero(depths == depth)
-        items[users], scores[users], retrieved[users] = _window_for_level(
-            index, queries, indptr, pos_rows, users, int(depth), lo, hi
+    pending = [(int(depth), np.flatnonzero(depths == depth)) for depth in np.unique(depths)]
+    while pending:
+        depth, users = pending.pop(0)
+        window_items, window_scores, kept, complete = _window_for_level(
+            index, queries, indptr, pos_rows, users, depth, lo, hi
         )
+        done = users[complete]
+        items[done], scores[done], retrieved[done] = window_items[complete], window_scores[complete], kept[complete]
+        if not complete.all():
+            pending.append((min(index.n_items, 2 * depth), users[~complete]))
     available = index.n_items - counts
     return Window(items=items, scores=scores, available=available, lo=lo, retrieved=retrieved)

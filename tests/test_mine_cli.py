@@ -278,3 +278,21 @@ def test_parquet_directories_and_hnsw(sample_embeddings, tmp_path):
     assert approx.audit["window_recall"] > 0.5
     hard = pl.read_parquet(tmp_path / "c" / "hard_neg_edge.parquet")
     assert hard["rank"].min() >= 11 and hard["rank"].max() <= 60
+
+
+def test_small_row_groups_are_gathered_into_full_chunks(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hnmine.embeddings import EmbeddingSource
+
+    rng = np.random.default_rng(0)
+    for part in range(3):
+        vectors = rng.standard_normal((250, 4)).astype(np.float32)
+        table = pa.table({"id": np.arange(part * 250, (part + 1) * 250),
+                          "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), 4)})
+        pq.write_table(table, tmp_path / f"p{part}.parquet", row_group_size=30)
+    chunks = list(EmbeddingSource(tmp_path).iter_chunks(100))
+    assert [len(c) for _, c in chunks] == [100] * 7 + [50]
+    assert [first for first, _ in chunks] == list(range(0, 750, 100))
+    assert np.concatenate([c.ids for _, c in chunks]).tolist() == list(range(750))

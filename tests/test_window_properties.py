@@ -145,3 +145,24 @@ def test_top_and_softmax_v_are_harder_than_uniform():
     }
     assert mean_rank["top"] == 4.5
     assert mean_rank["top"] < mean_rank["softmax-v"] < mean_rank["uniform"]
+
+
+def test_exact_ties_across_the_search_cut_off_are_resolved_canonically():
+    """Hundreds of identical (and zero) item vectors: the window is still (score desc, item asc)."""
+    rng = np.random.default_rng(5)
+    items = np.concatenate([np.zeros((700, 4)), np.tile(rng.standard_normal((1, 4)), (300, 1)),
+                            rng.standard_normal((500, 4))]).astype(np.float32)
+    order = rng.permutation(len(items))
+    items = items[order]
+    users = rng.standard_normal((9, 4)).astype(np.float32)
+    positives = [rng.choice(len(items), size=k, replace=False) for k in (0, 3, 30, 300, 0, 1, 2, 900, 5)]
+    indptr, rows = csr(positives)
+    expected = reference_window(users, items, positives, 50, 400)
+    for chunk in (1, 4, 9):
+        for start in range(0, 9, chunk):
+            stop = min(start + chunk, 9)
+            window = retrieve_window(ItemIndex(items), users[start:stop], indptr[start : stop + 1] - indptr[start],
+                                     rows[indptr[start] : indptr[stop]], 50, 400)
+            for u in range(start, stop):
+                got = window.items[u - start]
+                assert got[got >= 0].tolist() == [i for i, _ in expected[u]]
