@@ -149,4 +149,14 @@ def item_attrs(
     attrs = joined.select(
         pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)
     ).to_series()
+    if len(columns) == 1:
+        # One attr field: an empty value leaves the attrs column empty, which GraphLearn parses as zero
+        # attributes and drops the whole item row (only a log line says so). Refuse it instead.
+        empty = attrs == ""
+        if empty.any():
+            row = int(empty.arg_true()[0])
+            raise InputError(
+                f"{source}: column '{columns[0]}' is the only attr column and item {ids[row]} has an empty value "
+                f"({int(empty.sum())} items empty or without a feature row); GraphLearn drops an item whose only "
+                "attr is empty, so fill these values or add another attr column")
     return attrs.alias("attrs"), columns, missing

@@ -514,3 +514,33 @@ def test_generated_strings_in_graphlearn(gl_python, tmp_path, edge_weight):
     assert by_id[first] == ["東京タワー 1", "k1:v\x1dk1:w ü"]
     assert by_id[int(items["id"][0])] == ["Café crème 0", ""]
     assert by_id[int(items["id"][-1])] == ["", ""]  # no feature row: all empty, row still loaded
+
+
+def test_single_empty_attr_never_reaches_graphlearn(gl_python, tmp_path):
+    """With one attr field, an empty value makes the attrs column empty, which GraphLearn reads as zero
+    attributes and drops the whole item row ("The count of attributes does not match your decoder").
+    hnmine must refuse such a table instead of writing a row the consumer silently loses."""
+    inputs = make_generated(tmp_path / "in")
+    out = tmp_path / "mined"
+    done = subprocess.run([sys.executable, "-m", "hnmine", "mine", "--users", str(inputs["users"]),
+                           "--items", str(inputs["items"]), "--positives", str(inputs["positives"]),
+                           "--item-features", str(inputs["features"]), "--attr-columns", "title",
+                           "--rank-window", "3:20", "--num-hard", "6", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 2, f"hnmine wrote a table GraphLearn would drop rows of:\n{done.stdout}\n{done.stderr}"
+    assert "title" in done.stderr and "empty" in done.stderr
+    assert not out.exists()
+    # the same column without empty values loads completely
+    features = pl.read_parquet(inputs["features"])
+    features = features.with_columns(pl.col("title").fill_null("-").replace("", "-"))
+    missing = pl.DataFrame({"id": pl.read_parquet(inputs["items"])["id"]}).join(features, on="id", how="anti")
+    features = pl.concat([features, missing.with_columns(pl.lit("-").alias("title"), pl.lit("").alias("tags"),
+                                                         pl.lit(None, dtype=pl.Int64).alias("price"))])
+    features.write_parquet(tmp_path / "filled.parquet")
+    hnmine("mine", "--users", inputs["users"], "--items", inputs["items"], "--positives", inputs["positives"],
+           "--item-features", tmp_path / "filled.parquet", "--attr-columns", "title",
+           "--rank-window", "3:20", "--num-hard", "6", "--out", out, "--quiet")
+    pos_edge = pl.read_parquet(out / "pos_edge.parquet")
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=["string"], num_hard_samples=[6], draws=200_000,
+                   cond_pairs=cond_pairs_from(pos_edge.filter(pl.len().over("user_id") < 100), 20))
+    check_consumer(out, result, ["string"], "generated/single-attr")
