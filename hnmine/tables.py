@@ -140,11 +140,14 @@ def item_attrs(
             raise InputError(f"{source}: no column '{column}' (columns: {', '.join(features.columns)})")
     if not columns:
         raise InputError(f"{source}: no attribute columns besides '{id_column}'")
-    keyed = features.select(pl.col(id_column).cast(ids.dtype, strict=False).alias("id"), *columns)
+    # The join key gets a private name: the id column may itself be an attr (TorchEasyRec configs list
+    # the item id in attr_fields), and an attr column may be called "id".
+    key = "__hnmine_item_key__"
+    keyed = features.select(pl.col(id_column).cast(ids.dtype, strict=False).alias(key), *columns)
     for column in columns:
         as_text = keyed[column].cast(pl.String)
-        check_text_safe(as_text, f"{source}: column '{column}'", delimiter, keyed["id"])
-    joined = pl.DataFrame([ids]).join(keyed, on="id", how="left", maintain_order="left")
+        check_text_safe(as_text, f"{source}: column '{column}'", delimiter, keyed[key])
+    joined = pl.DataFrame([ids.alias(key)]).join(keyed, on=key, how="left", maintain_order="left")
     missing = int(joined.select(pl.all_horizontal(pl.col(c).is_null() for c in columns)).to_series().sum())
     attrs = joined.select(
         pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)

@@ -544,3 +544,17 @@ def test_single_empty_attr_never_reaches_graphlearn(gl_python, tmp_path):
     result = probe(gl_python, out, tmp_path / "gl", attr_types=["string"], num_hard_samples=[6], draws=200_000,
                    cond_pairs=cond_pairs_from(pos_edge.filter(pl.len().over("user_id") < 100), 20))
     check_consumer(out, result, ["string"], "generated/single-attr")
+
+
+def test_item_id_as_attr_in_graphlearn(gl_python, cli_svd_embeddings, tmp_path):
+    """TorchEasyRec configs list the item id itself in attr_fields: --attr-columns may name the id column."""
+    out = tmp_path / "mined"
+    hnmine("mine", "--users", cli_svd_embeddings / "user.parquet", "--items", cli_svd_embeddings / "item.parquet",
+           "--positives", "sample_data/train.txt", "--item-features", "sample_data/item_features.csv",
+           "--attr-columns", "id,location_id,popularity_bucket", "--num-hard", "10", "--out", out, "--quiet")
+    pos_edge = pl.read_parquet(out / "pos_edge.parquet")
+    types = ["int", "int", "int"]
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=types, num_hard_samples=[10], draws=200_000,
+                   cond_pairs=cond_pairs_from(pos_edge, 64))
+    check_consumer(out, result, types, "sample_data/id-attr")
+    assert [row[0] for row in result["item"]["int_attrs"]] == result["item"]["ids"]
