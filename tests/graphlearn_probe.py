@@ -20,7 +20,8 @@ SPEC keys: dir (the hnmine output directory), attr_types (GraphLearn attr types,
 attr_delimiter, num_hard_samples (list of num_hard_sample values to try), node_weight_draws,
 cond_pairs ([[user, item], ...] positive pairs to condition on), cond_expand, cond_batch (pairs per
 request; GraphLearn excludes the positives of every earlier user of the request too, and after a few
-failed retries gives up and may return positives, so requests are kept small).
+failed retries gives up and may return positives, so requests are kept small), and optionally
+cond_uniform_pair ([user, item]) with cond_uniform_draws for a coverage count of the pos_edge pool.
 """
 
 import json
@@ -153,6 +154,16 @@ def main():
         nodes = cond.get(chunk[:, 0], chunk[:, 1])
         cond_out.extend(nodes.ids.reshape(len(chunk), -1).tolist())
     out["conditional"] = {"pairs": pairs.tolist(), "samples": cond_out}
+
+    # Many conditional draws for one (user, positive) pair: how evenly the V2 samplers' easy
+    # negatives cover the pos_edge item pool.
+    if spec.get("cond_uniform_pair"):
+        user, item = spec["cond_uniform_pair"]
+        sampler = g.negative_sampler("edge", 1000, strategy="random", conditional=True)
+        drawn = [sampler.get(np.array([user], dtype=np.int64), np.array([item], dtype=np.int64)).ids.reshape(-1)
+                 for _ in range(int(spec["cond_uniform_draws"]) // 1000)]
+        ids, counts = np.unique(np.concatenate(drawn), return_counts=True)
+        out["conditional_uniform"] = {"pair": [user, item], "ids": ids.tolist(), "counts": counts.tolist()}
 
     g.close()
     out["seconds"] = time.time() - started

@@ -118,12 +118,15 @@ def hnmine(*args: str) -> subprocess.CompletedProcess:
 
 
 def probe(gl_python: str, out_dir: Path, work: Path, *, attr_types: list[str], num_hard_samples: list[int],
-          draws: int, cond_pairs: list[tuple[int, int]], cond_expand: int = 20) -> dict:
+          draws: int, cond_pairs: list[tuple[int, int]], cond_expand: int = 20,
+          cond_uniform_pair: tuple[int, int] | None = None, cond_uniform_draws: int = 0) -> dict:
     """Run graphlearn_probe.py on an hnmine output directory (in ``work``: GraphLearn logs into cwd)."""
     work.mkdir(parents=True, exist_ok=True)
     spec = {"dir": str(out_dir), "attr_types": attr_types, "attr_delimiter": DELIM,
             "num_hard_samples": num_hard_samples, "node_weight_draws": draws,
-            "cond_pairs": [list(map(int, p)) for p in cond_pairs], "cond_expand": cond_expand}
+            "cond_pairs": [list(map(int, p)) for p in cond_pairs], "cond_expand": cond_expand,
+            "cond_uniform_pair": list(map(int, cond_uniform_pair)) if cond_uniform_pair else None,
+            "cond_uniform_draws": cond_uniform_draws}
     (work / "spec.json").write_text(json.dumps(spec))
     done = _run([gl_python, str(PROBE), "spec.json", "result.json"], "GraphLearn probe", cwd=work, timeout=600)
     rejected = [line for line in done.stderr.splitlines() if "does not match" in line or "Invalid" in line]
@@ -401,6 +404,24 @@ def check_consumer(out_dir: Path, result: dict, attr_types: list[str], label: st
         assert not outside, f"{label}: conditional sampler gave items outside pos_edge: {outside}"
         n_cond += len(samples)
     facts["conditional_samples_checked"] = n_cond
+
+    # 8. coverage of the V2 easy-negative pool: uniform over pos_edge items minus the user's positives.
+    # GraphLearn draws them with the same alias method (all weights 1), whose last column is never
+    # visited: one pool item is never drawn. Allowed: at most that one; the rest must be uniform.
+    if "conditional_uniform" in result:
+        user, _item = result["conditional_uniform"]["pair"]
+        drawn = dict(zip(result["conditional_uniform"]["ids"], result["conditional_uniform"]["counts"], strict=True))
+        allowed = sorted(pool - positives[user])
+        assert set(drawn) <= set(allowed), f"{label}: conditional draws outside pos_edge items minus positives"
+        never = [i for i in allowed if i not in drawn]
+        observed = np.array([drawn[i] for i in allowed if i in drawn], dtype=float)
+        expected = np.full(len(observed), observed.sum() / len(observed))
+        u_stat, u_df, u_p = pearson(observed, expected)
+        facts["v2_pool"] = {"draws": int(observed.sum()), "allowed_items": len(allowed), "never_drawn": never,
+                            "expected_per_item": round(float(observed.sum()) / len(allowed), 1),
+                            "chi2_drawn_items": round(u_stat, 1), "df": u_df, "p": u_p}
+        assert len(never) <= 1, f"{label}: {len(never)} allowed pool items were never drawn: {facts['v2_pool']}"
+        assert u_p > ALPHA, f"{label}: V2 easy negatives are not uniform over the pool: {facts['v2_pool']}"
     FACTS[label] = facts
     print(f"\n[{label}] " + json.dumps(facts, default=str))
 
@@ -506,7 +527,8 @@ def test_generated_strings_in_graphlearn(gl_python, tmp_path, edge_weight):
     ordinary = pos_edge.filter(pl.len().over("user_id") < 100)
     types = ["string", "string", "int"]
     result = probe(gl_python, out, tmp_path / "gl", attr_types=types, num_hard_samples=[2, 6, 10],
-                   draws=2_000_000, cond_pairs=cond_pairs_from(ordinary, 60), cond_expand=30)
+                   draws=2_000_000, cond_pairs=cond_pairs_from(ordinary, 60), cond_expand=30,
+                   cond_uniform_pair=cond_pairs_from(ordinary, 1)[0], cond_uniform_draws=300_000)
     check_consumer(out, result, types, f"generated/{edge_weight}")
     # the string attributes, spelled out
     by_id = dict(zip(result["item"]["ids"], result["item"]["string_attrs"], strict=True))
