@@ -47,7 +47,8 @@ def hard_neg_edge_table(
 
     ``weight`` is what GraphLearn sorts by when the consumer takes a user's first
     ``num_hard_sample`` edges: ``score`` (hardest first), ``rank`` (1/rank, hardest first) or
-    ``uniform`` (1.0 for all; the consumer then keeps file order, i.e. hnmine's preference order).
+    ``uniform`` (1.0 for all; the consumer then mostly keeps file order, i.e. hnmine's preference
+    order, but GraphLearn's parallel loading rotates the rows of a few users: docs/torcheasyrec.md).
     """
     rank = (selection.column + lo).astype(np.int32)
     score = selection.score.astype(np.float32)
