@@ -9,9 +9,12 @@ virtual environment (``.venv-gl39/``), make the calls the four samplers make (se
 - every row is loaded (counts, and ids, weights, attrs and edges equal the parquet tables);
 - no hard negative is a positive of its user;
 - ``neighbor_sampler(["hard_neg_edge"], k, strategy="full")`` gives each user min(k, mined) hard
-  negatives, the highest-weight ones, in descending weight order (ties in file order);
-- ``negative_sampler("item", ..., strategy="node_weight")`` draws items in proportion to their
-  weight (Pearson chi-square tests, exact p-value, alpha 1e-6: GraphLearn seeds its generator from
+  negatives, the highest-weight ones, in descending weight order (ties compared as sets: GraphLearn's
+  parallel loading does not keep the file order among equal weights for every user);
+- ``negative_sampler("item", ..., strategy="node_weight")`` draws items as GraphLearn's alias table
+  of the written weights dictates (proportional to the weight, except that the table's last column is
+  never visited: see graphlearn_node_weight_probabilities) and never draws a weight-0 item (Pearson
+  chi-square tests, exact p-value, alpha 1e-6: GraphLearn seeds its generator from
   ``std::random_device`` and has no seed to fix, so the threshold is set for a negligible false
   alarm rate instead);
 - the conditional sampler over pos_edge never returns a positive of the user and only draws items
