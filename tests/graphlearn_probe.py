@@ -148,7 +148,7 @@ def main():
     pairs = np.asarray(spec["cond_pairs"], dtype=np.int64).reshape(-1, 2)
     cond = g.negative_sampler("edge", int(spec["cond_expand"]), strategy="random", conditional=True)
     cond_out = []
-    cond_batch = int(spec.get("cond_batch", 64))
+    cond_batch = int(spec.get("cond_batch", 16))
     for start in range(0, len(pairs), cond_batch):
         chunk = pairs[start:start + cond_batch]
         nodes = cond.get(chunk[:, 0], chunk[:, 1])
