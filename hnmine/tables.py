@@ -29,8 +29,8 @@ __all__ = [
     "user_node_table",
 ]
 
-EdgeWeight = Literal["score", "rank", "uniform"]
-EDGE_WEIGHTS: tuple[str, ...] = ("score", "rank", "uniform")
+EdgeWeight = Literal["score", "rank", "order", "uniform"]
+EDGE_WEIGHTS: tuple[str, ...] = ("score", "rank", "order", "uniform")
 FORBIDDEN = ("\t", "\n", "\r")
 
 
@@ -46,8 +46,9 @@ def hard_neg_edge_table(
     """One row per chosen negative, users in input order, each user's rows in preference order.
 
     ``weight`` is what GraphLearn sorts by when the consumer takes a user's first
-    ``num_hard_sample`` edges: ``score`` (hardest first), ``rank`` (1/rank, hardest first) or
-    ``uniform`` (1.0 for all; the consumer then mostly keeps file order, i.e. hnmine's preference
+    ``num_hard_sample`` edges: ``score`` (hardest first), ``rank`` (1/rank, hardest first),
+    ``order`` (1/(1 + position in the strategy's preference order): the consumer takes the strategy's
+    first picks, so taking fewer than were mined keeps the strategy's hardness) or ``uniform`` (1.0 for all; the consumer then mostly keeps file order, i.e. hnmine's preference
     order, but GraphLearn's parallel loading rotates the rows of a few users: docs/torcheasyrec.md).
     """
     rank = (selection.column + lo).astype(np.int32)
@@ -56,6 +57,8 @@ def hard_neg_edge_table(
         weight = score
     elif edge_weight == "rank":
         weight = (1.0 / rank).astype(np.float32)
+    elif edge_weight == "order":
+        weight = (1.0 / (1.0 + selection.order)).astype(np.float32)
     elif edge_weight == "uniform":
         weight = np.ones(len(rank), dtype=np.float32)
     else:

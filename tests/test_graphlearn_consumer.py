@@ -444,7 +444,7 @@ def cli_svd_embeddings(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("edge_weight", ["score", "rank", "uniform"])
+@pytest.mark.parametrize("edge_weight", ["score", "rank", "order", "uniform"])
 def test_sample_data_in_graphlearn(gl_python, cli_svd_embeddings, tmp_path, edge_weight):
     sample_embeddings = cli_svd_embeddings
     out = tmp_path / "mined"

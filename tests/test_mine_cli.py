@@ -296,3 +296,18 @@ def test_small_row_groups_are_gathered_into_full_chunks(tmp_path):
     assert [len(c) for _, c in chunks] == [100] * 7 + [50]
     assert [first for first, _ in chunks] == list(range(0, 750, 100))
     assert np.concatenate([c.ids for _, c in chunks]).tolist() == list(range(750))
+
+
+def test_order_edge_weight_follows_the_strategy_order(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    common = dict(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), num_hard=6, seed=1)
+    mine(MineConfig(out=str(tmp_path / "a"), edge_weight="order", **common))
+    mine(MineConfig(out=str(tmp_path / "b"), edge_weight="score", **common))
+    ordered = pl.read_parquet(tmp_path / "a" / "hard_neg_edge.parquet")
+    scored = pl.read_parquet(tmp_path / "b" / "hard_neg_edge.parquet")
+    assert ordered.drop("weight").equals(scored.drop("weight"))  # same picks, only the weight differs
+    weights = ordered.group_by("user_id", maintain_order=True).agg("weight")["weight"].to_list()
+    assert all(w == pytest.approx([1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6]) for w in weights)
+    # with the uniform strategy the order is random: the first pick is not systematically the hardest
+    first = ordered.group_by("user_id", maintain_order=True).first()
+    assert 0.3 < (first["rank"] > 300).mean() < 0.7
