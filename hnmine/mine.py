@@ -545,19 +545,22 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
 
 
 def _hard_neg_stats(staging: Path, config: MineConfig, report: MineReport) -> int:
+    """Row count and score/rank statistics of the published hard_neg_edge table.
+
+    Statistics come from the parquet table; a text-only output carries neither rank nor score
+    (its weight column is only a score with ``--edge-weight score``), so they are left out then.
+    """
     source = staging / "hard_neg_edge.parquet"
-    if source.exists():
-        frame = pl.read_parquet(source, columns=["score", "rank"])
-    else:
-        frame = pl.read_csv(staging / "hard_neg_edge.txt", separator="\t", columns=[2], quote_char=None,
-                            new_columns=["score"]).with_columns(pl.lit(None, dtype=pl.Int32).alias("rank"))
-    if frame.height:
-        for column, target in (("score", report.score), ("rank", report.rank)):
-            values = frame[column].drop_nulls()
-            if values.len():
-                target.update({
-                    "min": float(values.min()), "p05": float(values.quantile(0.05)),
-                    "median": float(values.median()), "mean": float(values.mean()),
-                    "p95": float(values.quantile(0.95)), "max": float(values.max()),
-                })
+    if not source.exists():
+        with open(staging / "hard_neg_edge.txt", "rb") as handle:
+            return sum(1 for _ in handle) - 1
+    frame = pl.read_parquet(source, columns=["score", "rank"])
+    for column, target in (("score", report.score), ("rank", report.rank)):
+        values = frame[column]
+        if values.len():
+            target.update({
+                "min": float(values.min()), "p05": float(values.quantile(0.05)),
+                "median": float(values.median()), "mean": float(values.mean()),
+                "p95": float(values.quantile(0.95)), "max": float(values.max()),
+            })
     return frame.height
