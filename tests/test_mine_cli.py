@@ -311,3 +311,11 @@ def test_order_edge_weight_follows_the_strategy_order(sample_embeddings, tmp_pat
     # with the uniform strategy the order is random: the first pick is not systematically the hardest
     first = ordered.group_by("user_id", maintain_order=True).first()
     assert 0.3 < (first["rank"] > 300).mean() < 0.7
+
+
+def test_text_only_output(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    report = mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                             out=str(tmp_path / "o"), formats=["graphlearn"], num_hard=3))
+    assert sorted(p.suffix for p in (tmp_path / "o").glob("*.*")) == [".json"] + [".txt"] * 4
+    assert report.rows["hard_neg_edge"] == 3 * 2986 and report.score == {}
