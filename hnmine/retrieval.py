@@ -23,10 +23,11 @@ import faiss
 import numpy as np
 import torch
 
-__all__ = ["IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths", "SAFETY_MARGIN"]
+__all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
-_PAIR_BLOCK = 32768
+_PAIR_BLOCK = 2048
+_MIN_CALL = 2048
 # The exact engine: users per GEMM tile, items per block, items per group of the group-max bound.
 _TILE_USERS = 1024
 _TILE_ITEMS = 32768
@@ -71,6 +72,7 @@ class ItemIndex:
         n, dim = self.vectors.shape
         self.n_items = n
         self.index: faiss.Index | None = None
+        self._max_norm = float(np.linalg.norm(self.vectors.astype(np.float64), axis=1).max(initial=0.0))
         if spec.kind == "exact":
             self._prepare_exact()
             return
@@ -98,7 +100,6 @@ class ItemIndex:
         padded = np.zeros((n_pad, dim), dtype=np.float32)
         padded[:n] = self.vectors
         self._items_t = torch.from_numpy(padded).t()  # (d, n_pad) view of a row-major matrix
-        self._max_norm = float(np.linalg.norm(self.vectors.astype(np.float64), axis=1).max(initial=0.0))
         self._n_pad = n_pad
 
     @property
@@ -197,8 +198,7 @@ def _window_for_level(
     lo: int,
     hi: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    _, rows = index.search(queries[users], depth)
-    scores = _rescore(queries[users], index.vectors, rows)
+    fast, rows = index.search(queries[users], depth)
     n_items = np.int64(index.n_items)
     # A user's positives, as sorted keys (local user, item row); membership by binary search.
     starts, stops = indptr[users], indptr[users + 1]
@@ -213,17 +213,28 @@ def _window_for_level(
     else:
         drop = np.zeros(rows.shape, dtype=bool)
     drop |= rows < 0
-    scores[drop] = -np.inf
-    keys = np.sort(_descending_keys(scores, np.where(rows >= 0, rows, 0)), axis=1, kind="stable")
-    window = keys[:, lo - 1 : hi]
-    win_scores = _scores_from_keys(window)
-    win_items = (window & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    win_items[~np.isfinite(win_scores)] = -1
-    pad = hi - lo + 1 - window.shape[1]
-    if pad > 0:  # the catalog is smaller than the window
-        win_items = np.pad(win_items, ((0, 0), (0, pad)), constant_values=-1)
-        win_scores = np.pad(win_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    return win_items, win_scores, (~drop).sum(axis=1)
+    # Non-positives first, in FAISS's (descending) order: a stable sort of the drop flags.
+    order = np.argsort(drop, axis=1, kind="stable")
+    fast_sorted = np.take_along_axis(fast, order, axis=1)
+    item_sorted = np.take_along_axis(rows, order, axis=1)
+    fast_sorted[np.take_along_axis(drop, order, axis=1)] = -np.inf
+    margins = _noise_margin(queries[users], index._max_norm)
+    need = min(hi, index.n_items)
+    win_items, win_scores, _ = _finish(queries[users], index.vectors, fast_sorted, item_sorted, margins, lo, hi, need)
+    retrieved = (~drop).sum(axis=1)
+    if index.exact and depth < index.n_items:
+        # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th
+        # best non-positive); otherwise search those users deeper (rare: exact ties or near-ties).
+        tail = fast_sorted[:, need - 1] if fast_sorted.shape[1] >= need else np.float32(-np.inf)
+        f_d = np.where(retrieved >= need, tail, np.float32(-np.inf))
+        incomplete = np.flatnonzero(~(fast[:, -1] < f_d - margins))
+        if incomplete.size:
+            deeper = min(max(2 * depth, depth + need), index.n_items)
+            sub = users[incomplete]
+            win_items[incomplete], win_scores[incomplete], retrieved[incomplete] = _window_for_level(
+                index, queries, indptr, pos_rows, sub, deeper, lo, hi
+            )
+    return win_items, win_scores, retrieved
 
 
 def retrieve_window(
@@ -248,6 +259,13 @@ def retrieve_window(
     items = np.full((m, width), -1, dtype=np.int64)
     scores = np.full((m, width), -np.inf, dtype=np.float32)
     retrieved = np.zeros(m, dtype=np.int64)
+    # FAISS calls with few queries are several times slower per query: a level with fewer than
+    # _MIN_CALL users is searched with the next deeper level instead (deeper is always correct).
+    levels = np.unique(depths)
+    for shallow, deeper in zip(levels[:-1], levels[1:], strict=True):
+        moving = depths == shallow
+        if moving.sum() < _MIN_CALL:
+            depths[moving] = deeper
     for depth in np.unique(depths):
         users = np.flatnonzero(depths == depth)
         items[users], scores[users], retrieved[users] = _window_for_level(
@@ -353,33 +371,60 @@ def _retrieve_exact(
         skeys.sort(axis=1)
         fast_sorted = _scores_from_keys(skeys)
         item_sorted = np.take_along_axis(item2d, (skeys & np.uint64(0xFFFFFFFF)).astype(np.int64), axis=1)
-        margin_np = margins[t0:t1]
-        # F_D, the depth-th best fast score: the canonical top `depth` lies within F_D - margin.
-        f_d = fast_sorted[:, depth - 1] if width_c >= depth else np.full(mt, -np.inf, dtype=np.float32)
-        end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
-        # Head: the longest prefix (< lo) separated from the rest by a gap > margin is canonically
-        # first in the same order, so it needs no rescoring: it only shifts the ranks.
-        span = min(lo - 1, width_c - 1)
-        if span > 0:
-            gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
-            last = span - 1 - np.argmax(gaps[:, ::-1], axis=1)
-            head = np.where(gaps.any(axis=1), last + 1, 0)
-        else:
-            head = np.zeros(mt, dtype=np.int64)
-        head = np.minimum(head, end)
-        positions = np.arange(width_c)
-        rescore = (positions >= head[:, None]) & (positions < end[:, None])
-        r_rows, r_pos = np.nonzero(rescore)
-        r_items = item_sorted[r_rows, r_pos]
-        canonical = _canonical_pairs(queries, index.vectors, r_rows + t0, r_items)
-        keys = np.full((mt, max(int((end - head).max()), 1)), np.iinfo(np.uint64).max, dtype=np.uint64)
-        keys[r_rows, r_pos - head[r_rows]] = _descending_keys(canonical, r_items)
-        keys.sort(axis=1)
-        columns = (lo - 1 - head)[:, None] + np.arange(width)
-        inside = (columns >= 0) & (columns < keys.shape[1])
-        window = np.take_along_axis(keys, np.clip(columns, 0, keys.shape[1] - 1), axis=1)
-        present = inside & (window != np.iinfo(np.uint64).max)
-        scores_out[t0:t1] = np.where(present, _scores_from_keys(window), np.float32(-np.inf))
-        items_out[t0:t1] = np.where(present, (window & np.uint64(0xFFFFFFFF)).astype(np.int64), -1)
+        win_items, win_scores, end = _finish(queries[t0:t1], index.vectors, fast_sorted, item_sorted,
+                                             margins[t0:t1], lo, hi, depth)
+        items_out[t0:t1] = win_items
+        scores_out[t0:t1] = win_scores
         retrieved[t0:t1] = end
     return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
+
+
+def _finish(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    fast_sorted: np.ndarray,
+    item_sorted: np.ndarray,
+    margin_np: np.ndarray,
+    lo: int,
+    hi: int,
+    depth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical window from candidates sorted by a fast kernel's score (desc, -inf padded).
+
+    The candidates must include every non-positive item whose fast score is within ``margin`` of the
+    ``depth``-th best. Only the candidates that can land in ranks ``lo..hi`` are rescored with the
+    canonical kernel: the ``depth``-th fast score ``F`` bounds the window's tail (``F - margin``), and
+    the longest head (< ``lo``) separated from the rest by a fast-score gap > ``margin`` is in the
+    same order canonically, so it only shifts the ranks. Returns (items, scores, candidates used).
+    """
+    mt, width_c = fast_sorted.shape
+    width = hi - lo + 1
+    if width_c >= depth:
+        f_d = fast_sorted[:, depth - 1]
+    else:
+        f_d = np.full(mt, -np.inf, dtype=np.float32)
+    end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
+    span = min(lo - 1, width_c - 1)
+    if span > 0:
+        gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
+        last = span - 1 - np.argmax(gaps[:, ::-1], axis=1)
+        head = np.where(gaps.any(axis=1), last + 1, 0)
+    else:
+        head = np.zeros(mt, dtype=np.int64)
+    head = np.minimum(head, end)
+    positions = np.arange(width_c)
+    rescore = (positions >= head[:, None]) & (positions < end[:, None])
+    r_rows, r_pos = np.nonzero(rescore)
+    r_items = item_sorted[r_rows, r_pos]
+    canonical = _canonical_pairs(queries, vectors, r_rows, r_items)
+    empty = np.iinfo(np.uint64).max
+    keys = np.full((mt, max(int((end - head).max(initial=0)), 1)), empty, dtype=np.uint64)
+    keys[r_rows, r_pos - head[r_rows]] = _descending_keys(canonical, r_items)
+    keys.sort(axis=1)
+    columns = (lo - 1 - head)[:, None] + np.arange(width)
+    inside = (columns >= 0) & (columns < keys.shape[1])
+    window = np.take_along_axis(keys, np.clip(columns, 0, keys.shape[1] - 1), axis=1)
+    present = inside & (window != empty)
+    win_scores = np.where(present, _scores_from_keys(window), np.float32(-np.inf)).astype(np.float32)
+    win_items = np.where(present, (window & np.uint64(0xFFFFFFFF)).astype(np.int64), -1)
+    return win_items, win_scores, end

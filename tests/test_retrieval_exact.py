@@ -91,3 +91,30 @@ def test_canonical_pairs_independent_of_batch():
     whole = R._canonical_pairs(q, v, users, its)
     parts = np.concatenate([R._canonical_pairs(q, v, users[a : a + 37], its[a : a + 37]) for a in range(0, 5000, 37)])
     np.testing.assert_array_equal(whole, parts)
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact"])
+def test_exact_ties_beyond_search_depth(kind):
+    """Many identical items tie at the window's edge: both exact paths still return the canonical ranks."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((40, 8)).astype(np.float32)
+    items = np.repeat(base, 10, axis=0)  # 400 items, every vector 10 times
+    users = rng.standard_normal((30, 8)).astype(np.float32)
+    indptr = np.zeros(31, dtype=np.int64)
+    pos = np.zeros(0, dtype=np.int64)
+    lo, hi = 3, 17
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind=kind)), users, indptr, pos, lo, hi)
+    for u in range(len(users)):
+        s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
+        want = sorted(range(len(items)), key=lambda i: (-s[i], i))[lo - 1 : hi]
+        assert w.items[u].tolist() == want
+
+
+def test_flat_deterministic_across_chunks():
+    users, items, indptr, pos = _data(300, 2500, heavy=True, seed=11)
+    index = ItemIndex(items)
+    ref = _chunked(index, users, indptr, pos, 31, 200, 300)
+    for chunk in (1, 13, 128):
+        got = _chunked(index, users, indptr, pos, 31, 200, chunk)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
