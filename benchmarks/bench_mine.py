@@ -69,25 +69,45 @@ def synthetic(out_dir: Path, n_users: int, n_items: int, seed: int = 0, clusters
 
     for name, n in (("user", n_users), ("item", n_items)):
         vecs = draw(n)
-        pl.DataFrame({"id": np.arange(n, dtype=np.int64),
-                      "embedding": pl.Series(vecs, dtype=pl.Array(pl.Float32, DIM))}).write_parquet(
-            out_dir / f"{name}.parquet")
+        pl.DataFrame(
+            {"id": np.arange(n, dtype=np.int64), "embedding": pl.Series(vecs, dtype=pl.Array(pl.Float32, DIM))}
+        ).write_parquet(out_dir / f"{name}.parquet")
     counts = rng.integers(5, 40, n_users)
     with open(out_dir / "train.txt", "w") as handle:
         for user, count in enumerate(counts):
             items = rng.choice(n_items, size=count, replace=False)
             handle.write(f"{user} " + " ".join(map(str, items)) + "\n")
-    return {"users": str(out_dir / "user.parquet"), "items": str(out_dir / "item.parquet"),
-            "positives": str(out_dir / "train.txt")}
+    return {
+        "users": str(out_dir / "user.parquet"),
+        "items": str(out_dir / "item.parquet"),
+        "positives": str(out_dir / "train.txt"),
+    }
 
 
 def gowalla(out_dir: Path) -> dict:
     """SVD embeddings (d=64) of the real Gowalla train split (``hnmine svd``)."""
     if not (out_dir / "item.parquet").exists():
-        subprocess.run([sys.executable, "-m", "hnmine", "svd", "--positives", str(GOWALLA / "train.txt"),
-                        "--dim", str(DIM), "--out-dir", str(out_dir)], check=True, capture_output=True)
-    return {"users": str(out_dir / "user.parquet"), "items": str(out_dir / "item.parquet"),
-            "positives": str(GOWALLA / "train.txt")}
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "hnmine",
+                "svd",
+                "--positives",
+                str(GOWALLA / "train.txt"),
+                "--dim",
+                str(DIM),
+                "--out-dir",
+                str(out_dir),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return {
+        "users": str(out_dir / "user.parquet"),
+        "items": str(out_dir / "item.parquet"),
+        "positives": str(GOWALLA / "train.txt"),
+    }
 
 
 def load(inputs: dict, max_users: int | None = None):
@@ -108,14 +128,33 @@ def case_mine(p: dict) -> dict:
     from hnmine.mine import MineConfig, mine
 
     start = time.perf_counter()
-    report = mine(MineConfig(users=p["users"], items=p["items"], positives=p["positives"], out=p["out"],
-                             rank_window=f"{LO}:{HI}", num_hard=NUM_NEG, index=p.get("index", "exact"),
-                             nprobe=p.get("nprobe", 64), nlist=p.get("nlist"), ef_search=p.get("ef_search", 512),
-                             audit_sample=p.get("audit_sample", 0), chunk_size=p.get("chunk_size", 16384),
-                             formats=["parquet"], overwrite=True))
+    report = mine(
+        MineConfig(
+            users=p["users"],
+            items=p["items"],
+            positives=p["positives"],
+            out=p["out"],
+            rank_window=f"{LO}:{HI}",
+            num_hard=NUM_NEG,
+            index=p.get("index", "exact"),
+            nprobe=p.get("nprobe", 64),
+            nlist=p.get("nlist"),
+            ef_search=p.get("ef_search", 512),
+            audit_sample=p.get("audit_sample", 0),
+            chunk_size=p.get("chunk_size", 16384),
+            formats=["parquet"],
+            overwrite=True,
+        )
+    )
     wall = time.perf_counter() - start
-    return {"wall_s": wall, "timings": report.timings, "users": report.users, "items": report.items,
-            "rows": report.rows.get("hard_neg_edge"), "audit": report.audit}
+    return {
+        "wall_s": wall,
+        "timings": report.timings,
+        "users": report.users,
+        "items": report.items,
+        "rows": report.rows.get("hard_neg_edge"),
+        "audit": report.audit,
+    }
 
 
 def case_retrieve(p: dict) -> dict:
@@ -143,7 +182,7 @@ def case_faiss(p: dict) -> dict:
     chunk = p.get("chunk_size", 16384)
     start = time.perf_counter()
     for first in range(0, len(users), chunk):
-        index.search(users.vectors[first:first + chunk], HI)
+        index.search(users.vectors[first : first + chunk], HI)
     return {"search_s": time.perf_counter() - start, "users": len(users), "items": len(items)}
 
 
@@ -162,24 +201,32 @@ def case_flagembedding(p: dict) -> dict:
     random.seed(0)
     lines = []
     for u in range(len(users)):
-        pos = set(positives.item_rows[positives.indptr[u]:positives.indptr[u + 1]].tolist())
+        pos = set(positives.item_rows[positives.indptr[u] : positives.indptr[u + 1]].tolist())
         filtered = []
-        for inx in all_inxs[u][LO - 1:HI]:
+        for inx in all_inxs[u][LO - 1 : HI]:
             if inx == -1:
                 break
             if inx not in pos:
                 filtered.append(int(inx))
         if len(filtered) > NUM_NEG:
             filtered = random.sample(filtered, NUM_NEG)
-        lines.append({"query": int(users.ids[u]), "pos": [int(items.ids[i]) for i in sorted(pos)],
-                      "neg": [int(items.ids[i]) for i in filtered]})
+        lines.append(
+            {
+                "query": int(users.ids[u]),
+                "pos": [int(items.ids[i]) for i in sorted(pos)],
+                "neg": [int(items.ids[i]) for i in filtered],
+            }
+        )
     t3 = time.perf_counter()
     with open(p["out"], "w") as handle:
         for line in lines:
             handle.write(json.dumps(line) + "\n")
     t4 = time.perf_counter()
-    return {"wall_s": t4 - t0, "timings": {"read": t1 - t0, "retrieve": t2 - t1, "select": t3 - t2, "write": t4 - t3},
-            "users": len(users)}
+    return {
+        "wall_s": t4 - t0,
+        "timings": {"read": t1 - t0, "retrieve": t2 - t1, "select": t3 - t2, "write": t4 - t3},
+        "users": len(users),
+    }
 
 
 class _Precomputed:
@@ -220,26 +267,44 @@ def case_st(p: dict) -> dict:
     users, items, positives = load(p, p.get("users_n"))
     anchors, docs = [], []
     for u in range(len(users)):
-        for i in positives.item_rows[positives.indptr[u]:positives.indptr[u + 1]]:
+        for i in positives.item_rows[positives.indptr[u] : positives.indptr[u + 1]]:
             anchors.append(f"u{users.ids[u]}")
             docs.append(f"i{items.ids[i]}")
     corpus = [f"i{x}" for x in items.ids]
-    model = _Precomputed({f"u{x}": v for x, v in zip(users.ids, users.vectors)}, items.vectors,
-                         {t: k for k, t in enumerate(corpus)})
+    user_vecs = {f"u{x}": v for x, v in zip(users.ids, users.vectors, strict=True)}
+    model = _Precomputed(user_vecs, items.vectors, {t: k for k, t in enumerate(corpus)})
     dataset = Dataset.from_dict({"anchor": anchors, "positive": docs})
     t1 = time.perf_counter()
-    mined = mine_hard_negatives(dataset, model, corpus=corpus, range_min=LO - 1, range_max=HI, num_negatives=NUM_NEG,
-                                sampling_strategy="random", output_format="n-tuple", use_faiss=p.get("use_faiss", True),
-                                verbose=False)
+    mined = mine_hard_negatives(
+        dataset,
+        model,
+        corpus=corpus,
+        range_min=LO - 1,
+        range_max=HI,
+        num_negatives=NUM_NEG,
+        sampling_strategy="random",
+        output_format="n-tuple",
+        use_faiss=p.get("use_faiss", True),
+        verbose=False,
+    )
     t2 = time.perf_counter()
     mined.to_parquet(p["out"])
     t3 = time.perf_counter()
-    return {"wall_s": t3 - t0, "timings": {"read": t1 - t0, "mine": t2 - t1, "write": t3 - t2},
-            "users": len(users), "rows": len(mined)}
+    return {
+        "wall_s": t3 - t0,
+        "timings": {"read": t1 - t0, "mine": t2 - t1, "write": t3 - t2},
+        "users": len(users),
+        "rows": len(mined),
+    }
 
 
-CASES = {"mine": case_mine, "retrieve": case_retrieve, "faiss": case_faiss, "flagembedding": case_flagembedding,
-         "st": case_st}
+CASES = {
+    "mine": case_mine,
+    "retrieve": case_retrieve,
+    "faiss": case_faiss,
+    "flagembedding": case_flagembedding,
+    "st": case_st,
+}
 
 
 def run_case(kind: str, params: dict, threads: int | None = None) -> dict:
@@ -247,8 +312,9 @@ def run_case(kind: str, params: dict, threads: int | None = None) -> dict:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run([sys.executable, __file__, "case", kind, "--json", json.dumps(params)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, "case", kind, "--json", json.dumps(params)], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
         return {"error": proc.stderr[-2000:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -268,8 +334,14 @@ def repeated(kind: str, params: dict, repeat: int, key: str) -> dict:
 # ------------------------------------------------------------------------------------------ suite
 def suite(out: Path, repeat: int, quick: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {"conditions": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "repeat": repeat,
-                                    "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
+    results: dict = {
+        "conditions": {
+            "cpus": os.cpu_count(),
+            "loadavg_start": os.getloadavg(),
+            "repeat": repeat,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    }
     results["gemm"] = gemm_peak()
     peak = results["gemm"]["peak"]
     print("GEMM", results["gemm"], flush=True)
@@ -278,7 +350,9 @@ def suite(out: Path, repeat: int, quick: bool) -> dict:
     gw = gowalla(out / "gowalla-emb")
     g = {}
     for index in ("exact", "flat"):
-        g[f"hnmine_{index}"] = repeated("mine", {**gw, "out": str(out / f"mined-{index}"), "index": index}, repeat, "wall_s")
+        g[f"hnmine_{index}"] = repeated(
+            "mine", {**gw, "out": str(out / f"mined-{index}"), "index": index}, repeat, "wall_s"
+        )
         print("gowalla", index, g[f"hnmine_{index}"], flush=True)
     g["faiss_search"] = repeated("faiss", gw, repeat, "search_s")
     print("gowalla faiss", g["faiss_search"], flush=True)
@@ -291,8 +365,12 @@ def suite(out: Path, repeat: int, quick: bool) -> dict:
     # 2. Approximate index on the trained (SVD) Gowalla embeddings: speed vs exact and audited window recall.
     approx = []
     for nprobe in (8, 16, 32):
-        r = repeated("mine", {**gw, "out": str(out / f"mined-ivf{nprobe}"), "index": "ivf", "nprobe": nprobe,
-                              "audit_sample": 1000}, repeat, "wall_s")
+        r = repeated(
+            "mine",
+            {**gw, "out": str(out / f"mined-ivf{nprobe}"), "index": "ivf", "nprobe": nprobe, "audit_sample": 1000},
+            repeat,
+            "wall_s",
+        )
         approx.append({"index": "ivf", "nprobe": nprobe, **r})
         print("approx", nprobe, r.get("timings"), r.get("audit"), flush=True)
     results["approx"] = approx
@@ -311,11 +389,19 @@ def suite(out: Path, repeat: int, quick: bool) -> dict:
         row["faiss_search"] = r
         row["gemm_fraction_exact"] = 2 * sample * n * DIM / row["exact"]["retrieve_s"] / 1e9 / peak
         scale.append(row)
-        print("scale", n, {k: (v.get("retrieve_s") or v.get("search_s")) if isinstance(v, dict) else v
-                           for k, v in row.items()}, flush=True)
+        print(
+            "scale",
+            n,
+            {k: (v.get("retrieve_s") or v.get("search_s")) if isinstance(v, dict) else v for k, v in row.items()},
+            flush=True,
+        )
     results["scale"] = scale
     big = out / f"syn-{sizes[-1]}"
-    big_data = {"users": str(big / "user.parquet"), "items": str(big / "item.parquet"), "positives": str(big / "train.txt")}
+    big_data = {
+        "users": str(big / "user.parquet"),
+        "items": str(big / "item.parquet"),
+        "positives": str(big / "train.txt"),
+    }
     linear = []
     for users_n in (1024, 2048, 4096):
         r = repeated("retrieve", {**big_data, "index": "exact", "users_n": users_n}, repeat, "retrieve_s")
@@ -347,34 +433,54 @@ def markdown(r: dict) -> str:
     g = r["gowalla"]
     ex, fl = g["hnmine_exact"], g["hnmine_flat"]
     fs = g["faiss_search"]["search_s"]
-    lines = [f"GEMM peak (fp32 4096^2, same run): numpy {r['gemm']['numpy']:.1f}, torch {r['gemm']['torch']:.1f} GFLOP/s",
-             "", "| Gowalla 29,858 users x 40,981 items, d=64 | wall s | users/s | vs hnmine exact | peak RSS MiB |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"GEMM peak (fp32 4096^2, same run): numpy {r['gemm']['numpy']:.1f}, torch {r['gemm']['torch']:.1f} GFLOP/s",
+        "",
+        "| Gowalla 29,858 users x 40,981 items, d=64 | wall s | users/s | vs hnmine exact | peak RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
     for name in ("hnmine_exact", "hnmine_flat", "flagembedding", "sentence_transformers"):
         x = g[name]
         if "error" in x:
             lines.append(f"| {name} | error | | | |")
             continue
-        lines.append(f"| {name} | {x['wall_s']:.2f} | {x['users'] / x['wall_s']:,.0f} | "
-                     f"{x['wall_s'] / ex['wall_s']:.1f}x | {x['peak_rss_mib']:.0f} |")
-    lines.append(f"| raw FAISS IndexFlatIP.search k={HI} (search only) | {fs:.2f} | {g['faiss_search']['users'] / fs:,.0f} "
-                 f"| {fs / ex['wall_s']:.2f}x | {g['faiss_search']['peak_rss_mib']:.0f} |")
-    lines += ["", f"hnmine exact stages (s): {ex['timings']}", f"hnmine flat stages (s): {fl['timings']}",
-              f"end-to-end / raw FAISS search: exact {ex['wall_s'] / fs:.2f}, flat {fl['wall_s'] / fs:.2f}", "",
-              "| approximate (IVF, Gowalla SVD) | nprobe | retrieve s | exact retrieve s | speed-up | window recall |",
-              "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {name} | {x['wall_s']:.2f} | {x['users'] / x['wall_s']:,.0f} | "
+            f"{x['wall_s'] / ex['wall_s']:.1f}x | {x['peak_rss_mib']:.0f} |"
+        )
+    lines.append(
+        f"| raw FAISS IndexFlatIP.search k={HI} (search only) | {fs:.2f} | {g['faiss_search']['users'] / fs:,.0f} "
+        f"| {fs / ex['wall_s']:.2f}x | {g['faiss_search']['peak_rss_mib']:.0f} |"
+    )
+    lines += [
+        "",
+        f"hnmine exact stages (s): {ex['timings']}",
+        f"hnmine flat stages (s): {fl['timings']}",
+        f"end-to-end / raw FAISS search: exact {ex['wall_s'] / fs:.2f}, flat {fl['wall_s'] / fs:.2f}",
+        "",
+        "| approximate (IVF, Gowalla SVD) | nprobe | retrieve s | exact retrieve s | speed-up | window recall |",
+        "|---|---|---|---|---|---|",
+    ]
     for a in r["approx"]:
         if "error" in a:
             continue
-        lines.append(f"| ivf | {a['nprobe']} | {a['timings']['retrieve']:.2f} | {ex['timings']['retrieve']:.2f} | "
-                     f"{ex['timings']['retrieve'] / a['timings']['retrieve']:.2f}x | {a['audit'].get('window_recall'):.4f} |")
-    lines += ["", "| items | users | exact retrieve s | exact users/s | fraction of GEMM peak | flat retrieve s | raw FAISS search s |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| ivf | {a['nprobe']} | {a['timings']['retrieve']:.2f} | {ex['timings']['retrieve']:.2f} | "
+            f"{ex['timings']['retrieve'] / a['timings']['retrieve']:.2f}x | {a['audit'].get('window_recall'):.4f} |"
+        )
+    lines += [
+        "",
+        "| items | users | exact retrieve s | exact users/s | fraction of GEMM peak | flat retrieve s"
+        " | raw FAISS search s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in r["scale"]:
         e = s["exact"]["retrieve_s"]
-        lines.append(f"| {s['items']:,} | {s['users']} | {e:.2f} | {s['users'] / e:,.0f} | "
-                     f"{2 * s['users'] * s['items'] * DIM / e / 1e9 / peak:.2f} | {s['flat']['retrieve_s']:.2f} | "
-                     f"{s['faiss_search']['search_s']:.2f} |")
+        lines.append(
+            f"| {s['items']:,} | {s['users']} | {e:.2f} | {s['users'] / e:,.0f} | "
+            f"{2 * s['users'] * s['items'] * DIM / e / 1e9 / peak:.2f} | {s['flat']['retrieve_s']:.2f} | "
+            f"{s['faiss_search']['search_s']:.2f} |"
+        )
     lines += ["", "| 1M items, exact: users | retrieve s | s per 1k users |", "|---|---|---|"]
     for x in r["linear_users"]:
         lines.append(f"| {x['users']} | {x['retrieve_s']:.2f} | {x['retrieve_s'] / x['users'] * 1000:.2f} |")
@@ -384,8 +490,10 @@ def markdown(r: dict) -> str:
             lines.append(f"| {x['users']} | error | |")
             continue
         lines.append(f"| {x['users']} | {x['wall_s']:.1f} | {x['peak_rss_mib']:.0f} |")
-    lines.append(f"\nload average at start {r['conditions']['loadavg_start']}, end {r['conditions'].get('loadavg_end')}; "
-                 f"GEMM peak used for fractions: {peak:.1f} GFLOP/s")
+    lines.append(
+        f"\nload average at start {r['conditions']['loadavg_start']}, end {r['conditions'].get('loadavg_end')}; "
+        f"GEMM peak used for fractions: {peak:.1f} GFLOP/s"
+    )
     return "\n".join(lines) + "\n"
 
 

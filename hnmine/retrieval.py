@@ -7,14 +7,20 @@ and ranks counted among the remaining items, so rank r is the r-th best item the
 interacted with.
 
 Determinism: FAISS's flat search computes scores through different kernels depending on the number
-of queries per call and the thread count (their last bits differ), so the retrieved candidates are
-rescored with one fixed kernel and sorted by (score desc, item row asc). The window therefore does
-not depend on chunk size or threads. A small safety margin of extra candidates is retrieved so that
-re-sorting near-ties at the cut-off cannot pull in an unseen item.
+of queries per call and the thread count (their last bits differ), so the window is ordered by one
+fixed canonical kernel (:func:`_canonical_pairs`) and sorted by (score desc, item row asc). The window
+therefore does not depend on chunk size or threads. Any two float32 kernels of a length-d dot product
+differ by at most ``2 gamma_d |q| max|v|`` (:func:`_noise_margin`), which makes it provable which
+candidates can reach ranks ``lo..hi`` canonically: only those are rescored (:func:`_finish`), and a user
+whose FAISS results stop within that margin of its ``hi``-th score is searched deeper.
+
+``exact`` is a second exact engine without FAISS: a tiled torch GEMM with the positives masked before
+selection and a group-max bound (:func:`_retrieve_exact`); it returns the same windows bit for bit.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,7 +49,8 @@ class IndexSpec:
     """Which FAISS index to search and its parameters.
 
     ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled torch GEMM, see :func:`_retrieve_exact`) are
-    exact and give identical windows; ``exact`` is faster. ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
+    exact and give identical windows (which is faster depends on the machine: docs/performance.md).
+    ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
     (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``, ``ef_search`` raised to at least the
     search depth) are approximate: audit them with ``audit_sample``.
     """
@@ -141,7 +148,7 @@ class Window:
 def search_depths(positive_counts: np.ndarray, hi: int, n_items: int) -> np.ndarray:
     """Search depth per user: ``hi`` plus the user's positives, rounded up to a few shared levels."""
     need = positive_counts.astype(np.int64)
-    steps = np.asarray(_DEPTH_STEPS + (max(int(need.max(initial=0)), _DEPTH_STEPS[-1]),), dtype=np.int64)
+    steps = np.asarray((*_DEPTH_STEPS, max(int(need.max(initial=0)), _DEPTH_STEPS[-1])), dtype=np.int64)
     level = steps[np.searchsorted(steps, need)]
     return np.minimum(hi + level + SAFETY_MARGIN, n_items)
 
@@ -262,7 +269,7 @@ def retrieve_window(
     # FAISS calls with few queries are several times slower per query: a level with fewer than
     # _MIN_CALL users is searched with the next deeper level instead (deeper is always correct).
     levels = np.unique(depths)
-    for shallow, deeper in zip(levels[:-1], levels[1:], strict=True):
+    for shallow, deeper in itertools.pairwise(levels):
         moving = depths == shallow
         if moving.sum() < _MIN_CALL:
             depths[moving] = deeper
@@ -399,10 +406,7 @@ def _finish(
     """
     mt, width_c = fast_sorted.shape
     width = hi - lo + 1
-    if width_c >= depth:
-        f_d = fast_sorted[:, depth - 1]
-    else:
-        f_d = np.full(mt, -np.inf, dtype=np.float32)
+    f_d = fast_sorted[:, depth - 1] if width_c >= depth else np.full(mt, -np.inf, dtype=np.float32)
     end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
     span = min(lo - 1, width_c - 1)
     if span > 0:

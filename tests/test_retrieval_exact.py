@@ -34,7 +34,9 @@ def _chunked(index, users, indptr, pos, lo, hi, chunk):
     return np.concatenate(items), np.concatenate(scores)
 
 
-@pytest.mark.parametrize(("n_items", "lo", "hi", "heavy"), [(700, 11, 60, False), (3000, 101, 500, True), (130, 5, 120, True)])
+@pytest.mark.parametrize(
+    ("n_items", "lo", "hi", "heavy"), [(700, 11, 60, False), (3000, 101, 500, True), (130, 5, 120, True)]
+)
 def test_exact_equals_flat(n_items, lo, hi, heavy):
     users, items, indptr, pos = _data(200, n_items, heavy=heavy, seed=n_items)
     flat = retrieve_window(ItemIndex(items), users, indptr, pos, lo, hi)
@@ -63,7 +65,8 @@ def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch):
     ref_items, ref_scores = _chunked(index, users, indptr, pos, 31, 200, 300)
     threads = torch.get_num_threads()
     try:
-        for chunk, tile_users, tile_items, n_threads in [(1, 256, 16384, 1), (7, 5, 128, 2), (64, 33, 96, 1), (300, 1024, 512, 2)]:
+        configs = [(1, 256, 16384, 1), (7, 5, 128, 2), (64, 33, 96, 1), (300, 1024, 512, 2)]
+        for chunk, tile_users, tile_items, n_threads in configs:
             monkeypatch.setattr(R, "_TILE_USERS", tile_users)
             monkeypatch.setattr(R, "_TILE_ITEMS", tile_items)
             torch.set_num_threads(n_threads)
