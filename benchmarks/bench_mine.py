@@ -162,14 +162,17 @@ def case_retrieve(p: dict) -> dict:
     from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
 
     users, items, positives = load(p, p.get("users_n"))
-    index = ItemIndex(items.vectors, IndexSpec(kind=p.get("index", "exact"), nprobe=p.get("nprobe", 64)))
+    built = time.perf_counter()
+    spec = IndexSpec(kind=p.get("index", "exact"), nprobe=p.get("nprobe", 64), nlist=p.get("nlist"))
+    index = ItemIndex(items.vectors, spec)
+    built = time.perf_counter() - built
     chunk = p.get("chunk_size", 16384)
     start = time.perf_counter()
     for first in range(0, len(users), chunk):
         stop = min(first + chunk, len(users))
         indptr, rows = positives.slice(first, stop)
         retrieve_window(index, users.vectors[first:stop], indptr, rows, LO, HI)
-    return {"retrieve_s": time.perf_counter() - start, "users": len(users), "items": len(items)}
+    return {"retrieve_s": time.perf_counter() - start, "index_s": built, "users": len(users), "items": len(items)}
 
 
 def case_faiss(p: dict) -> dict:
@@ -332,168 +335,241 @@ def repeated(kind: str, params: dict, repeat: int, key: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ suite
-def suite(out: Path, repeat: int, quick: bool) -> dict:
+PARTS = ("gowalla", "approx", "scale", "rss")
+
+
+def suite(out: Path, repeat: int, quick: bool, parts: tuple[str, ...] = PARTS) -> dict:
+    """Run the chosen parts; results of parts not run are kept from an earlier results.json."""
     out.mkdir(parents=True, exist_ok=True)
-    results: dict = {
-        "conditions": {
+    saved = out / "results.json"
+    results: dict = json.loads(saved.read_text()) if saved.exists() else {}
+    results.setdefault("conditions", {})
+    results["conditions"].update(
+        {
             "cpus": os.cpu_count(),
-            "loadavg_start": os.getloadavg(),
             "repeat": repeat,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            f"loadavg_start_{'+'.join(parts)}": os.getloadavg(),
+            f"started_{'+'.join(parts)}": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-    }
+    )
     results["gemm"] = gemm_peak()
     peak = results["gemm"]["peak"]
     print("GEMM", results["gemm"], flush=True)
-
-    # 1. Gowalla size, end to end, against raw FAISS and the two baselines.
     gw = gowalla(out / "gowalla-emb")
-    g = {}
-    for index in ("exact", "flat"):
-        g[f"hnmine_{index}"] = repeated(
-            "mine", {**gw, "out": str(out / f"mined-{index}"), "index": index}, repeat, "wall_s"
-        )
-        print("gowalla", index, g[f"hnmine_{index}"], flush=True)
-    g["faiss_search"] = repeated("faiss", gw, repeat, "search_s")
-    print("gowalla faiss", g["faiss_search"], flush=True)
-    g["flagembedding"] = repeated("flagembedding", {**gw, "out": str(out / "flag.jsonl")}, repeat, "wall_s")
-    print("gowalla flag", g["flagembedding"], flush=True)
-    g["sentence_transformers"] = repeated("st", {**gw, "out": str(out / "st.parquet")}, 1, "wall_s")
-    print("gowalla st", g["sentence_transformers"], flush=True)
-    results["gowalla"] = g
 
-    # 2. Approximate index on the trained (SVD) Gowalla embeddings: speed vs exact and audited window recall.
-    approx = []
-    for nprobe in (8, 16, 32):
-        r = repeated(
-            "mine",
-            {**gw, "out": str(out / f"mined-ivf{nprobe}"), "index": "ivf", "nprobe": nprobe, "audit_sample": 1000},
-            repeat,
-            "wall_s",
-        )
-        approx.append({"index": "ivf", "nprobe": nprobe, **r})
-        print("approx", nprobe, r.get("timings"), r.get("audit"), flush=True)
-    results["approx"] = approx
+    if "gowalla" in parts:  # 1. Gowalla size, end to end, against raw FAISS and the two baselines.
+        g = {}
+        for index in ("flat", "exact"):
+            g[f"hnmine_{index}"] = repeated(
+                "mine", {**gw, "out": str(out / f"mined-{index}"), "index": index}, repeat, "wall_s"
+            )
+            print("gowalla", index, g[f"hnmine_{index}"], flush=True)
+        g["faiss_search"] = repeated("faiss", gw, repeat, "search_s")
+        print("gowalla faiss", g["faiss_search"], flush=True)
+        g["flagembedding"] = repeated("flagembedding", {**gw, "out": str(out / "flag.jsonl")}, repeat, "wall_s")
+        print("gowalla flag", g["flagembedding"], flush=True)
+        g["sentence_transformers"] = repeated("st", {**gw, "out": str(out / "st.parquet")}, 1, "wall_s")
+        print("gowalla st", g["sentence_transformers"], flush=True)
+        results["gowalla"] = g
 
+    if "approx" in parts:  # 2. IVF on the trained (SVD) Gowalla embeddings: speed vs exact, audited recall.
+        approx = {"exact_retrieve": {}, "ivf": []}
+        for index in ("flat", "exact"):
+            approx["exact_retrieve"][index] = repeated("retrieve", {**gw, "index": index}, repeat, "retrieve_s")
+        for nprobe in (4, 8, 16, 32):
+            speed = repeated("retrieve", {**gw, "index": "ivf", "nprobe": nprobe}, repeat, "retrieve_s")
+            audit = run_case(
+                "mine",
+                {**gw, "out": str(out / f"mined-ivf{nprobe}"), "index": "ivf", "nprobe": nprobe, "audit_sample": 1000},
+            )
+            approx["ivf"].append({"nprobe": nprobe, "speed": speed, "audit": audit.get("audit")})
+            print("approx", nprobe, speed.get("retrieve_s"), audit.get("audit"), flush=True)
+        results["approx"] = approx
+    _save(out, results)
+
+    if "scale" not in parts and "rss" not in parts:
+        return results
     # 3. Catalog size: exact retrieval on a user sample, 41k -> 1M items; linearity in users at the largest.
     sizes = [40_981, 100_000, 300_000, 1_000_000] if not quick else [40_981, 100_000]
     sample = 2048
-    scale = []
-    for n in sizes:
-        data = synthetic(out / f"syn-{n}", n_users=16384 if n == sizes[-1] else sample, n_items=n)
-        row = {"items": n, "users": sample}
-        for index in ("exact", "flat"):
-            r = repeated("retrieve", {**data, "index": index, "users_n": sample}, repeat, "retrieve_s")
-            row[index] = r
-        r = repeated("faiss", {**data, "users_n": sample}, repeat, "search_s")
-        row["faiss_search"] = r
-        row["gemm_fraction_exact"] = 2 * sample * n * DIM / row["exact"]["retrieve_s"] / 1e9 / peak
-        scale.append(row)
-        print(
-            "scale",
-            n,
-            {k: (v.get("retrieve_s") or v.get("search_s")) if isinstance(v, dict) else v for k, v in row.items()},
-            flush=True,
-        )
-    results["scale"] = scale
     big = out / f"syn-{sizes[-1]}"
     big_data = {
         "users": str(big / "user.parquet"),
         "items": str(big / "item.parquet"),
         "positives": str(big / "train.txt"),
     }
-    linear = []
-    for users_n in (1024, 2048, 4096):
-        r = repeated("retrieve", {**big_data, "index": "exact", "users_n": users_n}, repeat, "retrieve_s")
-        linear.append({"users": users_n, **r})
-    results["linear_users"] = linear
-    print("linear", [(x["users"], x["retrieve_s"]) for x in linear], flush=True)
-    # Peak RSS of the whole job at the largest catalog for two user counts (memory must not grow with users).
-    rss = []
-    for users_n in (4096, 16384):
-        sub = out / f"syn-{sizes[-1]}-u{users_n}"
-        if not (sub / "user.parquet").exists():
-            import polars as pl
+    if "scale" in parts:
+        scale = []
+        for n in sizes:
+            data = synthetic(out / f"syn-{n}", n_users=16384 if n == sizes[-1] else sample, n_items=n)
+            row = {"items": n, "users": sample}
+            for index in ("exact", "flat"):
+                row[index] = repeated("retrieve", {**data, "index": index, "users_n": sample}, repeat, "retrieve_s")
+            row["faiss_search"] = repeated("faiss", {**data, "users_n": sample}, repeat, "search_s")
+            for index in ("exact", "flat"):
+                row[f"gemm_fraction_{index}"] = 2 * sample * n * DIM / row[index]["retrieve_s"] / 1e9 / peak
+            row["gemm_fraction_faiss"] = 2 * sample * n * DIM / row["faiss_search"]["search_s"] / 1e9 / peak
+            scale.append(row)
+            print(
+                "scale",
+                n,
+                row["exact"]["retrieve_s"],
+                row["flat"]["retrieve_s"],
+                row["faiss_search"]["search_s"],
+                flush=True,
+            )
+            _save(out, {**results, "scale": scale})
+        results["scale"] = scale
+        linear = []
+        for users_n in (1024, 2048, 4096):
+            row = {"users": users_n}
+            for index in ("exact", "flat"):
+                params = {**big_data, "index": index, "users_n": users_n}
+                row[index] = repeated("retrieve", params, repeat, "retrieve_s")
+            linear.append(row)
+            print("linear", users_n, row["exact"]["retrieve_s"], row["flat"]["retrieve_s"], flush=True)
+        results["linear_users"] = linear
+        _save(out, results)
+    if "rss" in parts:  # Peak RSS of the whole job at the largest catalog: must not grow with the users.
+        if not (big / "item.parquet").exists():
+            synthetic(big, n_users=16384, n_items=sizes[-1])
+        rss = []
+        for users_n in (4096, 16384):
+            sub = out / f"syn-{sizes[-1]}-u{users_n}"
+            if not (sub / "user.parquet").exists():
+                import polars as pl
 
-            sub.mkdir(parents=True, exist_ok=True)
-            pl.read_parquet(big / "user.parquet").head(users_n).write_parquet(sub / "user.parquet")
-        r = run_case("mine", {**big_data, "users": str(sub / "user.parquet"), "out": str(out / f"mined-big-{users_n}")})
-        rss.append({"users": users_n, **r})
-        print("rss", users_n, r.get("peak_rss_mib"), r.get("wall_s"), flush=True)
-    results["rss"] = rss
+                sub.mkdir(parents=True, exist_ok=True)
+                pl.read_parquet(big / "user.parquet").head(users_n).write_parquet(sub / "user.parquet")
+            for index in ("flat", "exact"):
+                r = run_case(
+                    "mine",
+                    {
+                        **big_data,
+                        "users": str(sub / "user.parquet"),
+                        "index": index,
+                        "out": str(out / f"mined-big-{users_n}-{index}"),
+                    },
+                )
+                rss.append({"users": users_n, "index": index, **r})
+                print("rss", users_n, index, r.get("peak_rss_mib"), r.get("wall_s"), flush=True)
+        results["rss"] = rss
     results["conditions"]["loadavg_end"] = os.getloadavg()
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    (out / "results.md").write_text(markdown(results))
-    plot(results, out / "time_vs_catalog.png")
+    _save(out, results)
     return results
+
+
+def _save(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    try:
+        (out / "results.md").write_text(markdown(results))
+        plot(results, out / "time_vs_catalog.png")
+    except (KeyError, IndexError, TypeError) as exc:  # a part not run yet
+        print("report incomplete:", exc, flush=True)
 
 
 def markdown(r: dict) -> str:
     peak = r["gemm"]["peak"]
-    g = r["gowalla"]
-    ex, fl = g["hnmine_exact"], g["hnmine_flat"]
-    fs = g["faiss_search"]["search_s"]
     lines = [
-        f"GEMM peak (fp32 4096^2, same run): numpy {r['gemm']['numpy']:.1f}, torch {r['gemm']['torch']:.1f} GFLOP/s",
-        "",
-        "| Gowalla 29,858 users x 40,981 items, d=64 | wall s | users/s | vs hnmine exact | peak RSS MiB |",
-        "|---|---|---|---|---|",
+        f"GEMM peak (fp32 4096^2, same run): numpy {r['gemm']['numpy']:.1f}, torch {r['gemm']['torch']:.1f} GFLOP/s"
     ]
-    for name in ("hnmine_exact", "hnmine_flat", "flagembedding", "sentence_transformers"):
-        x = g[name]
-        if "error" in x:
-            lines.append(f"| {name} | error | | | |")
-            continue
+    g = r.get("gowalla")
+    if g:
+        fs = g["faiss_search"]["search_s"]
+        fl = g["hnmine_flat"]
+        lines += [
+            "",
+            "| Gowalla 29,858 users x 40,981 items, d=64, 101:500, 10/user | wall s (median) | users/s "
+            "| / hnmine flat | peak RSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        for name in ("hnmine_flat", "hnmine_exact", "flagembedding", "sentence_transformers"):
+            x = g[name]
+            if "error" in x:
+                lines.append(f"| {name} | error | | | |")
+                continue
+            lines.append(
+                f"| {name} | {x['wall_s']:.2f} | {x['users'] / x['wall_s']:,.0f} | "
+                f"{x['wall_s'] / fl['wall_s']:.2f}x | {x['peak_rss_mib']:.0f} |"
+            )
         lines.append(
-            f"| {name} | {x['wall_s']:.2f} | {x['users'] / x['wall_s']:,.0f} | "
-            f"{x['wall_s'] / ex['wall_s']:.1f}x | {x['peak_rss_mib']:.0f} |"
+            f"| raw FAISS IndexFlatIP.search k={HI} (search only) | {fs:.2f} | "
+            f"{g['faiss_search']['users'] / fs:,.0f} | {fs / fl['wall_s']:.2f}x | "
+            f"{g['faiss_search']['peak_rss_mib']:.0f} |"
         )
-    lines.append(
-        f"| raw FAISS IndexFlatIP.search k={HI} (search only) | {fs:.2f} | {g['faiss_search']['users'] / fs:,.0f} "
-        f"| {fs / ex['wall_s']:.2f}x | {g['faiss_search']['peak_rss_mib']:.0f} |"
-    )
-    lines += [
-        "",
-        f"hnmine exact stages (s): {ex['timings']}",
-        f"hnmine flat stages (s): {fl['timings']}",
-        f"end-to-end / raw FAISS search: exact {ex['wall_s'] / fs:.2f}, flat {fl['wall_s'] / fs:.2f}",
-        "",
-        "| approximate (IVF, Gowalla SVD) | nprobe | retrieve s | exact retrieve s | speed-up | window recall |",
-        "|---|---|---|---|---|---|",
-    ]
-    for a in r["approx"]:
-        if "error" in a:
-            continue
+        lines += [
+            "",
+            "| stages (s, median run) | read | index | retrieve | select | write | total |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("hnmine_flat", "hnmine_exact"):
+            t = g[name]["timings"]
+            lines.append(
+                f"| {name} | "
+                + " | ".join(f"{t.get(k, 0):.2f}" for k in ("read", "index", "retrieve", "select", "write", "total"))
+                + " |"
+            )
+        for name in ("hnmine_flat", "hnmine_exact"):
+            lines.append(
+                f"\n{name}: end-to-end / raw FAISS search = {g[name]['wall_s'] / fs:.2f}; runs "
+                f"{[round(x, 2) for x in g[name]['runs']]}"
+            )
         lines.append(
-            f"| ivf | {a['nprobe']} | {a['timings']['retrieve']:.2f} | {ex['timings']['retrieve']:.2f} | "
-            f"{ex['timings']['retrieve'] / a['timings']['retrieve']:.2f}x | {a['audit'].get('window_recall'):.4f} |"
+            f"\nraw FAISS runs {[round(x, 2) for x in g['faiss_search']['runs']]}; FlagEmbedding runs "
+            f"{[round(x, 2) for x in g['flagembedding']['runs']]}"
         )
-    lines += [
-        "",
-        "| items | users | exact retrieve s | exact users/s | fraction of GEMM peak | flat retrieve s"
-        " | raw FAISS search s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for s in r["scale"]:
-        e = s["exact"]["retrieve_s"]
-        lines.append(
-            f"| {s['items']:,} | {s['users']} | {e:.2f} | {s['users'] / e:,.0f} | "
-            f"{2 * s['users'] * s['items'] * DIM / e / 1e9 / peak:.2f} | {s['flat']['retrieve_s']:.2f} | "
-            f"{s['faiss_search']['search_s']:.2f} |"
-        )
-    lines += ["", "| 1M items, exact: users | retrieve s | s per 1k users |", "|---|---|---|"]
-    for x in r["linear_users"]:
-        lines.append(f"| {x['users']} | {x['retrieve_s']:.2f} | {x['retrieve_s'] / x['users'] * 1000:.2f} |")
-    lines += ["", "| 1M items, whole job: users | wall s | peak RSS MiB |", "|---|---|---|"]
-    for x in r["rss"]:
-        if "error" in x:
-            lines.append(f"| {x['users']} | error | |")
-            continue
-        lines.append(f"| {x['users']} | {x['wall_s']:.1f} | {x['peak_rss_mib']:.0f} |")
-    lines.append(
-        f"\nload average at start {r['conditions']['loadavg_start']}, end {r['conditions'].get('loadavg_end')}; "
-        f"GEMM peak used for fractions: {peak:.1f} GFLOP/s"
-    )
+    a = r.get("approx")
+    if a:
+        ex = {k: v["retrieve_s"] for k, v in a["exact_retrieve"].items()}
+        best = min(ex.values())
+        lines += [
+            "",
+            f"Exact retrieve, all Gowalla users: flat {ex['flat']:.2f} s, exact {ex['exact']:.2f} s",
+            "",
+            "| IVF (Gowalla SVD d=64) nprobe | retrieve s | index build s | speed-up vs fastest exact "
+            "| window recall (audit 1000 users) |",
+            "|---|---|---|---|---|",
+        ]
+        for x in a["ivf"]:
+            sp = x["speed"]
+            recall = (x.get("audit") or {}).get("window_recall")
+            lines.append(
+                f"| {x['nprobe']} | {sp['retrieve_s']:.2f} | {sp.get('index_s', 0):.2f} | "
+                f"{best / sp['retrieve_s']:.2f}x | {recall if recall is None else round(recall, 4)} |"
+            )
+    if r.get("scale"):
+        lines += [
+            "",
+            "| items | users | exact retrieve s | frac. of GEMM peak | flat retrieve s | frac. | "
+            "raw FAISS k=500 s | frac. |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for s in r["scale"]:
+            lines.append(
+                f"| {s['items']:,} | {s['users']} | {s['exact']['retrieve_s']:.2f} | "
+                f"{s['gemm_fraction_exact']:.2f} | {s['flat']['retrieve_s']:.2f} | "
+                f"{s.get('gemm_fraction_flat', 0):.2f} | {s['faiss_search']['search_s']:.2f} | "
+                f"{s.get('gemm_fraction_faiss', 0):.2f} |"
+            )
+    if r.get("linear_users"):
+        lines += [
+            "",
+            "| 1M items: users | exact retrieve s | ms/user | flat retrieve s | ms/user |",
+            "|---|---|---|---|---|",
+        ]
+        for x in r["linear_users"]:
+            e, f = x["exact"]["retrieve_s"], x["flat"]["retrieve_s"]
+            lines.append(
+                f"| {x['users']} | {e:.2f} | {e / x['users'] * 1000:.2f} | {f:.2f} | {f / x['users'] * 1000:.2f} |"
+            )
+    if r.get("rss"):
+        lines += ["", "| 1M items, whole job: users | index | wall s | peak RSS MiB |", "|---|---|---|---|"]
+        for x in r["rss"]:
+            if "error" in x:
+                lines.append(f"| {x['users']} | {x['index']} | error | |")
+                continue
+            lines.append(f"| {x['users']} | {x['index']} | {x['wall_s']:.1f} | {x['peak_rss_mib']:.0f} |")
+    lines.append(f"\nconditions: {r['conditions']}; GEMM peak used for fractions: {peak:.1f} GFLOP/s")
     return "\n".join(lines) + "\n"
 
 
@@ -528,6 +604,7 @@ def main() -> None:
     a.add_argument("--out", default="bench-out")
     a.add_argument("--repeat", type=int, default=3)
     a.add_argument("--quick", action="store_true")
+    a.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     c = sub.add_parser("case")
     c.add_argument("kind", choices=sorted(CASES))
     c.add_argument("--json", default="{}")
@@ -543,7 +620,7 @@ def main() -> None:
         (Path(args.out) / "results.md").write_text(markdown(r))
         plot(r, Path(args.out) / "time_vs_catalog.png")
     else:
-        suite(Path(args.out), args.repeat, args.quick)
+        suite(Path(args.out), args.repeat, args.quick, tuple(args.parts.split(",")))
 
 
 if __name__ == "__main__":

@@ -330,6 +330,8 @@ def _retrieve_exact(
     group = _GROUP
     neg_inf = torch.tensor(-np.inf)
     buf = torch.empty(min(_TILE_USERS, m) * block_items)
+    hits = torch.empty(min(_TILE_USERS, m) * block_items, dtype=torch.bool)  # reused: no page faults per block
+    merged = torch.empty(min(_TILE_USERS, m), depth + block_items // group)
     q_all = torch.from_numpy(queries)
     for t0 in range(0, m, _TILE_USERS):
         t1 = min(t0 + _TILE_USERS, m)
@@ -355,9 +357,14 @@ def _retrieve_exact(
                 scores[torch.from_numpy(prow[a:b]), torch.from_numpy(pcol[a:b] - b0)] = neg_inf
             # The bound: maxima of `group` strided item groups, merged into the running top `depth`.
             coarse_max = torch.amax(scores.view(mt, group, nb // group), dim=1)
-            best = torch.topk(torch.cat((best, coarse_max), dim=1), depth, dim=1, sorted=False).values
+            both = merged[:mt, : depth + nb // group]
+            both[:, :depth] = best
+            both[:, depth:] = coarse_max
+            best = torch.topk(both, depth, dim=1, sorted=False).values
             threshold = best.amin(dim=1) - margin
-            rows, cols = (scores >= threshold[:, None]).nonzero(as_tuple=True)
+            mask = hits[: mt * nb].view(mt, nb)
+            torch.ge(scores, threshold[:, None], out=mask)
+            rows, cols = mask.nonzero(as_tuple=True)
             cand_rows = rows.numpy()
             cand_items = cols.numpy() + b0
             cand_fast = scores[rows, cols].numpy()
