@@ -34,6 +34,7 @@ __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window
 SAFETY_MARGIN = 16
 _PAIR_BLOCK = 2048
 _MIN_CALL = 2048
+_POST_BLOCK = 1024
 # The exact engine: users per GEMM tile, items per block, items per group of the group-max bound.
 _TILE_USERS = 1024
 _TILE_ITEMS = 32768
@@ -181,18 +182,18 @@ def _canonical_pairs(queries: np.ndarray, vectors: np.ndarray, users: np.ndarray
 
 def _descending_keys(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """uint64 keys whose ascending order is (score desc, item row asc)."""
-    bits = scores.view(np.uint32).astype(np.uint64)
-    negative = (bits >> np.uint64(31)) == 1
-    ascending = np.where(negative, ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
-    descending = np.uint64(0xFFFFFFFF) - ascending
-    return (descending << np.uint64(32)) | rows.astype(np.uint64)
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
+    # Non-negative floats: flip all bits but the sign; negative floats: keep. As uint32 that is
+    # descending score order (positives first, larger first; then negatives, closest to zero first).
+    desc = bits ^ (~(bits >> 31) & np.int32(0x7FFFFFFF))
+    keys = desc.view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.asarray(rows).astype(np.uint64)
+    return keys
 
 
 def _scores_from_keys(keys: np.ndarray) -> np.ndarray:
-    ascending = np.uint64(0xFFFFFFFF) - (keys >> np.uint64(32))
-    negative = (ascending >> np.uint64(31)) == 0
-    bits = np.where(negative, ~ascending & np.uint64(0xFFFFFFFF), ascending & np.uint64(0x7FFFFFFF))
-    return bits.astype(np.uint32).view(np.float32)
+    desc = (keys >> np.uint64(32)).astype(np.uint32).view(np.int32)
+    return (desc ^ (~(desc >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
 def _window_for_level(
@@ -205,7 +206,41 @@ def _window_for_level(
     lo: int,
     hi: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    fast, rows = index.search(queries[users], depth)
+    fast_all, rows_all = index.search(queries[users], depth)
+    m = len(users)
+    win_items = np.empty((m, hi - lo + 1), dtype=np.int64)
+    win_scores = np.empty((m, hi - lo + 1), dtype=np.float32)
+    retrieved = np.empty(m, dtype=np.int64)
+    incomplete: list[np.ndarray] = []
+    # Post-process in blocks of users: the temporaries stay small (cache-sized, no fresh pages).
+    for a in range(0, m, _POST_BLOCK):
+        b = min(a + _POST_BLOCK, m)
+        win_items[a:b], win_scores[a:b], retrieved[a:b], short = _post_level(
+            index, queries, indptr, pos_rows, users[a:b], fast_all[a:b], rows_all[a:b], depth, lo, hi
+        )
+        incomplete.append(short + a)
+    redo = np.concatenate(incomplete) if incomplete else np.zeros(0, dtype=np.int64)
+    if redo.size:  # rare: exact ties or near-ties past the search depth
+        deeper = min(max(2 * depth, depth + hi), index.n_items)
+        win_items[redo], win_scores[redo], retrieved[redo] = _window_for_level(
+            index, queries, indptr, pos_rows, users[redo], deeper, lo, hi
+        )
+    return win_items, win_scores, retrieved
+
+
+def _post_level(
+    index: ItemIndex,
+    queries: np.ndarray,
+    indptr: np.ndarray,
+    pos_rows: np.ndarray,
+    users: np.ndarray,
+    fast: np.ndarray,
+    rows: np.ndarray,
+    depth: int,
+    lo: int,
+    hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Window of a block of users from their FAISS results; also the users whose search was too shallow."""
     n_items = np.int64(index.n_items)
     # A user's positives, as sorted keys (local user, item row); membership by binary search.
     starts, stops = indptr[users], indptr[users + 1]
@@ -229,19 +264,14 @@ def _window_for_level(
     need = min(hi, index.n_items)
     win_items, win_scores, _ = _finish(queries[users], index.vectors, fast_sorted, item_sorted, margins, lo, hi, need)
     retrieved = (~drop).sum(axis=1)
+    short = np.zeros(0, dtype=np.int64)
     if index.exact and depth < index.n_items:
         # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th
-        # best non-positive); otherwise search those users deeper (rare: exact ties or near-ties).
+        # best non-positive); otherwise the user is searched deeper.
         tail = fast_sorted[:, need - 1] if fast_sorted.shape[1] >= need else np.float32(-np.inf)
         f_d = np.where(retrieved >= need, tail, np.float32(-np.inf))
-        incomplete = np.flatnonzero(~(fast[:, -1] < f_d - margins))
-        if incomplete.size:
-            deeper = min(max(2 * depth, depth + need), index.n_items)
-            sub = users[incomplete]
-            win_items[incomplete], win_scores[incomplete], retrieved[incomplete] = _window_for_level(
-                index, queries, indptr, pos_rows, sub, deeper, lo, hi
-            )
-    return win_items, win_scores, retrieved
+        short = np.flatnonzero(~(fast[:, -1] < f_d - margins))
+    return win_items, win_scores, retrieved, short
 
 
 def retrieve_window(
