@@ -338,7 +338,13 @@ def repeated(kind: str, params: dict, repeat: int, key: str) -> dict:
 PARTS = ("gowalla", "approx", "scale", "rss")
 
 
-def suite(out: Path, repeat: int, quick: bool, parts: tuple[str, ...] = PARTS) -> dict:
+def suite(
+    out: Path,
+    repeat: int,
+    quick: bool,
+    parts: tuple[str, ...] = PARTS,
+    nprobes: tuple[int, ...] = (4, 8, 16, 32, 64, 128),
+) -> dict:
     """Run the chosen parts; results of parts not run are kept from an earlier results.json."""
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "results.json"
@@ -376,7 +382,7 @@ def suite(out: Path, repeat: int, quick: bool, parts: tuple[str, ...] = PARTS) -
         approx = {"exact_retrieve": {}, "ivf": []}
         for index in ("flat", "exact"):
             approx["exact_retrieve"][index] = repeated("retrieve", {**gw, "index": index}, repeat, "retrieve_s")
-        for nprobe in (4, 8, 16, 32):
+        for nprobe in nprobes:
             speed = repeated("retrieve", {**gw, "index": "ivf", "nprobe": nprobe}, repeat, "retrieve_s")
             audit = run_case(
                 "mine",
@@ -605,6 +611,7 @@ def main() -> None:
     a.add_argument("--repeat", type=int, default=3)
     a.add_argument("--quick", action="store_true")
     a.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    a.add_argument("--nprobes", default="4,8,16,32,64,128", help="IVF nprobe values for the approx part")
     c = sub.add_parser("case")
     c.add_argument("kind", choices=sorted(CASES))
     c.add_argument("--json", default="{}")
@@ -620,7 +627,8 @@ def main() -> None:
         (Path(args.out) / "results.md").write_text(markdown(r))
         plot(r, Path(args.out) / "time_vs_catalog.png")
     else:
-        suite(Path(args.out), args.repeat, args.quick, tuple(args.parts.split(",")))
+        nprobes = tuple(int(x) for x in args.nprobes.split(","))
+        suite(Path(args.out), args.repeat, args.quick, tuple(args.parts.split(",")), nprobes)
 
 
 if __name__ == "__main__":
