@@ -31,6 +31,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Benchmarks (not tests): installs the baselines into .venv, writes bench-out/ (see docs/performance.md).
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/bench_mine.py all --out bench-out
+
 sample-data: $(STAMP)
 	$(PY) scripts/make_sample_data.py
 

@@ -174,7 +174,9 @@ def mine(
     max_item_negatives: Annotated[Optional[int], typer.Option(help="Cap on how many users may get one item as a hard negative.")] = None,
     seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
     metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
-    index: Annotated[str, typer.Option(help="flat (exact)|ivf|hnsw (approximate).")] = "flat",
+    index: Annotated[
+        str, typer.Option(help="flat|exact (exact, same output; exact = torch GEMM engine)|ivf|hnsw (approximate).")
+    ] = "flat",
     nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
     nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,
     hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,

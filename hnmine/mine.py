@@ -122,7 +122,7 @@ class MineConfig:
             (self.relative_margin is None or self.relative_margin >= 0, "--relative-margin must be >= 0"),
             (self.max_item_negatives is None or self.max_item_negatives >= 1, "--max-item-negatives must be at least 1"),
             (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
-            (self.index in ("flat", "ivf", "hnsw"), "--index must be flat, ivf or hnsw"),
+            (self.index in ("flat", "exact", "ivf", "hnsw"), "--index must be flat, exact, ivf or hnsw"),
             (self.chunk_size >= 1, "--chunk-size must be at least 1"),
             (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
@@ -324,7 +324,7 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     chunk = min(config.chunk_size, n_users)
     depth_max = int(depths.max())
     memory = (
-        inputs.items.vectors.nbytes * (2 if config.index == "flat" else 3)
+        inputs.items.vectors.nbytes * (2 if config.index in ("flat", "exact") else 3)
         + inputs.positives.item_rows.nbytes + inputs.positives.indptr.nbytes + inputs.positives.pos_edge.estimated_size()
         + chunk * depth_max * 40 + chunk * (hi - lo + 1) * 40
     )
@@ -366,7 +366,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     mark = timer.add("read", mark)
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     index = ItemIndex(item_vectors, config.index_spec(), config.threads)
-    audit_index = ItemIndex(item_vectors, IndexSpec(kind="flat")) if config.audit_sample and not index.exact else None
+    audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
 
     report = MineReport(out=str(Path(config.out).absolute()), users=len(inputs.user_ids), items=len(inputs.items),

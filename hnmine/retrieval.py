@@ -7,28 +7,41 @@ and ranks counted among the remaining items, so rank r is the r-th best item the
 interacted with.
 
 Determinism: FAISS's flat search computes scores through different kernels depending on the number
-of queries per call and the thread count (their last bits differ), so the retrieved candidates are
-rescored with one fixed kernel and sorted by (score desc, item row asc). The window therefore does
-not depend on chunk size or threads. A small safety margin of extra candidates is retrieved so that
-re-sorting near-ties at the cut-off cannot pull in an unseen item.
+of queries per call and the thread count (their last bits differ), so the window is ordered by one
+fixed canonical kernel (:func:`_canonical_pairs`) and sorted by (score desc, item row asc). The window
+therefore does not depend on chunk size or threads. Any two float32 kernels of a length-d dot product
+differ by at most ``2 gamma_d |q| max|v|`` (:func:`_noise_margin`), which makes it provable which
+candidates can reach ranks ``lo..hi`` canonically: only those are rescored (:func:`_finish`), and a user
+whose FAISS results stop within that margin of its ``hi``-th score is searched deeper.
+
+``exact`` is a second exact engine without FAISS: a tiled torch GEMM with the positives masked before
+selection and a group-max bound (:func:`_retrieve_exact`); it returns the same windows bit for bit.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 import faiss
 import numpy as np
+import torch
 
 __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
-_RESCORE_BLOCK = 64
+_PAIR_BLOCK = 2048
+_MIN_CALL = 2048
+_POST_BLOCK = 1024
+# The exact engine: users per GEMM tile, items per block, items per group of the group-max bound.
+_TILE_USERS = 1024
+_TILE_ITEMS = 32768
+_GROUP = 32
 _DEPTH_STEPS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
-IndexKind = Literal["flat", "ivf", "hnsw"]
+IndexKind = Literal["flat", "exact", "ivf", "hnsw"]
 Metric = Literal["ip", "cosine"]
 
 
@@ -36,7 +49,9 @@ Metric = Literal["ip", "cosine"]
 class IndexSpec:
     """Which FAISS index to search and its parameters.
 
-    ``flat`` is exact. ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
+    ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled torch GEMM, see :func:`_retrieve_exact`) are
+    exact and give identical windows (which is faster depends on the machine: docs/performance.md).
+    ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
     (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``, ``ef_search`` raised to at least the
     search depth) are approximate: audit them with ``audit_sample``.
     """
@@ -60,11 +75,17 @@ class ItemIndex:
         self.spec = spec
         if threads:
             faiss.omp_set_num_threads(threads)
+            torch.set_num_threads(threads)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape
         self.n_items = n
-        self.max_norm = float(np.linalg.norm(self.vectors, axis=1).max()) if n else 0.0
+        self.index: faiss.Index | None = None
+        self._max_norm = float(np.linalg.norm(self.vectors.astype(np.float64), axis=1).max(initial=0.0))
+        if spec.kind == "exact":
+            self._prepare_exact()
+            return
         if spec.kind == "flat":
+            faiss.cvar.distance_compute_blas_database_bs = 4096  # measured +15% on 100k-1M items
             self.index = faiss.IndexFlatIP(dim)
         elif spec.kind == "ivf":
             quantizer = faiss.IndexFlatIP(dim)
@@ -80,16 +101,36 @@ class ItemIndex:
             raise ValueError(f"unknown index kind {spec.kind!r}")
         self.index.add(self.vectors)
 
+    def _prepare_exact(self) -> None:
+        """Items as a zero-padded (d, n_pad) torch matrix for the tiled GEMM, plus the noise bound's norm."""
+        n, dim = self.vectors.shape
+        n_pad = -(-max(n, 1) // _GROUP) * _GROUP
+        padded = np.zeros((n_pad, dim), dtype=np.float32)
+        padded[:n] = self.vectors
+        self._items_t = torch.from_numpy(padded).t()  # (d, n_pad) view of a row-major matrix
+        self._n_pad = n_pad
+
     @property
     def exact(self) -> bool:
-        return self.spec.kind == "flat"
+        return self.spec.kind in ("flat", "exact")
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """FAISS search: (scores, item rows) of shape (m, k); rows are -1 where fewer were found."""
         k = min(k, self.n_items)
+        if self.index is None:
+            raise ValueError("the 'exact' index has no FAISS search; use retrieve_window")
         if self.spec.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.spec.ef_search, k)
-        return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        m = len(queries)
+        if self.spec.kind == "flat" and 0 < m < _MIN_CALL:
+            # Measured (1M items, k=548): 1024 queries took 41 s, the same 1024 padded with zero
+            # queries to 2048 took 12.5 s. Small flat calls are padded; the pad rows are dropped.
+            padded = np.zeros((_MIN_CALL, queries.shape[1]), dtype=np.float32)
+            padded[:m] = queries
+            scores, rows = self.index.search(padded, k)
+            return scores[:m], rows[:m]
+        return self.index.search(queries, k)
 
 
 @dataclass
@@ -125,31 +166,43 @@ def search_depths(positive_counts: np.ndarray, hi: int, n_items: int) -> np.ndar
 def _rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Exact float32 scores of (query, item row) pairs with one fixed kernel, block by block."""
     m, k = rows.shape
-    out = np.empty((m, k), dtype=np.float32)
-    buf = np.empty((_RESCORE_BLOCK, k, vectors.shape[1]), dtype=np.float32)
-    safe = np.where(rows >= 0, rows, 0)
-    for start in range(0, m, _RESCORE_BLOCK):
-        stop = min(start + _RESCORE_BLOCK, m)
-        block = buf[: stop - start]
-        np.take(vectors, safe[start:stop], axis=0, out=block)
-        np.einsum("ij,ikj->ik", queries[start:stop], block, out=out[start:stop])
+    users = np.repeat(np.arange(m, dtype=np.int64), k)
+    return _canonical_pairs(queries, vectors, users, np.where(rows >= 0, rows, 0).ravel()).reshape(m, k)
+
+
+def _canonical_pairs(queries: np.ndarray, vectors: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """The canonical score of each (user, item) pair: one fixed numpy kernel whatever the batch.
+
+    ``np.einsum("ij,ij->i")`` reduces each row with the same loop whatever the number of rows, so a
+    pair's score does not depend on the chunk, the block or the thread count (checked in the tests).
+    """
+    out = np.empty(len(users), dtype=np.float32)
+    dim = vectors.shape[1]
+    qbuf = np.empty((_PAIR_BLOCK, dim), dtype=np.float32)
+    vbuf = np.empty((_PAIR_BLOCK, dim), dtype=np.float32)
+    for start in range(0, len(users), _PAIR_BLOCK):
+        stop = min(start + _PAIR_BLOCK, len(users))
+        n = stop - start
+        np.take(queries, users[start:stop], axis=0, out=qbuf[:n])
+        np.take(vectors, items[start:stop], axis=0, out=vbuf[:n])
+        np.einsum("ij,ij->i", qbuf[:n], vbuf[:n], out=out[start:stop])
     return out
 
 
 def _descending_keys(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """uint64 keys whose ascending order is (score desc, item row asc)."""
-    bits = scores.view(np.uint32).astype(np.uint64)
-    negative = (bits >> np.uint64(31)) == 1
-    ascending = np.where(negative, ~bits & np.uint64(0xFFFFFFFF), bits | np.uint64(0x80000000))
-    descending = np.uint64(0xFFFFFFFF) - ascending
-    return (descending << np.uint64(32)) | rows.astype(np.uint64)
+    bits = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
+    # Non-negative floats: flip all bits but the sign; negative floats: keep. As uint32 that is
+    # descending score order (positives first, larger first; then negatives, closest to zero first).
+    desc = bits ^ (~(bits >> 31) & np.int32(0x7FFFFFFF))
+    keys = desc.view(np.uint32).astype(np.uint64) << np.uint64(32)
+    keys |= np.asarray(rows).astype(np.uint64)
+    return keys
 
 
 def _scores_from_keys(keys: np.ndarray) -> np.ndarray:
-    ascending = np.uint64(0xFFFFFFFF) - (keys >> np.uint64(32))
-    negative = (ascending >> np.uint64(31)) == 0
-    bits = np.where(negative, ~ascending & np.uint64(0xFFFFFFFF), ascending & np.uint64(0x7FFFFFFF))
-    return bits.astype(np.uint32).view(np.float32)
+    desc = (keys >> np.uint64(32)).astype(np.uint32).view(np.int32)
+    return (desc ^ (~(desc >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
 def _window_for_level(
@@ -161,10 +214,42 @@ def _window_for_level(
     depth: int,
     lo: int,
     hi: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    fast_all, rows_all = index.search(queries[users], depth)
+    m = len(users)
+    win_items = np.empty((m, hi - lo + 1), dtype=np.int64)
+    win_scores = np.empty((m, hi - lo + 1), dtype=np.float32)
+    retrieved = np.empty(m, dtype=np.int64)
+    incomplete: list[np.ndarray] = []
+    # Post-process in blocks of users: the temporaries stay small (cache-sized, no fresh pages).
+    for a in range(0, m, _POST_BLOCK):
+        b = min(a + _POST_BLOCK, m)
+        win_items[a:b], win_scores[a:b], retrieved[a:b], short = _post_level(
+            index, queries, indptr, pos_rows, users[a:b], fast_all[a:b], rows_all[a:b], depth, lo, hi
+        )
+        incomplete.append(short + a)
+    redo = np.concatenate(incomplete) if incomplete else np.zeros(0, dtype=np.int64)
+    if redo.size:  # rare: exact ties or near-ties past the search depth
+        deeper = min(max(2 * depth, depth + hi), index.n_items)
+        win_items[redo], win_scores[redo], retrieved[redo] = _window_for_level(
+            index, queries, indptr, pos_rows, users[redo], deeper, lo, hi
+        )
+    return win_items, win_scores, retrieved
+
+
+def _post_level(
+    index: ItemIndex,
+    queries: np.ndarray,
+    indptr: np.ndarray,
+    pos_rows: np.ndarray,
+    users: np.ndarray,
+    fast: np.ndarray,
+    rows: np.ndarray,
+    depth: int,
+    lo: int,
+    hi: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Windows of ``users`` searched to ``depth``, and whether each is provably complete."""
-    faiss_scores, rows = index.search(queries[users], depth)
-    scores = _rescore(queries[users], index.vectors, rows)
+    """Window of a block of users from their FAISS results; also the users whose search was too shallow."""
     n_items = np.int64(index.n_items)
     # A user's positives, as sorted keys (local user, item row); membership by binary search.
     starts, stops = indptr[users], indptr[users + 1]
@@ -179,27 +264,23 @@ def _window_for_level(
     else:
         drop = np.zeros(rows.shape, dtype=bool)
     drop |= rows < 0
-    scores[drop] = -np.inf
-    keys = np.sort(_descending_keys(scores, np.where(rows >= 0, rows, 0)), axis=1, kind="stable")
-    window = keys[:, lo - 1 : hi]
-    win_scores = _scores_from_keys(window)
-    win_items = (window & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    win_items[~np.isfinite(win_scores)] = -1
-    pad = hi - lo + 1 - window.shape[1]
-    if pad > 0:  # the catalog is smaller than the window
-        win_items = np.pad(win_items, ((0, 0), (0, pad)), constant_values=-1)
-        win_scores = np.pad(win_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-    complete = np.ones(len(users), dtype=bool)
+    # Non-positives first, in FAISS's (descending) order: a stable sort of the drop flags.
+    order = np.argsort(drop, axis=1, kind="stable")
+    fast_sorted = np.take_along_axis(fast, order, axis=1)
+    item_sorted = np.take_along_axis(rows, order, axis=1)
+    fast_sorted[np.take_along_axis(drop, order, axis=1)] = -np.inf
+    margins = _noise_margin(queries[users], index._max_norm)
+    need = min(hi, index.n_items)
+    win_items, win_scores, _ = _finish(queries[users], index.vectors, fast_sorted, item_sorted, margins, lo, hi, need)
+    retrieved = (~drop).sum(axis=1)
+    short = np.zeros(0, dtype=np.int64)
     if index.exact and depth < index.n_items:
-        # An item FAISS did not return scores at most the last returned FAISS score, and FAISS and the
-        # rescoring kernel differ by at most 2 d u |q| max|x| (float32 dot-product error bound). If that
-        # still falls below the window's last score, no unseen item can belong in the window; else
-        # (exact ties at the cut-off, e.g. duplicate or zero item vectors) the user is searched deeper.
-        boundary = _scores_from_keys(keys[:, hi - 1]) if keys.shape[1] >= hi else np.full(len(users), -np.inf)
-        dim = queries.shape[1]
-        tolerance = 2.0 * dim * 2.0**-24 * np.linalg.norm(queries[users], axis=1) * index.max_norm
-        complete = faiss_scores[:, -1].astype(np.float64) < boundary.astype(np.float64) - tolerance
-    return win_items, win_scores, (~drop).sum(axis=1), complete
+        # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th
+        # best non-positive); otherwise the user is searched deeper.
+        tail = fast_sorted[:, need - 1] if fast_sorted.shape[1] >= need else np.float32(-np.inf)
+        f_d = np.where(retrieved >= need, tail, np.float32(-np.inf))
+        short = np.flatnonzero(~(fast[:, -1] < f_d - margins))
+    return win_items, win_scores, retrieved, short
 
 
 def retrieve_window(
@@ -215,6 +296,8 @@ def retrieve_window(
     ``queries`` are the chunk's user vectors (normalised for cosine), ``indptr``/``pos_rows`` the
     chunk's positives as CSR over item rows (sorted within each user).
     """
+    if index.spec.kind == "exact":
+        return _retrieve_exact(index, queries, indptr, pos_rows, lo, hi)
     m = len(queries)
     counts = np.diff(indptr)
     depths = search_depths(counts, hi, index.n_items)
@@ -222,15 +305,176 @@ def retrieve_window(
     items = np.full((m, width), -1, dtype=np.int64)
     scores = np.full((m, width), -np.inf, dtype=np.float32)
     retrieved = np.zeros(m, dtype=np.int64)
-    pending = [(int(depth), np.flatnonzero(depths == depth)) for depth in np.unique(depths)]
-    while pending:
-        depth, users = pending.pop(0)
-        window_items, window_scores, kept, complete = _window_for_level(
-            index, queries, indptr, pos_rows, users, depth, lo, hi
+    # FAISS calls with few queries are several times slower per query: a level with fewer than
+    # _MIN_CALL users is searched with the next deeper level instead (deeper is always correct).
+    levels = np.unique(depths)
+    for shallow, deeper in itertools.pairwise(levels):
+        moving = depths == shallow
+        if moving.sum() < _MIN_CALL:
+            depths[moving] = deeper
+    for depth in np.unique(depths):
+        users = np.flatnonzero(depths == depth)
+        items[users], scores[users], retrieved[users] = _window_for_level(
+            index, queries, indptr, pos_rows, users, int(depth), lo, hi
         )
-        done = users[complete]
-        items[done], scores[done], retrieved[done] = window_items[complete], window_scores[complete], kept[complete]
-        if not complete.all():
-            pending.append((min(index.n_items, 2 * depth), users[~complete]))
     available = index.n_items - counts
     return Window(items=items, scores=scores, available=available, lo=lo, retrieved=retrieved)
+
+
+def _noise_margin(queries: np.ndarray, max_norm: float) -> np.ndarray:
+    """Per user, a float32 margin ``4 gamma_d |q| max|v|`` that covers any two float32 kernels.
+
+    Any float32 dot product of length d (any summation order, FMA or not) lies within
+    ``gamma_d * sum|q_i v_i| <= gamma_d |q| |v|`` of the exact value, ``gamma_d = d u / (1 - d u)``,
+    ``u = 2**-24``; so the GEMM's score and the canonical score differ by at most twice that, and a
+    candidate test against a lower bound must allow for twice the difference.
+    """
+    dim = queries.shape[1]
+    unit = 2.0**-24
+    gamma = dim * unit / (1.0 - dim * unit)
+    norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+    return (4.0 * gamma * norms * max_norm * 1.01 + 1e-30).astype(np.float32)
+
+
+def _retrieve_exact(
+    index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
+) -> Window:
+    """Exact window by tiled GEMM: positives masked before selection, a group-max bound, canonical order.
+
+    For a tile of users, each block of items is scored by one ``torch.mm`` into a reused buffer and the
+    user's positives in it are set to -inf (so the search never needs extra depth for them). The maxima
+    of ``_GROUP`` disjoint item groups give a running lower bound ``T`` on each user's ``hi``-th best
+    score (``hi`` groups with max >= T hold ``hi`` items >= T); only items scoring at least
+    ``T - margin`` (see :func:`_noise_margin`) are kept, which provably includes every item of the
+    canonical top ``hi`` whatever the GEMM's rounding. Those candidates are rescored with the canonical
+    kernel and sorted by (score desc, item asc), exactly as the FAISS flat path does, so the window is
+    identical to it and independent of tiles, chunks and threads.
+    """
+    m = len(queries)
+    n = index.n_items
+    width = hi - lo + 1
+    counts = np.diff(indptr)
+    items_out = np.full((m, width), -1, dtype=np.int64)
+    scores_out = np.full((m, width), -np.inf, dtype=np.float32)
+    retrieved = np.zeros(m, dtype=np.int64)
+    available = n - counts
+    if m == 0 or n == 0:
+        return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
+    depth = min(hi, n)
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    margins = _noise_margin(queries, index._max_norm)
+    items_t = index._items_t
+    n_pad = index._n_pad
+    block_items = min(_TILE_ITEMS, n_pad)
+    group = _GROUP
+    neg_inf = torch.tensor(-np.inf)
+    buf = torch.empty(min(_TILE_USERS, m) * block_items)
+    hits = torch.empty(min(_TILE_USERS, m) * block_items, dtype=torch.bool)  # reused: no page faults per block
+    merged = torch.empty(min(_TILE_USERS, m), depth + block_items // group)
+    q_all = torch.from_numpy(queries)
+    for t0 in range(0, m, _TILE_USERS):
+        t1 = min(t0 + _TILE_USERS, m)
+        mt = t1 - t0
+        q = q_all[t0:t1]
+        margin = torch.from_numpy(margins[t0:t1])
+        prow = np.repeat(np.arange(mt, dtype=np.int64), counts[t0:t1])
+        pcol = np.asarray(pos_rows[indptr[t0] : indptr[t1]], dtype=np.int64)
+        order = np.argsort(pcol, kind="stable")
+        prow, pcol = prow[order], pcol[order]
+        best = torch.full((mt, depth), -np.inf)
+        offsets = np.zeros(mt, dtype=np.int64)
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        for b0 in range(0, n_pad, block_items):
+            b1 = min(b0 + block_items, n_pad)
+            nb = b1 - b0
+            scores = buf[: mt * nb].view(mt, nb)
+            torch.mm(q, items_t[:, b0:b1], out=scores)
+            if b1 > n:
+                scores[:, n - b0 :] = neg_inf
+            a, b = np.searchsorted(pcol, (b0, b1))
+            if b > a:
+                scores[torch.from_numpy(prow[a:b]), torch.from_numpy(pcol[a:b] - b0)] = neg_inf
+            # The bound: maxima of `group` strided item groups, merged into the running top `depth`.
+            coarse_max = torch.amax(scores.view(mt, group, nb // group), dim=1)
+            both = merged[:mt, : depth + nb // group]
+            both[:, :depth] = best
+            both[:, depth:] = coarse_max
+            best = torch.topk(both, depth, dim=1, sorted=False).values
+            threshold = best.amin(dim=1) - margin
+            mask = hits[: mt * nb].view(mt, nb)
+            torch.ge(scores, threshold[:, None], out=mask)
+            rows, cols = mask.nonzero(as_tuple=True)
+            cand_rows = rows.numpy()
+            cand_items = cols.numpy() + b0
+            cand_fast = scores[rows, cols].numpy()
+            per_row = np.bincount(cand_rows, minlength=mt)
+            starts = np.cumsum(per_row) - per_row
+            slots = offsets[cand_rows] + np.arange(len(cand_rows)) - starts[cand_rows]
+            offsets += per_row
+            parts.append((cand_rows, slots, cand_items, cand_fast))
+        rows_np = np.concatenate([p[0] for p in parts])
+        slots_np = np.concatenate([p[1] for p in parts])
+        width_c = max(int(offsets.max()), 1)
+        fast2d = np.full((mt, width_c), -np.inf, dtype=np.float32)
+        fast2d[rows_np, slots_np] = np.concatenate([p[3] for p in parts])
+        item2d = np.zeros((mt, width_c), dtype=np.int64)
+        item2d[rows_np, slots_np] = np.concatenate([p[2] for p in parts])
+        # Fast-score order per user: uint64 keys (score desc, slot) sort fast in numpy.
+        skeys = _descending_keys(fast2d, np.broadcast_to(np.arange(width_c), fast2d.shape))
+        skeys.sort(axis=1)
+        fast_sorted = _scores_from_keys(skeys)
+        item_sorted = np.take_along_axis(item2d, (skeys & np.uint64(0xFFFFFFFF)).astype(np.int64), axis=1)
+        win_items, win_scores, end = _finish(queries[t0:t1], index.vectors, fast_sorted, item_sorted,
+                                             margins[t0:t1], lo, hi, depth)
+        items_out[t0:t1] = win_items
+        scores_out[t0:t1] = win_scores
+        retrieved[t0:t1] = end
+    return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
+
+
+def _finish(
+    queries: np.ndarray,
+    vectors: np.ndarray,
+    fast_sorted: np.ndarray,
+    item_sorted: np.ndarray,
+    margin_np: np.ndarray,
+    lo: int,
+    hi: int,
+    depth: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Canonical window from candidates sorted by a fast kernel's score (desc, -inf padded).
+
+    The candidates must include every non-positive item whose fast score is within ``margin`` of the
+    ``depth``-th best. Only the candidates that can land in ranks ``lo..hi`` are rescored with the
+    canonical kernel: the ``depth``-th fast score ``F`` bounds the window's tail (``F - margin``), and
+    the longest head (< ``lo``) separated from the rest by a fast-score gap > ``margin`` is in the
+    same order canonically, so it only shifts the ranks. Returns (items, scores, candidates used).
+    """
+    mt, width_c = fast_sorted.shape
+    width = hi - lo + 1
+    f_d = fast_sorted[:, depth - 1] if width_c >= depth else np.full(mt, -np.inf, dtype=np.float32)
+    end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
+    span = min(lo - 1, width_c - 1)
+    if span > 0:
+        gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
+        last = span - 1 - np.argmax(gaps[:, ::-1], axis=1)
+        head = np.where(gaps.any(axis=1), last + 1, 0)
+    else:
+        head = np.zeros(mt, dtype=np.int64)
+    head = np.minimum(head, end)
+    positions = np.arange(width_c)
+    rescore = (positions >= head[:, None]) & (positions < end[:, None])
+    r_rows, r_pos = np.nonzero(rescore)
+    r_items = item_sorted[r_rows, r_pos]
+    canonical = _canonical_pairs(queries, vectors, r_rows, r_items)
+    empty = np.iinfo(np.uint64).max
+    keys = np.full((mt, max(int((end - head).max(initial=0)), 1)), empty, dtype=np.uint64)
+    keys[r_rows, r_pos - head[r_rows]] = _descending_keys(canonical, r_items)
+    keys.sort(axis=1)
+    columns = (lo - 1 - head)[:, None] + np.arange(width)
+    inside = (columns >= 0) & (columns < keys.shape[1])
+    window = np.take_along_axis(keys, np.clip(columns, 0, keys.shape[1] - 1), axis=1)
+    present = inside & (window != empty)
+    win_scores = np.where(present, _scores_from_keys(window), np.float32(-np.inf)).astype(np.float32)
+    win_items = np.where(present, (window & np.uint64(0xFFFFFFFF)).astype(np.int64), -1)
+    return win_items, win_scores, end

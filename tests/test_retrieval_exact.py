@@ -1,0 +1,123 @@
+"""The tiled-GEMM ``exact`` engine: identical windows to the FAISS flat path, invariant to chunks/tiles/threads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hnmine import retrieval as R
+from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
+
+
+def _data(n_users: int, n_items: int, dim: int = 16, seed: int = 0, heavy: bool = False):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((8, dim)).astype(np.float32)
+    items = (centers[rng.integers(0, 8, n_items)] + 0.5 * rng.standard_normal((n_items, dim))).astype(np.float32)
+    users = (centers[rng.integers(0, 8, n_users)] + 0.5 * rng.standard_normal((n_users, dim))).astype(np.float32)
+    counts = rng.integers(0, 12, n_users)
+    if heavy:
+        counts[::7] = rng.integers(n_items // 4, n_items // 2, len(counts[::7]))
+    rows = [np.sort(rng.choice(n_items, size=c, replace=False)) for c in counts]
+    indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    pos = np.concatenate(rows).astype(np.int64) if rows else np.zeros(0, np.int64)
+    return users, items, indptr, pos
+
+
+def _chunked(index, users, indptr, pos, lo, hi, chunk):
+    items, scores = [], []
+    for a in range(0, len(users), chunk):
+        b = min(a + chunk, len(users))
+        w = retrieve_window(index, users[a:b], indptr[a : b + 1] - indptr[a], pos[indptr[a] : indptr[b]], lo, hi)
+        items.append(w.items)
+        scores.append(w.scores)
+    return np.concatenate(items), np.concatenate(scores)
+
+
+@pytest.mark.parametrize(
+    ("n_items", "lo", "hi", "heavy"), [(700, 11, 60, False), (3000, 101, 500, True), (130, 5, 120, True)]
+)
+def test_exact_equals_flat(n_items, lo, hi, heavy):
+    users, items, indptr, pos = _data(200, n_items, heavy=heavy, seed=n_items)
+    flat = retrieve_window(ItemIndex(items), users, indptr, pos, lo, hi)
+    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    np.testing.assert_array_equal(exact.items, flat.items)
+    np.testing.assert_array_equal(exact.scores, flat.scores)
+    np.testing.assert_array_equal(exact.available, flat.available)
+
+
+def test_exact_matches_brute_force_ranks_among_non_positives():
+    users, items, indptr, pos = _data(50, 400, heavy=True, seed=3)
+    lo, hi = 21, 80
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    for u in range(len(users)):
+        s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
+        mine = set(pos[indptr[u] : indptr[u + 1]].tolist())
+        order = sorted((i for i in range(len(items)) if i not in mine), key=lambda i: (-s[i], i))
+        want = order[lo - 1 : hi]
+        got = w.items[u][w.items[u] >= 0].tolist()
+        assert got == want
+
+
+def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch):
+    users, items, indptr, pos = _data(300, 2500, heavy=True, seed=7)
+    index = ItemIndex(items, IndexSpec(kind="exact"))
+    ref_items, ref_scores = _chunked(index, users, indptr, pos, 31, 200, 300)
+    threads = torch.get_num_threads()
+    try:
+        configs = [(1, 256, 16384, 1), (7, 5, 128, 2), (64, 33, 96, 1), (300, 1024, 512, 2)]
+        for chunk, tile_users, tile_items, n_threads in configs:
+            monkeypatch.setattr(R, "_TILE_USERS", tile_users)
+            monkeypatch.setattr(R, "_TILE_ITEMS", tile_items)
+            torch.set_num_threads(n_threads)
+            got_items, got_scores = _chunked(index, users, indptr, pos, 31, 200, chunk)
+            np.testing.assert_array_equal(got_items, ref_items)
+            np.testing.assert_array_equal(got_scores, ref_scores)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_exact_short_catalog_pads_window():
+    users, items, indptr, pos = _data(20, 60, heavy=True, seed=1)
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, 1, 80)
+    flat = retrieve_window(ItemIndex(items), users, indptr, pos, 1, 80)
+    np.testing.assert_array_equal(w.items, flat.items)
+    assert ((w.items >= 0).sum(axis=1) == np.minimum(w.available, 80)).all()
+
+
+def test_canonical_pairs_independent_of_batch():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((40, 64)).astype(np.float32)
+    v = rng.standard_normal((500, 64)).astype(np.float32)
+    users = rng.integers(0, 40, 5000)
+    its = rng.integers(0, 500, 5000)
+    whole = R._canonical_pairs(q, v, users, its)
+    parts = np.concatenate([R._canonical_pairs(q, v, users[a : a + 37], its[a : a + 37]) for a in range(0, 5000, 37)])
+    np.testing.assert_array_equal(whole, parts)
+
+
+@pytest.mark.parametrize("kind", ["flat", "exact"])
+def test_exact_ties_beyond_search_depth(kind):
+    """Many identical items tie at the window's edge: both exact paths still return the canonical ranks."""
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((40, 8)).astype(np.float32)
+    items = np.repeat(base, 10, axis=0)  # 400 items, every vector 10 times
+    users = rng.standard_normal((30, 8)).astype(np.float32)
+    indptr = np.zeros(31, dtype=np.int64)
+    pos = np.zeros(0, dtype=np.int64)
+    lo, hi = 3, 17
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind=kind)), users, indptr, pos, lo, hi)
+    for u in range(len(users)):
+        s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
+        want = sorted(range(len(items)), key=lambda i: (-s[i], i))[lo - 1 : hi]
+        assert w.items[u].tolist() == want
+
+
+def test_flat_deterministic_across_chunks():
+    users, items, indptr, pos = _data(300, 2500, heavy=True, seed=11)
+    index = ItemIndex(items)
+    ref = _chunked(index, users, indptr, pos, 31, 200, 300)
+    for chunk in (1, 13, 128):
+        got = _chunked(index, users, indptr, pos, 31, 200, chunk)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
