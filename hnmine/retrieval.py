@@ -456,7 +456,8 @@ def _finish(
     end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
     span = min(lo - 1, width_c - 1)
     if span > 0:
-        gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
+        with np.errstate(invalid="ignore"):  # -inf - -inf is NaN, which compares False: no gap there
+            gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
         last = span - 1 - np.argmax(gaps[:, ::-1], axis=1)
         head = np.where(gaps.any(axis=1), last + 1, 0)
     else:
