@@ -442,7 +442,8 @@ def _warm_start(model: TwoTower, path: str, data: TrainData) -> None:
             pairs = new_frame.join(old_frame, on="id")
             table = getattr(model, name).weight
             source = getattr(old.model, name).weight
-            table[torch.from_numpy(pairs["new"].to_numpy())] = source[torch.from_numpy(pairs["old"].to_numpy())]
+            new_rows = torch.from_numpy(pairs["new"].to_numpy().copy())
+            table[new_rows] = source[torch.from_numpy(pairs["old"].to_numpy().copy())]
         model.proj.weight.copy_(old.model.proj.weight)
 
 
