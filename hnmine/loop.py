@@ -172,6 +172,9 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         progress.log(f"resuming: rounds 0-{done - 1} complete")
     results = _load_results(out, min(done, config.iterations))
     train_positives = read_positives(train_path)
+    # Test ranking masks every known positive (train and validation), as in the published protocol.
+    full_positives = train_positives if valid is None else Positives(
+        pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
     for r in range(done, config.iterations):
         round_dir = out / f"round_{r:02d}"
         round_dir.mkdir(parents=True)
@@ -210,7 +213,8 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         exported = export_embeddings(round_dir / "model.pt", round_dir / "embeddings")
         metrics = {}
         for name, table in heldout.items():
-            metrics[name] = evaluate(exported.user_path, exported.item_path, train_positives, table, config.ks).metrics
+            masked = train_positives if name == "valid" or valid is None else full_positives
+            metrics[name] = evaluate(exported.user_path, exported.item_path, masked, table, config.ks).metrics
         result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=treport.seconds,
                              mine_seconds=mine_seconds, epochs=tcfg.epochs,
                              loss=treport.epochs[-1]["loss"] if treport.epochs else None)
