@@ -300,3 +300,15 @@ def test_every_command_help_shows_an_example():
     for command in ("train", "export", "evaluate", "run"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and "Example" in result.output and f"hnmine {command}" in result.output
+
+
+def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
+    from hnmine.loop import RunConfig, run
+
+    config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
+                       valid_fraction=0.2, train=tiny_config(tmp_path))
+    (result,) = run(config)
+    assert set(result.metrics) == {"valid", "test"}
+    valid = pl.read_parquet(tmp_path / "run" / "data" / "valid.parquet")
+    train_rows = pl.read_parquet(tmp_path / "run" / "data" / "train.parquet")
+    assert valid.height > 0 and train_rows.join(valid, on=["user_id", "item_id"]).height == 0
