@@ -278,14 +278,14 @@ class TwoTower(nn.Module):
         """Unit user vectors; ``drop`` (item row per user, or None) is left out of the history mean."""
         vectors = self.user(rows)
         if self.history:
-            hist_items, bag, counts = gather_csr(rows, indptr, hist)
+            hist_items, bag, _ = gather_csr(rows, indptr, hist)
             keep = torch.ones_like(hist_items, dtype=vectors.dtype)
             if drop is not None:
                 keep = (hist_items != drop[bag]).to(vectors.dtype)
             denom = torch.zeros(len(rows), dtype=vectors.dtype, device=vectors.device).index_add_(0, bag, keep)
             weights = keep / denom.clamp(min=1)[bag]
-            offsets = torch.cumsum(counts, 0) - counts
-            pooled = F.embedding_bag(hist_items, self.item.weight, offsets, mode="sum", per_sample_weights=weights)
+            # gather + index_add rather than embedding_bag: its CPU backward sorts every index (~4x slower)
+            pooled = torch.zeros_like(vectors).index_add_(0, bag, self.item(hist_items) * weights[:, None])
             vectors = vectors + self.proj(pooled)
         return F.normalize(vectors, dim=-1)
 
