@@ -83,6 +83,7 @@ class RunConfig:
         """The options a resumed run must share with the original (all but the number of rounds)."""
         values = asdict(self)
         values.pop("iterations")
+        values.pop("out")  # a run directory may be moved or copied
         values["train"].pop("device")
         values["train"].pop("threads")
         values["ks"] = list(self.ks)
@@ -121,6 +122,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
     identity = config.identity()
     if run_json.exists():
         saved = json.loads(run_json.read_text())
+        saved.pop("out", None)
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
