@@ -99,6 +99,8 @@ def _hard_offset(text: str) -> float | None:
 # Options shared by train and run (typer has no option groups; keep the two signatures in step).
 Dim = Annotated[int, typer.Option(help="Embedding dimension.")]
 History = Annotated[bool, typer.Option(help="User tower adds the mean of the user's history item embeddings.")]
+MaxHistory = Annotated[Optional[int], typer.Option(help="Pool a fixed random subset of at most N history items "
+                                                        "per user (bounds the cost of heavy users; default: all).")]
 Epochs = Annotated[int, typer.Option(help="Epochs (passes over the positives).")]
 BatchSize = Annotated[int, typer.Option(help="Positives per step.")]
 Lr = Annotated[float, typer.Option(help="Adam learning rate, cosine-decayed to --lr-min.")]
@@ -134,6 +136,7 @@ def train(
         "mined from (for --hard-offset auto).")] = 400,
     dim: Dim = 64,
     history: History = True,
+    max_history: MaxHistory = None,
     epochs: Epochs = 20,
     batch_size: BatchSize = 2048,
     lr: Lr = 1e-2,
@@ -157,7 +160,7 @@ def train(
     config = TrainConfig(
         positives=str(positives), out=str(out), item_nodes=str(item_nodes) if item_nodes else None,
         hard_negatives=str(hard_negatives) if hard_negatives else None, init=str(init) if init else None,
-        dim=dim, history=history, epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
+        dim=dim, history=history, max_history=max_history, epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_window=hard_window,
         seed=seed, device=device, threads=threads,
@@ -236,6 +239,7 @@ def run(
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|uniform.")] = "uniform",
     dim: Dim = 64,
     history: History = True,
+    max_history: MaxHistory = None,
     epochs: Epochs = 20,
     batch_size: BatchSize = 2048,
     lr: Lr = 1e-2,
@@ -258,7 +262,8 @@ def run(
     from hnmine.train import TrainConfig
 
     tcfg = TrainConfig(
-        positives="", out="", dim=dim, history=history, epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
+        positives="", out="", dim=dim, history=history, max_history=max_history, epochs=epochs,
+        batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), seed=seed, device=device,
         threads=threads,

@@ -123,6 +123,11 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
     if run_json.exists():
         saved = json.loads(run_json.read_text())
         saved.pop("out", None)
+        # options added since the run started are compatible while left at their defaults
+        defaults = asdict(TrainConfig(positives="", out=""))
+        for key, value in identity["train"].items():
+            if key not in saved.get("train", {}) and value == defaults.get(key):
+                saved.setdefault("train", {})[key] = value
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")

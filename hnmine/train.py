@@ -73,6 +73,7 @@ class TrainConfig:
     positives_format: str = "auto"
     dim: int = 64
     history: bool = True
+    max_history: int | None = None
     epochs: int = 20
     batch_size: int = 2048
     lr: float = 1e-2
@@ -101,6 +102,7 @@ class TrainConfig:
             (self.regime == "mixed" or self.num_sample >= 1, "--num-sample must be >= 1 in the shared and v2 regimes"),
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
             (self.num_hard_sample >= 0, "--num-hard-sample must be >= 0"),
+            (self.max_history is None or self.max_history >= 1, "--max-history must be at least 1"),
             (self.hard_window >= 1, "--hard-window must be >= 1"),
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         ]
@@ -149,10 +151,11 @@ class TrainData:
     users: np.ndarray  # one row per interaction: user row
     items: np.ndarray  # item row
     indptr: np.ndarray  # CSR over user rows
-    hist: np.ndarray  # item rows, sorted within each user
+    hist: np.ndarray  # item rows the user tower pools (at most max_history per user), sorted within each user
     item_weight: np.ndarray  # item node weight (NegativeSampler)
     pool: np.ndarray  # item rows of pos_edge (NegativeSamplerV2 pool)
     popularity: np.ndarray  # share of interactions per item (in-batch sampling probability)
+    hist_indptr: np.ndarray | None = None  # CSR of ``hist`` (None: same as indptr)
     hard: np.ndarray | None = None  # (users, num_hard_sample) item rows, -1 padded
     hard_rows: int = 0
     hard_users: int = 0
@@ -212,13 +215,33 @@ def load_train_data(config: TrainConfig) -> TrainData:
         raise InputError(f"{config.item_nodes or config.positives}: item weights must be finite, >= 0, not all 0")
     data = TrainData(
         user_ids=user_ids, item_ids=item_ids, users=users, items=items, indptr=indptr, hist=items.copy(),
-        item_weight=weight, pool=np.flatnonzero(counts > 0), popularity=counts / counts.sum(),
+        item_weight=weight, pool=np.flatnonzero(counts > 0), popularity=counts / counts.sum(), hist_indptr=indptr,
     )
+    if config.max_history is not None:
+        data.hist_indptr, data.hist = cap_history(indptr, items, config.max_history, config.seed)
     if config.hard_negatives and config.num_hard_sample > 0:
         data.hard, data.hard_rows, data.hard_users = read_hard_negatives(
             config.hard_negatives, user_ids, item_ids, config.num_hard_sample
         )
     return data
+
+
+def cap_history(indptr: np.ndarray, items: np.ndarray, cap: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed random subset of at most ``cap`` items per user (seeded), as a sorted CSR.
+
+    Examples are drawn per interaction, so a heavy user is drawn in proportion to its history and
+    pooling all of it dominates the step (ml-1m); a fixed subset bounds that cost.
+    """
+    counts = np.diff(indptr)
+    user = np.repeat(np.arange(len(counts)), counts)
+    keys = np.random.default_rng(seed).random(len(items))
+    order = np.lexsort((keys, user))
+    slot = np.arange(len(items)) - indptr[user[order]]
+    kept = np.sort(order[slot < cap])  # original order: user, then item row
+    new_counts = np.minimum(counts, cap)
+    new_indptr = np.zeros_like(indptr)
+    np.cumsum(new_counts, out=new_indptr[1:])
+    return new_indptr, items[kept]
 
 
 def read_hard_negatives(
@@ -462,6 +485,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     tensors = {
         "indptr": torch.from_numpy(data.indptr).to(device),
         "hist": torch.from_numpy(data.hist).to(device),
+        "hist_indptr": torch.from_numpy(data.hist_indptr if data.hist_indptr is not None else data.indptr).to(device),
         "weight_p": torch.from_numpy(data.item_weight / data.item_weight.sum()).double(),
         "pool": torch.from_numpy(data.pool).to(device),
         "popularity": torch.from_numpy(data.popularity).to(device),
@@ -491,10 +515,10 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         for step in range(steps):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             u, p = users_all[batch], items_all[batch]
-            user_vec = model.user_vectors(u, tensors["indptr"], tensors["hist"], drop=p)
+            user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p)
             pos_vec = model.item_vectors(p)
             cands, bias = _sample_easy(config, data, tensors, p, gen)
-            pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], tensors["hist"])
+            pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], items_all)
             mask_rows, mask_cols = positive_mask(cands, pos_bag, pos_items)
             hard_vec = hard_valid = None
             if hard is not None:
@@ -561,7 +585,7 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
         "history": model.history,
         "user_ids": _pack_ids(data.user_ids),
         "item_ids": _pack_ids(data.item_ids),
-        "indptr": torch.from_numpy(data.indptr),
+        "indptr": torch.from_numpy(data.hist_indptr if data.hist_indptr is not None else data.indptr),
         "hist": torch.from_numpy(data.hist),
         "config": {k: v for k, v in asdict(config).items()},
     }

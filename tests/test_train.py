@@ -319,3 +319,22 @@ def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
     valid = pl.read_parquet(tmp_path / "run" / "data" / "valid.parquet")
     train_rows = pl.read_parquet(tmp_path / "run" / "data" / "train.parquet")
     assert valid.height > 0 and train_rows.join(valid, on=["user_id", "item_id"]).height == 0
+
+
+def test_cap_history_keeps_a_seeded_subset_of_each_users_items():
+    from hnmine.train import cap_history
+
+    indptr = np.array([0, 5, 6, 9])
+    items = np.array([1, 2, 3, 4, 5, 7, 0, 8, 9])
+    new_indptr, kept = cap_history(indptr, items, 2, seed=0)
+    assert new_indptr.tolist() == [0, 2, 3, 5]
+    for u in range(3):
+        part = kept[new_indptr[u] : new_indptr[u + 1]]
+        assert set(part) <= set(items[indptr[u] : indptr[u + 1]]) and list(part) == sorted(part)
+    assert np.array_equal(cap_history(indptr, items, 2, seed=0)[1], kept)
+
+
+def test_train_with_max_history(tmp_path):
+    report = train(tiny_config(tmp_path, max_history=3))
+    loaded = load_model(report.out)
+    assert np.diff(loaded.indptr).max() <= 3
