@@ -17,22 +17,21 @@ from hnmine.cli.main import app, fail
 from hnmine.errors import InputError
 from hnmine.loop import RunProgress
 
-TRAIN_EXAMPLE = """Example:
-
-  hnmine train --positives sample_data/train.txt --epochs 5 --out model.pt
-
-  hnmine train --positives mined/pos_edge.parquet --item-nodes mined/item.parquet \
-      --hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --out model2.pt
-"""
+TRAIN_EXAMPLE = (
+    "Example:\n\n"
+    "  hnmine train --positives sample_data/train.txt --epochs 5 --out model.pt\n\n"
+    "  hnmine train --positives mined/pos_edge.parquet --item-nodes mined/item.parquet "
+    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --out model2.pt\n"
+)
 EXPORT_EXAMPLE = """Example:
 
   hnmine export --model model.pt --out-dir emb/
 """
-EVALUATE_EXAMPLE = """Example:
-
-  hnmine evaluate --users emb/user.parquet --items emb/item.parquet --train sample_data/train.txt \
-      --test sample_data/test.txt --hard-negatives mined/hard_neg_edge.parquet
-"""
+EVALUATE_EXAMPLE = (
+    "Example:\n\n"
+    "  hnmine evaluate --users emb/user.parquet --items emb/item.parquet --train sample_data/train.txt "
+    "--test sample_data/test.txt --hard-negatives mined/hard_neg_edge.parquet\n"
+)
 RUN_EXAMPLE = """Example:
 
   hnmine run --positives sample_data/train.txt --test sample_data/test.txt --iterations 3 --epochs 10 --out runs/sample
@@ -153,7 +152,7 @@ def train(
     threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
-    """Train the two-tower model with sampled softmax over [positive | easy | hard negatives]."""
+    """Train the two-tower model with sampled softmax over \\[positive | easy | hard negatives]."""
     from hnmine.train import TrainConfig
     from hnmine.train import train as run_train
 
