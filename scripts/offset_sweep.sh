@@ -12,7 +12,8 @@ variant() {  # name, sed expression on run.json, extra options
   sed -e "$2" $base/run.json > $base-$1/run.json
   .venv/bin/hnmine run $common --iterations 2 $3 --out $base-$1 > $base-$1.log 2>&1
 }
-variant offset0 's/"hard_offset": null/"hard_offset": 0.0/' "--hard-offset 0"
-variant offset2.65 's/"hard_offset": null/"hard_offset": 2.65/' "--hard-offset 2.65"
-variant auto 's/"hard_offset": null/"hard_offset": null/' ""
-variant control 's/"hard": true/"hard": false/' "--no-hard"
+variant offset0 's/"hard_offset": null/"hard_offset": 0.0/' "--hard-offset 0" &
+variant offset2.65 's/"hard_offset": null/"hard_offset": 2.65/' "--hard-offset 2.65" &
+variant auto 's/"hard_offset": null/"hard_offset": null/' "" &
+variant control 's/"hard": true/"hard": false/' "--no-hard" &
+wait
