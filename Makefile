@@ -8,8 +8,9 @@ PY := $(VENV)/bin/python
 HNMINE := $(VENV)/bin/hnmine
 STAMP := $(VENV)/.hnmine-installed
 DEMO_OUT ?= demo-out
+LOOP_OUT ?= loop-out
 
-.PHONY: setup demo test lint bench sample-data clean
+.PHONY: setup demo loop test lint bench sample-data clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,11 @@ demo: $(STAMP)
 	$(HNMINE) mine --users $(DEMO_OUT)/embeddings/user.parquet --items $(DEMO_OUT)/embeddings/item.parquet \
 		--positives sample_data/train.txt --item-features sample_data/item_features.csv \
 		--rank-window 101:500 --num-hard 10 --out $(DEMO_OUT)/mined --overwrite
+
+# The whole loop on sample_data: train, export, mine, retrain; metrics per round (reruns resume).
+loop: $(STAMP)
+	$(HNMINE) run --positives sample_data/train.txt --test sample_data/test.txt --iterations 3 \
+		--epochs 10 --refine-epochs 5 --out $(LOOP_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -40,4 +46,4 @@ sample-data: $(STAMP)
 	$(PY) scripts/make_sample_data.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) $(LOOP_OUT) .pytest_cache .ruff_cache

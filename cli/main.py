@@ -277,3 +277,6 @@ def svd(
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"wrote {user_path} and {item_path}")
+
+
+from hnmine.cli import loop as _loop  # noqa: E402, F401  (registers train, export, evaluate, run)

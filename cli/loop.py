@@ -1,0 +1,285 @@
+"""CLI commands of the training loop: ``train``, ``export``, ``evaluate``, ``run``.
+
+Each parses options, builds the library's config and calls one function in ``hnmine/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from hnmine.cli.main import app, fail
+
+from hnmine.errors import InputError
+from hnmine.loop import RunProgress
+
+TRAIN_EXAMPLE = (
+    "Example:\n\n"
+    "  hnmine train --positives sample_data/train.txt --epochs 5 --out model.pt\n\n"
+    "  hnmine train --positives mined/pos_edge.parquet --item-nodes mined/item.parquet "
+    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --out model2.pt\n"
+)
+EXPORT_EXAMPLE = """Example:
+
+  hnmine export --model model.pt --out-dir emb/
+"""
+EVALUATE_EXAMPLE = (
+    "Example:\n\n"
+    "  hnmine evaluate --users emb/user.parquet --items emb/item.parquet --train sample_data/train.txt "
+    "--test sample_data/test.txt --hard-negatives mined/hard_neg_edge.parquet\n"
+)
+RUN_EXAMPLE = """Example:
+
+  hnmine run --positives sample_data/train.txt --test sample_data/test.txt --iterations 3 --epochs 10 --out runs/sample
+"""
+
+
+class ConsoleTrainProgress(RunProgress):
+    """A rich bar over each epoch's steps on a terminal; one log line per epoch and stage either way."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.epoch = 0
+        self.epochs = 0
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch, self.epochs = epoch, epochs
+        if self.quiet or not self.tty:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(f"epoch {epoch}/{epochs}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.task = self.bar.add_task("train", total=steps)
+        self.bar.start()
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+
+    def end_epoch(self, stats: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        self.log(f"epoch {self.epoch}/{self.epochs}: loss {stats['loss']:.4f}, {stats['seconds']:.1f} s, "
+                 f"lr {stats['lr']:.2e}")
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"--k '{text}' must be comma-separated integers, e.g. 20,50")
+    if not ks or min(ks) < 1:
+        fail(f"--k '{text}' must be positive integers")
+    return ks
+
+
+def _hard_offset(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--hard-offset '{text}' must be a number or auto")
+    return None
+
+
+# Options shared by train and run (typer has no option groups; keep the two signatures in step).
+Dim = Annotated[int, typer.Option(help="Embedding dimension.")]
+History = Annotated[bool, typer.Option(help="User tower adds the mean of the user's history item embeddings.")]
+MaxHistory = Annotated[Optional[int], typer.Option(help="Pool a fixed random subset of at most N history items "
+                                                        "per user (bounds the cost of heavy users; default: all).")]
+Epochs = Annotated[int, typer.Option(help="Epochs (passes over the positives).")]
+BatchSize = Annotated[int, typer.Option(help="Positives per step.")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate, cosine-decayed to --lr-min.")]
+LrMin = Annotated[float, typer.Option(help="Final learning rate.")]
+Temperature = Annotated[float, typer.Option(help="Softmax temperature on cosine scores.")]
+Regime = Annotated[str, typer.Option(help="Easy negatives: shared (num_sample by item node weight, NegativeSampler), "
+                                          "v2 (uniform over pos_edge items, NegativeSamplerV2), "
+                                          "mixed (in-batch + num_sample uniform).")]
+NumSample = Annotated[int, typer.Option(help="Easy negatives per batch (shared/v2), or the uniform ones added to the "
+                                             "in-batch negatives (mixed).")]
+PopExponent = Annotated[float, typer.Option(help="Item weight = popularity ** b when no item node table is given.")]
+Logq = Annotated[bool, typer.Option(help="Subtract log(expected count) from each easy negative's logit.")]
+NumHardSample = Annotated[int, typer.Option(help="Hard negatives per user: the first N of hard_neg_edge by weight "
+                                                 "(HardNegativeSampler's num_hard_sample).")]
+HardOffset = Annotated[str, typer.Option(help="Added to each hard negative's logit; auto = "
+    "log(window / num_hard_sample).")]
+Seed = Annotated[int, typer.Option(help="Random seed (init, order, negatives).")]
+Device = Annotated[str, typer.Option(help="auto (GPU when present)|cpu|cuda.")]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+Quiet = Annotated[bool, typer.Option(help="No progress output.")]
+
+
+@app.command(epilog=TRAIN_EXAMPLE)
+def train(
+    positives: Annotated[Path, typer.Option(help="Training positives: pos_edge.parquet, or any "
+        "positives file (parquet, CSV, LightGCN txt).")],
+    out: Annotated[Path, typer.Option(help="Model file to write (.pt).")],
+    item_nodes: Annotated[Optional[Path], typer.Option(help="Item node table (item.parquet: id, weight) for "
+        "the shared regime's weights.")] = None,
+    hard_negatives: Annotated[Optional[Path], typer.Option(help="hard_neg_edge.parquet from hnmine mine.")] = None,
+    init: Annotated[Optional[Path], typer.Option(help="Warm start from this model file.")] = None,
+    hard_window: Annotated[int, typer.Option(help="Size of the rank window the hard negatives were "
+        "mined from (for --hard-offset auto).")] = 400,
+    dim: Dim = 64,
+    history: History = True,
+    max_history: MaxHistory = None,
+    epochs: Epochs = 20,
+    batch_size: BatchSize = 2048,
+    lr: Lr = 1e-2,
+    lr_min: LrMin = 1e-3,
+    temperature: Temperature = 0.1,
+    regime: Regime = "mixed",
+    num_sample: NumSample = 2048,
+    pop_exponent: PopExponent = 0.75,
+    logq: Logq = True,
+    num_hard_sample: NumHardSample = 2,
+    hard_offset: HardOffset = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train the two-tower model with sampled softmax over \\[positive | easy | hard negatives]."""
+    from hnmine.train import TrainConfig
+    from hnmine.train import train as run_train
+
+    config = TrainConfig(
+        positives=str(positives), out=str(out), item_nodes=str(item_nodes) if item_nodes else None,
+        hard_negatives=str(hard_negatives) if hard_negatives else None, init=str(init) if init else None,
+        dim=dim, history=history, max_history=max_history, epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
+        temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
+        num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_window=hard_window,
+        seed=seed, device=device, threads=threads,
+    )
+    try:
+        report = run_train(config, ConsoleTrainProgress(quiet))
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {report.out}: {report.users:,} users, {report.items:,} items, {report.interactions:,} "
+               f"positives, {report.hard_rows:,} hard negatives for {report.hard_users:,} users, "
+               f"{report.seconds:.1f} s on {report.device}")
+
+
+@app.command(epilog=EXPORT_EXAMPLE)
+def export(
+    model: Annotated[Path, typer.Option(help="Model file written by hnmine train.")],
+    out_dir: Annotated[Path, typer.Option(help="Directory for user.parquet and item.parquet.")],
+) -> None:
+    """Write the model's unit-length user and item vectors in the input form of `hnmine mine`."""
+    from hnmine.export import export_embeddings
+
+    try:
+        report = export_embeddings(model, out_dir)
+    except InputError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {report.user_path} ({report.users:,} users) and {report.item_path} ({report.items:,} items), "
+               f"dim {report.dim}")
+
+
+@app.command(epilog=EVALUATE_EXAMPLE)
+def evaluate(
+    users: Annotated[Path, typer.Option(help="User embeddings (parquet: id, embedding).")],
+    items: Annotated[Path, typer.Option(help="Item embeddings (parquet: id, embedding).")],
+    train: Annotated[Path, typer.Option(help="Train positives (masked out of the ranking).")],
+    test: Annotated[Path, typer.Option(help="Held-out positives to score.")],
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
+    hard_negatives: Annotated[Optional[Path], typer.Option(help="hard_neg_edge.parquet: report the share "
+        "that are held-out positives.")] = None,
+    json_summary: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Recall@K and NDCG@K by full ranking with train items masked; FN rate of a mined set."""
+    from hnmine.evaluate import evaluate as run_evaluate
+
+    try:
+        report = run_evaluate(users, items, train, test, _ks(k), hard_negatives)
+    except InputError as exc:
+        fail(str(exc))
+    if json_summary:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    typer.echo(f"users with held-out items: {report.users:,} ({report.users_without_embedding:,} without embedding)")
+    typer.echo("  ".join(f"{name} {value:.4f}" for name, value in report.metrics.items()))
+    if report.hard_negatives:
+        hn = report.hard_negatives
+        rate = "n/a" if hn["rate"] is None else f"{hn['rate']:.4%}"
+        typer.echo(f"hard negatives: {hn['rows']:,}, held-out positives among them "
+                   f"{hn['heldout_positives']:,} ({rate})")
+
+
+@app.command(epilog=RUN_EXAMPLE)
+def run(
+    positives: Annotated[Path, typer.Option(help="Training positives (parquet, CSV, LightGCN txt).")],
+    out: Annotated[Path, typer.Option(help="Run directory (created; an existing run there is resumed).")],
+    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 2,
+    test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
+    valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
+        "positives as validation.")] = 0.0,
+    init: Annotated[str, typer.Option(help="Rounds >= 1: warm (from the previous model) or scratch.")] = "warm",
+    hard: Annotated[bool, typer.Option(help="Use the mined negatives (--no-hard: same "
+        "schedule without them, the control).")] = True,
+    refine_epochs: Annotated[Optional[int], typer.Option(help="Epochs of rounds >= 1 (default: --epochs).")] = None,
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
+    rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "101:500",
+    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 10,
+    strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
+    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|uniform.")] = "uniform",
+    dim: Dim = 64,
+    history: History = True,
+    max_history: MaxHistory = None,
+    epochs: Epochs = 20,
+    batch_size: BatchSize = 2048,
+    lr: Lr = 1e-2,
+    lr_min: LrMin = 1e-3,
+    temperature: Temperature = 0.1,
+    regime: Regime = "mixed",
+    num_sample: NumSample = 2048,
+    pop_exponent: PopExponent = 0.75,
+    logq: Logq = True,
+    num_hard_sample: NumHardSample = 2,
+    hard_offset: HardOffset = "auto",
+    seed: Seed = 0,
+    device: Device = "auto",
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
+    from hnmine.loop import RunConfig, metrics_table
+    from hnmine.loop import run as run_loop
+    from hnmine.train import TrainConfig
+
+    tcfg = TrainConfig(
+        positives="", out="", dim=dim, history=history, max_history=max_history, epochs=epochs,
+        batch_size=batch_size, lr=lr, lr_min=lr_min,
+        temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
+        num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), seed=seed, device=device,
+        threads=threads,
+    )
+    config = RunConfig(
+        positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,
+        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, ks=_ks(k),
+        rank_window=rank_window, num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
+    )
+    try:
+        results = run_loop(config, ConsoleTrainProgress(quiet))
+    except InputError as exc:
+        fail(str(exc))
+    table = metrics_table(results)
+    import polars as pl
+
+    with pl.Config(tbl_rows=100, tbl_cols=100, float_precision=4, tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True, tbl_width_chars=200):
+        typer.echo(str(table))
+    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.png'}")

@@ -1,0 +1,170 @@
+"""Evaluation: Recall@K / NDCG@K by full ranking, and the false-negative rate of a mined set.
+
+Protocol (the one published Gowalla numbers use): every item is ranked for every user, the user's
+train items masked out; Recall@K = hits in the top K / the user's held-out items; NDCG@K with
+binary gains and IDCG over min(held-out, K); both averaged over users that have held-out items.
+A user with held-out items but no embedding counts as all misses (and is reported), so a model
+cannot score better by dropping users.
+
+:func:`holdout_split` carves a validation set out of the training positives, so rank windows and
+weights can be tuned without touching the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from hnmine.embeddings import read_embeddings
+from hnmine.errors import InputError
+from hnmine.positives import Positives, index_positives, read_positives
+
+__all__ = ["EvalReport", "evaluate", "false_negative_rate", "holdout_split", "ranking_metrics"]
+
+
+@dataclass
+class EvalReport:
+    users: int = 0
+    users_without_embedding: int = 0
+    heldout_items_without_embedding: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    hard_negatives: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ranking_metrics(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    train_indptr: np.ndarray,
+    train_items: np.ndarray,
+    test_indptr: np.ndarray,
+    test_items: np.ndarray,
+    test_counts: np.ndarray | None = None,
+    ks: tuple[int, ...] = (20, 50),
+    chunk: int = 2048,
+) -> dict[str, float]:
+    """Mean Recall@K and NDCG@K over users with held-out items (CSR inputs over user rows).
+
+    ``test_counts`` (per user, default the CSR counts) is the recall denominator: it may include
+    held-out items the model has no vector for, which can never be hit.
+    """
+    n_items = len(item_vecs)
+    csr_counts = np.diff(test_indptr)
+    counts = csr_counts if test_counts is None else np.asarray(test_counts)
+    evaluated = np.flatnonzero(counts > 0)
+    kmax = min(max(ks), n_items)
+    discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
+    ideal = np.concatenate([[0.0], np.cumsum(discounts)])
+    sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg")}
+    items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+    for start in range(0, len(evaluated), chunk):
+        rows = evaluated[start : start + chunk]
+        scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
+        t_counts = np.diff(train_indptr)[rows]
+        t_rows = np.repeat(np.arange(len(rows)), t_counts)
+        t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
+        scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
+        top = torch.topk(scores, kmax, dim=1).indices.numpy()
+        heldout = np.zeros((len(rows), n_items), dtype=bool)
+        h_rows = np.repeat(np.arange(len(rows)), csr_counts[rows])
+        h_items = np.concatenate([test_items[test_indptr[r] : test_indptr[r + 1]] for r in rows])
+        heldout[h_rows, h_items.astype(np.int64)] = True
+        hits = np.take_along_axis(heldout, top, axis=1).astype(np.float64)
+        n_test = counts[rows].astype(np.float64)
+        for k in ks:
+            kk = min(k, kmax)
+            sums[f"recall@{k}"] += float((hits[:, :kk].sum(1) / n_test).sum())
+            dcg = (hits[:, :kk] * discounts[:kk]).sum(1)
+            idcg = ideal[np.minimum(n_test, kk).astype(np.int64)]
+            sums[f"ndcg@{k}"] += float((dcg / idcg).sum())
+    total = max(len(evaluated), 1)
+    return {key: value / total for key, value in sums.items()}
+
+
+def _user_counts(table: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+    """Distinct held-out items per embedding user row (including items without a vector)."""
+    frame = pl.DataFrame({"user_id": user_ids.tolist() if user_ids.dtype == object else user_ids,
+                          "row": np.arange(len(user_ids))})
+    per_user = table.with_columns(pl.col("user_id").cast(frame.schema["user_id"], strict=False)).group_by(
+        "user_id").agg(pl.col("item_id").n_unique().alias("n")).join(frame, on="user_id")
+    counts = np.zeros(len(user_ids), dtype=np.int64)
+    counts[per_user["row"].to_numpy()] = per_user["n"].to_numpy()
+    return counts
+
+
+def false_negative_rate(hard_negatives: str | Path, heldout: Positives | pl.DataFrame) -> dict[str, Any]:
+    """Share of mined hard negatives that are held-out positives of that user (and by rank decile)."""
+    path = Path(hard_negatives)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    edges = pl.read_parquet(path)
+    table = heldout.table if isinstance(heldout, Positives) else heldout
+    if edges.height == 0:
+        return {"rows": 0, "heldout_positives": 0, "rate": None}
+    keyed = table.select("user_id", "item_id").unique().with_columns(
+        pl.col("user_id").cast(edges.schema["user_id"], strict=False),
+        pl.col("item_id").cast(edges.schema["item_id"], strict=False),
+        pl.lit(True).alias("heldout"),
+    )
+    joined = edges.join(keyed, on=["user_id", "item_id"], how="left").with_columns(pl.col("heldout").fill_null(False))
+    hits = int(joined["heldout"].sum())
+    return {"rows": edges.height, "heldout_positives": hits, "rate": hits / edges.height}
+
+
+def evaluate(
+    users: str | Path,
+    items: str | Path,
+    train: str | Path | Positives,
+    test: str | Path | Positives,
+    ks: tuple[int, ...] = (20, 50),
+    hard_negatives: str | Path | None = None,
+) -> EvalReport:
+    """Recall/NDCG@K of exported embeddings on ``test``, train items masked; FN rate of a mined set."""
+    if not ks or min(ks) < 1:
+        raise InputError("--k values must be positive integers")
+    user_emb = read_embeddings(users)
+    item_emb = read_embeddings(items)
+    if user_emb.dim != item_emb.dim:
+        raise InputError(f"{users}: user vectors have length {user_emb.dim} but {items} has {item_emb.dim}")
+    train_pos = train if isinstance(train, Positives) else read_positives(train)
+    test_pos = test if isinstance(test, Positives) else read_positives(test)
+    train_index = index_positives(train_pos, user_emb.ids, item_emb.ids)
+    test_index = index_positives(test_pos, user_emb.ids, item_emb.ids)
+    counts = _user_counts(test_pos.table, user_emb.ids)
+    metrics = ranking_metrics(user_emb.vectors, item_emb.vectors, train_index.indptr, train_index.item_rows,
+                              test_index.indptr, test_index.item_rows, counts, ks)
+    test_users = test_pos.table["user_id"].n_unique()
+    evaluated = int((counts > 0).sum())
+    missing = test_users - evaluated
+    if missing:  # users without a vector: all misses
+        scale = evaluated / test_users
+        metrics = {k: v * scale for k, v in metrics.items()}
+    report = EvalReport(users=test_users, users_without_embedding=missing,
+                        heldout_items_without_embedding=test_index.unknown_item_rows, metrics=metrics)
+    if hard_negatives is not None:
+        report.hard_negatives = false_negative_rate(hard_negatives, test_pos)
+    return report
+
+
+def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple[Positives, Positives]:
+    """Hold out ``floor(fraction * n)`` random positives of each user with at least 2 (seeded)."""
+    if not 0 < fraction < 1:
+        raise InputError("--valid-fraction must be between 0 and 1")
+    table = positives.table
+    rng = np.random.default_rng(seed)
+    keyed = table.with_columns(pl.Series("key", rng.random(table.height))).with_columns(
+        pl.col("key").rank("ordinal").over("user_id").alias("slot"),
+        pl.len().over("user_id").alias("n"),
+    )
+    held = (pl.col("slot") <= (pl.col("n") * fraction).floor()) & (pl.col("n") >= 2)
+    train = keyed.filter(~held).drop("key", "slot", "n")
+    valid = keyed.filter(held).drop("key", "slot", "n")
+    return (Positives(train, positives.source + "#train", train.height, 0),
+            Positives(valid, positives.source + "#valid", valid.height, 0))

@@ -1,0 +1,283 @@
+"""``hnmine run``: train → export → mine → retrain, N rounds, each measured.
+
+Layout of ``out/``::
+
+    run.json                 the options (a resumed run must match them)
+    data/train.parquet       the training positives (after the validation split)
+    data/valid.parquet       the validation positives (with --valid-fraction)
+    round_00/                trained without hard negatives
+        model.pt  embeddings/{user,item}.parquet  metrics.json  manifest.json
+    round_01/                mined with round_00's embeddings, then retrained
+        mined/  (hnmine mine's output: hard_neg_edge, pos_edge, user, item, manifest.json)
+        model.pt  embeddings/  metrics.json  manifest.json
+    metrics.json  metrics.png
+
+A round is complete when its ``manifest.json`` exists (written last). A rerun skips complete
+rounds, deletes an incomplete one and goes on from there, so an interrupted run resumes.
+Round r >= 1 trains from round r-1's model (``init="warm"``) or from scratch (``"scratch"``);
+``hard=False`` keeps the same schedule without hard negatives: the control that separates the
+effect of mining from the effect of training longer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hnmine.errors import InputError
+from hnmine.evaluate import evaluate, false_negative_rate, holdout_split
+from hnmine.export import export_embeddings
+from hnmine.mine import MineConfig, mine
+from hnmine.positives import Positives, read_positives
+from hnmine.train import TrainConfig, TrainProgress, train
+
+__all__ = ["RoundResult", "RunConfig", "metrics_table", "plot_metrics", "run"]
+
+INITS = ("warm", "scratch")
+
+
+@dataclass
+class RunConfig:
+    """Every option of ``hnmine run``: the loop's own, the trainer's and the miner's."""
+
+    positives: str
+    out: str
+    iterations: int = 2
+    test: str | None = None
+    valid_fraction: float = 0.0
+    init: str = "warm"
+    hard: bool = True
+    refine_epochs: int | None = None
+    ks: tuple[int, ...] = (20, 50)
+    # mining
+    rank_window: str = "101:500"
+    num_hard: int = 10
+    strategy: str = "uniform"
+    edge_weight: str = "uniform"
+    # training (see TrainConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
+
+    def validate(self) -> None:
+        if self.iterations < 1:
+            raise InputError("--iterations must be at least 1")
+        if self.init not in INITS:
+            raise InputError("--init must be warm or scratch")
+        if not 0 <= self.valid_fraction < 1:
+            raise InputError("--valid-fraction must be in [0, 1)")
+        if self.refine_epochs is not None and self.refine_epochs < 0:
+            raise InputError("--refine-epochs must be >= 0")
+        if self.test is None and self.valid_fraction == 0:
+            raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
+        self.train.validate()
+        MineConfig(users="", items="", positives="", out="", rank_window=self.rank_window, num_hard=self.num_hard,
+                   strategy=self.strategy, edge_weight=self.edge_weight).validate()
+
+    def identity(self) -> dict[str, Any]:
+        """The options a resumed run must share with the original (all but the number of rounds)."""
+        values = asdict(self)
+        values.pop("iterations")
+        values.pop("out")  # a run directory may be moved or copied
+        values["train"].pop("device")
+        values["train"].pop("threads")
+        values["ks"] = list(self.ks)
+        return values
+
+
+@dataclass
+class RoundResult:
+    round: int
+    metrics: dict[str, dict[str, float]]
+    hard_negatives: dict[str, Any]
+    train_seconds: float
+    mine_seconds: float
+    epochs: int
+    loss: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class RunProgress(TrainProgress):
+    """Training hooks plus one line per stage."""
+
+    def log(self, message: str) -> None: ...
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Positives | None]:
+    """Write run.json and data/ on a fresh run; check them on a resumed one."""
+    run_json = out / "run.json"
+    identity = config.identity()
+    if run_json.exists():
+        saved = json.loads(run_json.read_text())
+        saved.pop("out", None)
+        # options added since the run started are compatible while left at their defaults
+        defaults = asdict(TrainConfig(positives="", out=""))
+        for key, value in identity["train"].items():
+            if key not in saved.get("train", {}) and value == defaults.get(key):
+                saved.setdefault("train", {})[key] = value
+        if saved != json.loads(json.dumps(identity, default=str)):
+            changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
+            raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
+    elif out.exists() and any(out.iterdir()):
+        raise InputError(f"{out}: exists and is not an hnmine run (no run.json); use another --out")
+    data = out / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    train_path = data / "train.parquet"
+    valid_path = data / "valid.parquet"
+    if not train_path.exists():
+        positives = read_positives(config.positives, fmt=config.train.positives_format)
+        valid = None
+        if config.valid_fraction > 0:
+            positives, valid = holdout_split(positives, config.valid_fraction, config.train.seed)
+            valid.table.write_parquet(valid_path)
+        positives.table.write_parquet(train_path.with_suffix(".tmp"))
+        train_path.with_suffix(".tmp").replace(train_path)
+    if not run_json.exists():
+        _write_json(run_json, identity)
+    valid = read_positives(valid_path) if valid_path.exists() else None
+    test = read_positives(config.test) if config.test else None
+    return train_path, valid, test
+
+
+def _complete_rounds(out: Path) -> int:
+    """How many rounds (from 0, contiguous) have a manifest; later partial ones are removed."""
+    done = 0
+    while (out / f"round_{done:02d}" / "manifest.json").exists():
+        done += 1
+    for stale in out.glob("round_*"):
+        if stale.is_dir() and not (stale / "manifest.json").exists():
+            shutil.rmtree(stale)
+    return done
+
+
+def _load_results(out: Path, rounds: int) -> list[RoundResult]:
+    return [RoundResult(**json.loads((out / f"round_{r:02d}" / "metrics.json").read_text())) for r in range(rounds)]
+
+
+def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundResult]:
+    """Run (or resume) the loop; returns every round's result and writes metrics.json/.png."""
+    config.validate()
+    progress = progress or RunProgress()
+    out = Path(config.out)
+    train_path, valid, test = _prepare(config, out)
+    heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
+    done = _complete_rounds(out)
+    if done:
+        progress.log(f"resuming: rounds 0-{done - 1} complete")
+    results = _load_results(out, min(done, config.iterations))
+    train_positives = read_positives(train_path)
+    # Test ranking masks every known positive (train and validation), as in the published protocol.
+    full_positives = train_positives if valid is None else Positives(
+        pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
+    for r in range(done, config.iterations):
+        round_dir = out / f"round_{r:02d}"
+        round_dir.mkdir(parents=True)
+        started = time.time()
+        mine_seconds = 0.0
+        tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
+                       hard_negatives=None, init=None)
+        hard_stats: dict[str, Any] = {}
+        if r > 0:
+            prev = out / f"round_{r - 1:02d}"
+            progress.log(f"round {r}: mining with round {r - 1}'s embeddings")
+            mark = time.perf_counter()
+            report = mine(MineConfig(
+                users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
+                positives=str(train_path), out=str(round_dir / "mined"), rank_window=config.rank_window,
+                num_hard=config.num_hard, strategy=config.strategy, edge_weight=config.edge_weight,
+                seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+            ), command=["hnmine", "run", *sys.argv[1:]])
+            mine_seconds = time.perf_counter() - mark
+            mined = round_dir / "mined"
+            hard_stats = {"rows": report.rows.get("hard_neg_edge", 0), "used": config.hard}
+            for name, table in heldout.items():
+                hard_stats[f"false_negative_rate_{name}"] = false_negative_rate(mined / "hard_neg_edge.parquet",
+                                                                               table)["rate"]
+            tcfg = replace(tcfg, positives=str(mined / "pos_edge.parquet"), item_nodes=str(mined / "item.parquet"),
+                           hard_negatives=str(mined / "hard_neg_edge.parquet") if config.hard else None,
+                           init=str(prev / "model.pt") if config.init == "warm" else None,
+                           seed=config.train.seed + r)
+            if config.refine_epochs is not None:
+                tcfg = replace(tcfg, epochs=config.refine_epochs)
+        lo, hi = (int(x) for x in config.rank_window.split(":"))
+        tcfg = replace(tcfg, hard_window=hi - lo + 1)
+        progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
+                     f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
+        treport = train(tcfg, progress)
+        exported = export_embeddings(round_dir / "model.pt", round_dir / "embeddings")
+        metrics = {}
+        for name, table in heldout.items():
+            masked = train_positives if name == "valid" or valid is None else full_positives
+            metrics[name] = evaluate(exported.user_path, exported.item_path, masked, table, config.ks).metrics
+        result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=treport.seconds,
+                             mine_seconds=mine_seconds, epochs=tcfg.epochs,
+                             loss=treport.epochs[-1]["loss"] if treport.epochs else None)
+        _write_json(round_dir / "metrics.json", result.to_dict())
+        _write_json(round_dir / "manifest.json", {
+            "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
+            "train": asdict(tcfg), "train_report": treport.to_dict(), "result": result.to_dict(),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+        results.append(result)
+        progress.log("round {}: {}".format(r, "; ".join(
+            f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
+    _write_json(out / "metrics.json", [res.to_dict() for res in results])
+    plot_metrics(results, out / "metrics.png")
+    return results
+
+
+def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
+    """One row per round: every split's metrics, the gain of Recall@20 over round 0, FN rate, seconds."""
+    rows = []
+    base = results[0].metrics if results else {}
+    for res in results:
+        row: dict[str, Any] = {"round": res.round}
+        for name, values in res.metrics.items():
+            row.update({f"{name} {k}": v for k, v in values.items()})
+            if "recall@20" in values and base.get(name, {}).get("recall@20"):
+                row[f"{name} R@20 gain %"] = 100 * (values["recall@20"] / base[name]["recall@20"] - 1)
+        row["FN rate"] = next((v for k, v in res.hard_negatives.items() if k.startswith("false_negative_rate")), None)
+        row["train s"] = res.train_seconds
+        rows.append(row)
+    return pl.DataFrame(rows)
+
+
+def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
+    """Recall@K and NDCG@K per round, one line per split and K (needs matplotlib; skipped without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    rounds = [res.round for res in results]
+    for ax, metric in zip(axes, ("recall", "ndcg"), strict=True):
+        keys = sorted({(split, k) for res in results for split, m in res.metrics.items() for k in m
+                       if k.startswith(metric)})
+        for split, key in keys:
+            ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
+        ax.set_xlabel("round")
+        ax.set_title(metric.upper() if metric == "ndcg" else "Recall")
+        ax.set_xticks(rounds)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
