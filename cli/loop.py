@@ -235,7 +235,7 @@ def run(
     rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "101:500",
     num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 10,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
-    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|uniform.")] = "uniform",
+    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
