@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from hnmine.cli.main import app, fail
+from hnmine.cli.main import app, fail, log_line
 
 from hnmine.errors import InputError
 from hnmine.loop import RunProgress
@@ -49,8 +48,7 @@ class ConsoleTrainProgress(RunProgress):
         self.epochs = 0
 
     def log(self, message: str) -> None:
-        if not self.quiet:
-            typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+        log_line(message, self.quiet)
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
         self.epoch, self.epochs = epoch, epochs

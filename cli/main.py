@@ -69,6 +69,12 @@ def merge_config(ctx: typer.Context, config_path: Path | None, section: str, giv
     return merged
 
 
+def log_line(message: str, quiet: bool = False) -> None:
+    """A timestamped progress line on stderr (what cron logs and CI see instead of a bar)."""
+    if not quiet:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
 class ConsoleProgress(Progress):
     """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI)."""
 
@@ -102,8 +108,7 @@ class ConsoleProgress(Progress):
             self.log(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
 
     def log(self, message: str) -> None:
-        if not self.quiet:
-            typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+        log_line(message, self.quiet)
 
     def stop(self) -> None:
         if self.bar is not None:

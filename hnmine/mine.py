@@ -31,7 +31,7 @@ from hnmine.graphlearn import TextTableWriter
 from hnmine.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.positives import PositiveIndex, index_positives, read_positives
 from hnmine.publish import Publication
-from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window, search_depths
+from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
     EDGE_WEIGHTS,
@@ -380,10 +380,10 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
     needed = width if config.strategy == "all" else min(config.num_hard, width)
     all_streams_keys = id_keys(inputs.user_ids)
-    audit_rows = set()
+    audit_rows = np.zeros(0, dtype=np.int64)
     if audit_index is not None:
         order = np.argsort(user_streams(config.seed ^ 0x5A5A, all_streams_keys), kind="stable")
-        audit_rows = set(order[: config.audit_sample].tolist())
+        audit_rows = np.sort(order[: config.audit_sample])
     audit_hits = audit_total = 0
     short_reasons: Counter[str] = Counter()
     empty_reasons: Counter[str] = Counter()
@@ -406,16 +406,10 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
             max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
             window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
             if audit_index is not None:
-                local = [r - first_row for r in range(first_row, stop) if r in audit_rows]
-                if local:
-                    rows_local = np.asarray(local)
-                    sub_ptr = np.concatenate([[0], np.cumsum(np.diff(indptr)[rows_local])])
-                    sub_pos = np.concatenate([pos_rows[indptr[r]: indptr[r + 1]] for r in rows_local])
-                    exact = retrieve_window(audit_index, queries[rows_local], sub_ptr, sub_pos, lo, hi)
-                    for a, e in zip(window.items[rows_local], exact.items):
-                        truth = set(e[e >= 0].tolist())
-                        audit_hits += len(truth & set(a[a >= 0].tolist()))
-                        audit_total += len(truth)
+                hits, total = _audit_chunk(audit_index, window, queries, indptr, pos_rows,
+                                           audit_rows[(audit_rows >= first_row) & (audit_rows < stop)] - first_row, lo, hi)
+                audit_hits += hits
+                audit_total += total
             mark = timer.add("retrieve", mark)
             streams = user_streams(config.seed, id_keys(chunk.ids))
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
@@ -486,6 +480,23 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
         }
         publication.commit(manifest)
     return report
+
+
+def _audit_chunk(audit_index: ItemIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
+                 pos_rows: np.ndarray, users: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """(window items also found by exact search, exact window size) over the chunk's sampled ``users``."""
+    if not users.size:
+        return 0, 0
+    counts = np.diff(indptr)[users]
+    sub_ptr = np.concatenate([[0], np.cumsum(counts)])
+    sub_pos = np.concatenate([pos_rows[indptr[u] : indptr[u + 1]] for u in users])
+    exact = retrieve_window(audit_index, queries[users], sub_ptr, sub_pos, lo, hi)
+    hits = total = 0
+    for approx_items, exact_items in zip(window.items[users], exact.items):
+        truth = set(exact_items[exact_items >= 0].tolist())
+        hits += len(truth & set(approx_items[approx_items >= 0].tolist()))
+        total += len(truth)
+    return hits, total
 
 
 def _hard_neg_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pl.Schema:
