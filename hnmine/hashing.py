@@ -11,6 +11,8 @@ import hashlib
 
 import numpy as np
 
+from hnmine import kernels
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
@@ -51,8 +53,10 @@ def uniforms(streams: np.ndarray, width: int, salt: int = 0) -> np.ndarray:
     Column j of row i depends only on ``streams[i]``, ``j`` and ``salt``.
     """
     cols = (np.arange(width, dtype=np.uint64) + np.uint64(1 + salt * 1_000_003)) * _GOLDEN
-    bits = splitmix64(np.asarray(streams, dtype=np.uint64)[:, None] ^ cols[None, :])
-    return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
+    streams = np.ascontiguousarray(streams, dtype=np.uint64)
+    out = np.empty((len(streams), width), dtype=np.float64)
+    kernels.uniforms_into(streams, cols, out)  # splitmix64(stream ^ col), compiled: one pass, no temporaries
+    return out
 
 
 def pair_uniforms(streams: np.ndarray, item_keys: np.ndarray) -> np.ndarray:

@@ -29,12 +29,12 @@ import faiss
 import numpy as np
 import torch
 
+from hnmine import kernels
+
 __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
-_PAIR_BLOCK = 2048
 _MIN_CALL = 2048
-_POST_BLOCK = 1024
 # The exact engine: users per GEMM tile, items per block, items per group of the group-max bound.
 _TILE_USERS = 1024
 _TILE_ITEMS = 32768
@@ -76,6 +76,7 @@ class ItemIndex:
         if threads:
             faiss.omp_set_num_threads(threads)
             torch.set_num_threads(threads)
+            kernels.set_threads(threads)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape
         self.n_items = n
@@ -171,22 +172,15 @@ def _rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.n
 
 
 def _canonical_pairs(queries: np.ndarray, vectors: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-    """The canonical score of each (user, item) pair: one fixed numpy kernel whatever the batch.
+    """The canonical score of each (user, item) pair: one fixed compiled kernel whatever the batch.
 
-    ``np.einsum("ij,ij->i")`` reduces each row with the same loop whatever the number of rows, so a
-    pair's score does not depend on the chunk, the block or the thread count (checked in the tests).
+    :func:`hnmine.kernels.dot` sums in one fixed order, so a pair's score does not depend on the
+    chunk, the block or the thread count (checked in the tests).
     """
-    out = np.empty(len(users), dtype=np.float32)
-    dim = vectors.shape[1]
-    qbuf = np.empty((_PAIR_BLOCK, dim), dtype=np.float32)
-    vbuf = np.empty((_PAIR_BLOCK, dim), dtype=np.float32)
-    for start in range(0, len(users), _PAIR_BLOCK):
-        stop = min(start + _PAIR_BLOCK, len(users))
-        n = stop - start
-        np.take(queries, users[start:stop], axis=0, out=qbuf[:n])
-        np.take(vectors, items[start:stop], axis=0, out=vbuf[:n])
-        np.einsum("ij,ij->i", qbuf[:n], vbuf[:n], out=out[start:stop])
-    return out
+    return kernels.canonical_pairs(
+        np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(vectors, dtype=np.float32),
+        np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(items, dtype=np.int64),
+    )
 
 
 def _descending_keys(scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -215,72 +209,32 @@ def _window_for_level(
     lo: int,
     hi: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    fast_all, rows_all = index.search(queries[users], depth)
+    """Windows of ``users`` from one FAISS search to ``depth``; too-shallow users are searched deeper."""
+    fast, rows = index.search(queries[users], depth)
     m = len(users)
-    win_items = np.empty((m, hi - lo + 1), dtype=np.int64)
-    win_scores = np.empty((m, hi - lo + 1), dtype=np.float32)
+    width = hi - lo + 1
+    win_items = np.empty((m, width), dtype=np.int64)
+    win_scores = np.empty((m, width), dtype=np.float32)
     retrieved = np.empty(m, dtype=np.int64)
-    incomplete: list[np.ndarray] = []
-    # Post-process in blocks of users: the temporaries stay small (cache-sized, no fresh pages).
-    for a in range(0, m, _POST_BLOCK):
-        b = min(a + _POST_BLOCK, m)
-        win_items[a:b], win_scores[a:b], retrieved[a:b], short = _post_level(
-            index, queries, indptr, pos_rows, users[a:b], fast_all[a:b], rows_all[a:b], depth, lo, hi
-        )
-        incomplete.append(short + a)
-    redo = np.concatenate(incomplete) if incomplete else np.zeros(0, dtype=np.int64)
+    short = np.zeros(m, dtype=np.bool_)
+    margins = _noise_margin(queries[users], index._max_norm)
+    need = min(hi, index.n_items)
+    # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th best
+    # non-positive); otherwise the user is searched deeper.
+    check = bool(index.exact and fast.shape[1] < index.n_items)
+    kernels.post_search(
+        np.ascontiguousarray(queries, dtype=np.float32), index.vectors, np.ascontiguousarray(fast, dtype=np.float32),
+        np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(users, dtype=np.int64),
+        np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(pos_rows, dtype=np.int64),
+        margins, lo, hi, need, check, win_items, win_scores, retrieved, short,
+    )
+    redo = np.flatnonzero(short)
     if redo.size:  # rare: exact ties or near-ties past the search depth
         deeper = min(max(2 * depth, depth + hi), index.n_items)
         win_items[redo], win_scores[redo], retrieved[redo] = _window_for_level(
             index, queries, indptr, pos_rows, users[redo], deeper, lo, hi
         )
     return win_items, win_scores, retrieved
-
-
-def _post_level(
-    index: ItemIndex,
-    queries: np.ndarray,
-    indptr: np.ndarray,
-    pos_rows: np.ndarray,
-    users: np.ndarray,
-    fast: np.ndarray,
-    rows: np.ndarray,
-    depth: int,
-    lo: int,
-    hi: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Window of a block of users from their FAISS results; also the users whose search was too shallow."""
-    n_items = np.int64(index.n_items)
-    # A user's positives, as sorted keys (local user, item row); membership by binary search.
-    starts, stops = indptr[users], indptr[users + 1]
-    lengths = stops - starts
-    local = np.repeat(np.arange(len(users), dtype=np.int64), lengths)
-    gather = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    pos_keys = local * n_items + pos_rows[gather].astype(np.int64)
-    cand_keys = np.arange(len(users), dtype=np.int64)[:, None] * n_items + rows
-    if pos_keys.size:
-        at = np.searchsorted(pos_keys, cand_keys).clip(max=pos_keys.size - 1)
-        drop = pos_keys[at] == cand_keys
-    else:
-        drop = np.zeros(rows.shape, dtype=bool)
-    drop |= rows < 0
-    # Non-positives first, in FAISS's (descending) order: a stable sort of the drop flags.
-    order = np.argsort(drop, axis=1, kind="stable")
-    fast_sorted = np.take_along_axis(fast, order, axis=1)
-    item_sorted = np.take_along_axis(rows, order, axis=1)
-    fast_sorted[np.take_along_axis(drop, order, axis=1)] = -np.inf
-    margins = _noise_margin(queries[users], index._max_norm)
-    need = min(hi, index.n_items)
-    win_items, win_scores, _ = _finish(queries[users], index.vectors, fast_sorted, item_sorted, margins, lo, hi, need)
-    retrieved = (~drop).sum(axis=1)
-    short = np.zeros(0, dtype=np.int64)
-    if index.exact and depth < index.n_items:
-        # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th
-        # best non-positive); otherwise the user is searched deeper.
-        tail = fast_sorted[:, need - 1] if fast_sorted.shape[1] >= need else np.float32(-np.inf)
-        f_d = np.where(retrieved >= need, tail, np.float32(-np.inf))
-        short = np.flatnonzero(~(fast[:, -1] < f_d - margins))
-    return win_items, win_scores, retrieved, short
 
 
 def retrieve_window(
@@ -450,32 +404,14 @@ def _finish(
     the longest head (< ``lo``) separated from the rest by a fast-score gap > ``margin`` is in the
     same order canonically, so it only shifts the ranks. Returns (items, scores, candidates used).
     """
-    mt, width_c = fast_sorted.shape
+    mt = fast_sorted.shape[0]
     width = hi - lo + 1
-    f_d = fast_sorted[:, depth - 1] if width_c >= depth else np.full(mt, -np.inf, dtype=np.float32)
-    end = ((fast_sorted >= (f_d - margin_np)[:, None]) & (fast_sorted > -np.inf)).sum(axis=1)
-    span = min(lo - 1, width_c - 1)
-    if span > 0:
-        with np.errstate(invalid="ignore"):  # -inf - -inf is NaN, which compares False: no gap there
-            gaps = (fast_sorted[:, :span] - fast_sorted[:, 1 : span + 1]) > margin_np[:, None]
-        last = span - 1 - np.argmax(gaps[:, ::-1], axis=1)
-        head = np.where(gaps.any(axis=1), last + 1, 0)
-    else:
-        head = np.zeros(mt, dtype=np.int64)
-    head = np.minimum(head, end)
-    positions = np.arange(width_c)
-    rescore = (positions >= head[:, None]) & (positions < end[:, None])
-    r_rows, r_pos = np.nonzero(rescore)
-    r_items = item_sorted[r_rows, r_pos]
-    canonical = _canonical_pairs(queries, vectors, r_rows, r_items)
-    empty = np.iinfo(np.uint64).max
-    keys = np.full((mt, max(int((end - head).max(initial=0)), 1)), empty, dtype=np.uint64)
-    keys[r_rows, r_pos - head[r_rows]] = _descending_keys(canonical, r_items)
-    keys.sort(axis=1)
-    columns = (lo - 1 - head)[:, None] + np.arange(width)
-    inside = (columns >= 0) & (columns < keys.shape[1])
-    window = np.take_along_axis(keys, np.clip(columns, 0, keys.shape[1] - 1), axis=1)
-    present = inside & (window != empty)
-    win_scores = np.where(present, _scores_from_keys(window), np.float32(-np.inf)).astype(np.float32)
-    win_items = np.where(present, (window & np.uint64(0xFFFFFFFF)).astype(np.int64), -1)
-    return win_items, win_scores, end
+    win_items = np.empty((mt, width), dtype=np.int64)
+    win_scores = np.empty((mt, width), dtype=np.float32)
+    ends = np.empty(mt, dtype=np.int64)
+    kernels.finish_sorted(
+        np.ascontiguousarray(queries, dtype=np.float32), vectors, np.ascontiguousarray(fast_sorted, dtype=np.float32),
+        np.ascontiguousarray(item_sorted, dtype=np.int64), np.ascontiguousarray(margin_np, dtype=np.float32),
+        lo, hi, depth, win_items, win_scores, ends,
+    )
+    return win_items, win_scores, ends
