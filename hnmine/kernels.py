@@ -192,3 +192,69 @@ def uniforms_into(streams, cols, out):  # pragma: no cover - compiled
             z = (z ^ (z >> np.uint64(27))) * _M2
             z = z ^ (z >> np.uint64(31))
             out[i, j] = (np.float64(z >> np.uint64(11)) + 0.5) * scale
+
+
+@njit(cache=True, inline="always")
+def _compact_row(fast, items, count, depth, margin):  # pragma: no cover - compiled
+    """Keep the entries within ``margin`` of the ``depth``-th best; return (count, that score)."""
+    ordered = np.sort(fast[:count])  # ascending
+    threshold = ordered[count - depth]
+    keep = threshold - margin
+    c = 0
+    for t in range(count):
+        if fast[t] >= keep:
+            fast[c] = fast[t]
+            items[c] = items[t]
+            c += 1
+    return c, threshold
+
+
+@njit(cache=True, parallel=True)
+def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thresholds, res_fast, res_items,
+                    counts, overflow):  # pragma: no cover - compiled
+    """Fold one GEMM block of scores into each user's candidate reservoir (the exact engine).
+
+    A user keeps every non-positive item scoring at least ``threshold - margin``, where ``threshold``
+    is a running lower bound on its ``depth``-th best score (the ``depth``-th best of the reservoir,
+    updated when it fills up), so the reservoir always holds every item that can reach the top
+    ``depth`` canonically. A reservoir that cannot make room (more than its capacity within the
+    margin: duplicate vectors) sets ``overflow``; the caller retries with more room.
+    """
+    mt = scores.shape[0]
+    cap = res_fast.shape[1]
+    limit = min(scores.shape[1], n_items - b0)
+    for i in prange(mt):
+        if overflow[i]:
+            continue
+        a = indptr[i]
+        b = indptr[i + 1]
+        margin = margins[i]
+        floor = thresholds[i] - margin
+        c = counts[i]
+        for j in range(limit):
+            s = scores[i, j]
+            if s >= floor:
+                r = b0 + j
+                lo_i = a
+                hi_i = b
+                while lo_i < hi_i:
+                    mid = (lo_i + hi_i) >> 1
+                    if pos_rows[mid] < r:
+                        lo_i = mid + 1
+                    else:
+                        hi_i = mid
+                if lo_i < b and pos_rows[lo_i] == r:
+                    continue
+                if c == cap:
+                    c, thr = _compact_row(res_fast[i], res_items[i], c, depth, margin)
+                    thresholds[i] = thr
+                    floor = thr - margin
+                    if s < floor:
+                        continue
+                    if c == cap:
+                        overflow[i] = True
+                        break
+                res_fast[i, c] = s
+                res_items[i, c] = r
+                c += 1
+        counts[i] = c

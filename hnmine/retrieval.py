@@ -14,8 +14,9 @@ differ by at most ``2 gamma_d |q| max|v|`` (:func:`_noise_margin`), which makes 
 candidates can reach ranks ``lo..hi`` canonically: only those are rescored (:func:`_finish`), and a user
 whose FAISS results stop within that margin of its ``hi``-th score is searched deeper.
 
-``exact`` is a second exact engine without FAISS: a tiled torch GEMM with the positives masked before
-selection and a group-max bound (:func:`_retrieve_exact`); it returns the same windows bit for bit.
+``exact`` is a second exact engine without FAISS: a tiled torch GEMM whose score blocks are folded
+into per-user candidate reservoirs in one compiled pass (:func:`_retrieve_exact`); it returns the
+same windows bit for bit.
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "retrieve_window
 
 SAFETY_MARGIN = 16
 _MIN_CALL = 2048
-# The exact engine: users per GEMM tile, items per block, items per group of the group-max bound.
-_TILE_USERS = 1024
-_TILE_ITEMS = 32768
+# The exact engine: users per GEMM tile and items per block (a cache-sized score buffer); item padding.
+_TILE_USERS = 256
+_TILE_ITEMS = 8192
 _GROUP = 32
 _DEPTH_STEPS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
@@ -293,16 +294,16 @@ def _noise_margin(queries: np.ndarray, max_norm: float) -> np.ndarray:
 def _retrieve_exact(
     index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
 ) -> Window:
-    """Exact window by tiled GEMM: positives masked before selection, a group-max bound, canonical order.
+    """Exact window by tiled GEMM and a per-user candidate reservoir, in canonical order.
 
-    For a tile of users, each block of items is scored by one ``torch.mm`` into a reused buffer and the
-    user's positives in it are set to -inf (so the search never needs extra depth for them). The maxima
-    of ``_GROUP`` disjoint item groups give a running lower bound ``T`` on each user's ``hi``-th best
-    score (``hi`` groups with max >= T hold ``hi`` items >= T); only items scoring at least
-    ``T - margin`` (see :func:`_noise_margin`) are kept, which provably includes every item of the
-    canonical top ``hi`` whatever the GEMM's rounding. Those candidates are rescored with the canonical
-    kernel and sorted by (score desc, item asc), exactly as the FAISS flat path does, so the window is
-    identical to it and independent of tiles, chunks and threads.
+    For a tile of users, each block of items is scored by one ``torch.mm`` into a reused, cache-sized
+    buffer, and :func:`hnmine.kernels.reservoir_block` folds it into each user's reservoir in the same
+    pass over the scores: positives are skipped, and only items scoring at least a running lower bound
+    on the user's ``hi``-th best non-positive score, minus the noise margin (see :func:`_noise_margin`),
+    are kept. That provably includes every item of the canonical top ``hi`` whatever the GEMM's
+    rounding; the candidates are then rescored with the canonical kernel and sorted by (score desc,
+    item asc), exactly as the FAISS flat path does, so the window is identical to it and independent
+    of tiles, chunks and threads.
     """
     m = len(queries)
     n = index.n_items
@@ -320,59 +321,38 @@ def _retrieve_exact(
     items_t = index._items_t
     n_pad = index._n_pad
     block_items = min(_TILE_ITEMS, n_pad)
-    group = _GROUP
-    neg_inf = torch.tensor(-np.inf)
     buf = torch.empty(min(_TILE_USERS, m) * block_items)
-    hits = torch.empty(min(_TILE_USERS, m) * block_items, dtype=torch.bool)  # reused: no page faults per block
-    merged = torch.empty(min(_TILE_USERS, m), depth + block_items // group)
     q_all = torch.from_numpy(queries)
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
     for t0 in range(0, m, _TILE_USERS):
         t1 = min(t0 + _TILE_USERS, m)
         mt = t1 - t0
         q = q_all[t0:t1]
-        margin = torch.from_numpy(margins[t0:t1])
-        prow = np.repeat(np.arange(mt, dtype=np.int64), counts[t0:t1])
-        pcol = np.asarray(pos_rows[indptr[t0] : indptr[t1]], dtype=np.int64)
-        order = np.argsort(pcol, kind="stable")
-        prow, pcol = prow[order], pcol[order]
-        best = torch.full((mt, depth), -np.inf)
-        offsets = np.zeros(mt, dtype=np.int64)
-        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        for b0 in range(0, n_pad, block_items):
-            b1 = min(b0 + block_items, n_pad)
-            nb = b1 - b0
-            scores = buf[: mt * nb].view(mt, nb)
-            torch.mm(q, items_t[:, b0:b1], out=scores)
-            if b1 > n:
-                scores[:, n - b0 :] = neg_inf
-            a, b = np.searchsorted(pcol, (b0, b1))
-            if b > a:
-                scores[torch.from_numpy(prow[a:b]), torch.from_numpy(pcol[a:b] - b0)] = neg_inf
-            # The bound: maxima of `group` strided item groups, merged into the running top `depth`.
-            coarse_max = torch.amax(scores.view(mt, group, nb // group), dim=1)
-            both = merged[:mt, : depth + nb // group]
-            both[:, :depth] = best
-            both[:, depth:] = coarse_max
-            best = torch.topk(both, depth, dim=1, sorted=False).values
-            threshold = best.amin(dim=1) - margin
-            mask = hits[: mt * nb].view(mt, nb)
-            torch.ge(scores, threshold[:, None], out=mask)
-            rows, cols = mask.nonzero(as_tuple=True)
-            cand_rows = rows.numpy()
-            cand_items = cols.numpy() + b0
-            cand_fast = scores[rows, cols].numpy()
-            per_row = np.bincount(cand_rows, minlength=mt)
-            starts = np.cumsum(per_row) - per_row
-            slots = offsets[cand_rows] + np.arange(len(cand_rows)) - starts[cand_rows]
-            offsets += per_row
-            parts.append((cand_rows, slots, cand_items, cand_fast))
-        rows_np = np.concatenate([p[0] for p in parts])
-        slots_np = np.concatenate([p[1] for p in parts])
-        width_c = max(int(offsets.max()), 1)
+        tile_ptr = indptr[t0 : t1 + 1] - indptr[t0]
+        tile_pos = pos_rows[indptr[t0] : indptr[t1]]
+        cap = 2 * depth + 64
+        while True:
+            thresholds = np.full(mt, -np.inf, dtype=np.float32)
+            res_fast = np.empty((mt, cap), dtype=np.float32)
+            res_items = np.empty((mt, cap), dtype=np.int64)
+            found = np.zeros(mt, dtype=np.int64)
+            overflow = np.zeros(mt, dtype=np.bool_)
+            for b0 in range(0, n, block_items):
+                b1 = min(b0 + block_items, n_pad)
+                scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
+                torch.mm(q, items_t[:, b0:b1], out=scores)
+                kernels.reservoir_block(scores.numpy(), b0, n, tile_ptr, tile_pos, margins[t0:t1], depth,
+                                        thresholds, res_fast, res_items, found, overflow)
+            if not overflow.any():
+                break
+            cap *= 4  # many items within the margin of each other (duplicates): retry with more room
+        width_c = max(int(found.max()), 1)
         fast2d = np.full((mt, width_c), -np.inf, dtype=np.float32)
-        fast2d[rows_np, slots_np] = np.concatenate([p[3] for p in parts])
         item2d = np.zeros((mt, width_c), dtype=np.int64)
-        item2d[rows_np, slots_np] = np.concatenate([p[2] for p in parts])
+        valid = np.arange(width_c)[None, :] < found[:, None]
+        fast2d[valid] = res_fast[:, :width_c][valid]
+        item2d[valid] = res_items[:, :width_c][valid]
         # Fast-score order per user: uint64 keys (score desc, slot) sort fast in numpy.
         skeys = _descending_keys(fast2d, np.broadcast_to(np.arange(width_c), fast2d.shape))
         skeys.sort(axis=1)
