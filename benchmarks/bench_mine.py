@@ -338,14 +338,20 @@ CASES = {
     "faiss": case_faiss,
     "flagembedding": case_flagembedding,
     "st": case_st,
+    "gemm": lambda p: gemm_peak(),
 }
+
+
+THREADS: int | None = None  # --threads: every case (and the GEMM peak) runs with this many threads
 
 
 def run_case(kind: str, params: dict, threads: int | None = None) -> dict:
     """Run one case in a fresh interpreter; returns its JSON plus peak_rss_mib."""
     env = dict(os.environ)
+    threads = threads or THREADS
     if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+        for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
     proc = subprocess.run(
         [sys.executable, __file__, "case", kind, "--json", json.dumps(params)], capture_output=True, text=True, env=env
     )
@@ -389,7 +395,8 @@ def suite(
             f"started_{'+'.join(parts)}": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
-    results["gemm"] = gemm_peak()
+    results["conditions"]["threads"] = THREADS or os.cpu_count()
+    results["gemm"] = run_case("gemm", {})  # in a case process: the same thread settings as the cases
     peak = results["gemm"]["peak"]
     print("GEMM", results["gemm"], flush=True)
     gw = gowalla(out / "gowalla-emb")
@@ -671,6 +678,8 @@ def main() -> None:
     a.add_argument("--repeat", type=int, default=3)
     a.add_argument("--quick", action="store_true")
     a.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    a.add_argument("--threads", type=int, default=None,
+                   help="threads for every case (OMP/NUMBA/BLAS); 1 gives stable figures on a shared machine")
     a.add_argument("--nprobes", default="4,8,16,32,64,128", help="IVF nprobe values for the approx part")
     c = sub.add_parser("case")
     c.add_argument("kind", choices=sorted(CASES))
@@ -688,6 +697,8 @@ def main() -> None:
         plot(r, Path(args.out) / "time_vs_catalog.png")
     else:
         nprobes = tuple(int(x) for x in args.nprobes.split(","))
+        global THREADS
+        THREADS = args.threads
         suite(Path(args.out), args.repeat, args.quick, tuple(args.parts.split(",")), nprobes)
 
 

@@ -194,11 +194,26 @@ def uniforms_into(streams, cols, out):  # pragma: no cover - compiled
             out[i, j] = (np.float64(z >> np.uint64(11)) + 0.5) * scale
 
 
+@njit(cache=True)
+def _next_span(row, j, full, floor):  # pragma: no cover - compiled
+    """The first 32-aligned span from ``j`` (below ``full``) with a score >= ``floor``, else ``full``.
+
+    Fixed-length, branch-free counting: compiled on its own it vectorises (~0.25 ns a score here).
+    """
+    while j < full:
+        hits = 0
+        for jj in range(j, j + 32):
+            hits += np.int32(row[jj] >= floor)
+        if hits:
+            return j
+        j += 32
+    return j
+
+
 @njit(cache=True, inline="always")
 def _compact_row(fast, items, count, depth, margin):  # pragma: no cover - compiled
     """Keep the entries within ``margin`` of the ``depth``-th best; return (count, that score)."""
-    ordered = np.sort(fast[:count])  # ascending
-    threshold = ordered[count - depth]
+    threshold = np.partition(fast[:count], count - depth)[count - depth]  # the depth-th best
     keep = threshold - margin
     c = 0
     for t in range(count):
@@ -231,10 +246,17 @@ def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thres
         margin = margins[i]
         floor = thresholds[i] - margin
         c = counts[i]
-        for j in range(limit):
-            s = scores[i, j]
-            if s >= floor:
-                r = b0 + j
+        row = scores[i]
+        full = limit - limit % 32
+        j = 0
+        while j < limit:
+            j = _next_span(row, j, full, floor)  # most spans of a block hold no candidate
+            stop = j + 32 if j < full else limit
+            for jj in range(j, stop):
+                s = row[jj]
+                if s < floor:
+                    continue
+                r = b0 + jj
                 lo_i = a
                 hi_i = b
                 while lo_i < hi_i:
@@ -257,4 +279,7 @@ def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thres
                 res_fast[i, c] = s
                 res_items[i, c] = r
                 c += 1
+            if overflow[i]:
+                break
+            j = stop
         counts[i] = c

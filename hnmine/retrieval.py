@@ -37,8 +37,8 @@ __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "
 SAFETY_MARGIN = 16
 _MIN_CALL = 2048
 # The exact engine: users per GEMM tile and items per block (a cache-sized score buffer); item padding.
-_TILE_USERS = 512
-_TILE_ITEMS = 32768
+_TILE_USERS = 1024
+_TILE_ITEMS = 1024
 _GROUP = 32
 _DEPTH_STEPS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 
