@@ -326,6 +326,8 @@ def _retrieve_exact(
         return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
     depth = min(hi, n)
     queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if not queries.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from arrow)
+        queries = queries.copy()
     margins = _noise_margin(queries, index._max_norm)
     items_t = index._items_t
     n_pad = index._n_pad
