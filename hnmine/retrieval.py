@@ -35,12 +35,13 @@ from hnmine import kernels
 __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
-_MIN_CALL = 2048
+_MIN_CALL = 256
 # The exact engine: users per GEMM tile and items per block (a cache-sized score buffer); item padding.
 _TILE_USERS = 1024
 _TILE_ITEMS = 1024
 _GROUP = 32
-_DEPTH_STEPS = (0, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+# Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
+_DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
 IndexKind = Literal["flat", "exact", "ivf", "hnsw"]
 Metric = Literal["ip", "cosine"]
@@ -88,6 +89,10 @@ class ItemIndex:
             return
         if spec.kind == "flat":
             faiss.cvar.distance_compute_blas_database_bs = 4096  # measured +15% on 100k-1M items
+            # FAISS 1.15 only takes its BLAS path from ~2,000 queries per call (its default threshold
+            # is 128,000); below that a call cost 3x as much per query here (Gowalla, k=548: 1,024
+            # queries 483 us/query, 2,048 queries 157 us/query; with 20, 256 queries: 131 us/query).
+            faiss.cvar.distance_compute_blas_threshold = 20
             self.index = faiss.IndexFlatIP(dim)
         elif spec.kind == "ivf":
             quantizer = faiss.IndexFlatIP(dim)
@@ -124,14 +129,6 @@ class ItemIndex:
         if self.spec.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.spec.ef_search, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        m = len(queries)
-        if self.spec.kind == "flat" and 0 < m < _MIN_CALL:
-            # Measured (1M items, k=548): 1024 queries took 41 s, the same 1024 padded with zero
-            # queries to 2048 took 12.5 s. Small flat calls are padded; the pad rows are dropped.
-            padded = np.zeros((_MIN_CALL, queries.shape[1]), dtype=np.float32)
-            padded[:m] = queries
-            scores, rows = self.index.search(padded, k)
-            return scores[:m], rows[:m]
         return self.index.search(queries, k)
 
 
@@ -169,9 +166,8 @@ def call_depths(positive_counts: np.ndarray, hi: int, n_items: int) -> np.ndarra
     """The depth each user of a chunk is searched to: one FAISS call per distinct value.
 
     :func:`search_depths`, with every level of fewer than ``_MIN_CALL`` users searched with the next
-    deeper level instead (deeper is always correct). FAISS flat calls below ~2,048 queries cost about
-    as much as 2,048 queries (measured on Gowalla: 1,024 queries 467 ms, 2,048 queries 493 ms at
-    k=548), while a deeper search costs ~0.17 us per query per extra rank there.
+    deeper level instead (deeper is always correct): a call has a fixed cost, and a few users
+    searched a little deeper cost less than it.
     """
     depths = search_depths(positive_counts, hi, n_items)
     for shallow, deeper in itertools.pairwise(np.unique(depths)):
