@@ -196,17 +196,17 @@ def uniforms_into(streams, cols, out):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _next_span(row, j, full, floor):  # pragma: no cover - compiled
-    """The first 32-aligned span from ``j`` (below ``full``) with a score >= ``floor``, else ``full``.
+    """The first 64-score span from ``j`` (below ``full``) with a score >= ``floor``, else ``full``.
 
-    Fixed-length, branch-free counting: compiled on its own it vectorises (~0.25 ns a score here).
+    Fixed-length, branch-free counting: it vectorises (0.15 ns a score here, 0.44 with 32-score spans).
     """
     while j < full:
         hits = 0
-        for jj in range(j, j + 32):
+        for jj in range(j, j + 64):
             hits += np.int32(row[jj] >= floor)
         if hits:
             return j
-        j += 32
+        j += 64
     return j
 
 
@@ -247,11 +247,11 @@ def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thres
         floor = thresholds[i] - margin
         c = counts[i]
         row = scores[i]
-        full = limit - limit % 32
+        full = limit - limit % 64
         j = 0
         while j < limit:
             j = _next_span(row, j, full, floor)  # most spans of a block hold no candidate
-            stop = j + 32 if j < full else limit
+            stop = j + 64 if j < full else limit
             for jj in range(j, stop):
                 s = row[jj]
                 if s < floor:
