@@ -180,7 +180,7 @@ def mine(
     seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
     metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
     index: Annotated[
-        str, typer.Option(help="flat|exact (exact, same output; exact = torch GEMM engine)|ivf|hnsw (approximate).")
+        str, typer.Option(help="flat|exact (exact, same output; exact = tiled GEMM engine)|ivf|hnsw (approximate).")
     ] = "flat",
     nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
     nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,
