@@ -88,7 +88,6 @@ class ItemIndex:
             self._prepare_exact()
             return
         if spec.kind == "flat":
-            faiss.cvar.distance_compute_blas_database_bs = 4096  # measured +15% on 100k-1M items
             # FAISS 1.15 only takes its BLAS path from ~2,000 queries per call (its default threshold
             # is 128,000); below that a call cost 3x as much per query here (Gowalla, k=548: 1,024
             # queries 483 us/query, 2,048 queries 157 us/query; with 20, 256 queries: 131 us/query).
