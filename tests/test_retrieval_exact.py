@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
 
+from hnmine import kernels
 from hnmine import retrieval as R
 from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
 
@@ -70,11 +72,13 @@ def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch):
             monkeypatch.setattr(R, "_TILE_USERS", tile_users)
             monkeypatch.setattr(R, "_TILE_ITEMS", tile_items)
             torch.set_num_threads(n_threads)
+            kernels.set_threads(n_threads)
             got_items, got_scores = _chunked(index, users, indptr, pos, 31, 200, chunk)
             np.testing.assert_array_equal(got_items, ref_items)
             np.testing.assert_array_equal(got_scores, ref_scores)
     finally:
         torch.set_num_threads(threads)
+        kernels.set_threads(numba.config.NUMBA_NUM_THREADS)
 
 
 def test_exact_short_catalog_pads_window():
@@ -121,3 +125,23 @@ def test_flat_deterministic_across_chunks():
         got = _chunked(index, users, indptr, pos, 31, 200, chunk)
         np.testing.assert_array_equal(got[0], ref[0])
         np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_exact_reservoir_overflow_retries_with_more_room():
+    """More tied candidates than a reservoir holds (2,000 copies of one vector at the window's edge):
+    the engine retries with more room and still returns the canonical ranks, as the flat path does."""
+    rng = np.random.default_rng(9)
+    items = rng.standard_normal((3000, 8)).astype(np.float32)
+    items[500:2500] = items[0]  # 2,001 identical vectors
+    users = np.repeat(items[:1] * 2.0, 4, axis=0) + rng.standard_normal((4, 8)).astype(np.float32) * 1e-3
+    indptr = np.zeros(5, dtype=np.int64)
+    pos = np.zeros(0, dtype=np.int64)
+    lo, hi = 101, 600  # depth 600: reservoir room 2 * 600 + 64 < 2,001 ties
+    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    flat = retrieve_window(ItemIndex(items), users, indptr, pos, lo, hi)
+    for u in range(len(users)):
+        s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
+        want = sorted(range(len(items)), key=lambda i: (-s[i], i))[lo - 1 : hi]
+        assert exact.items[u].tolist() == want
+    np.testing.assert_array_equal(exact.items, flat.items)
+    np.testing.assert_array_equal(exact.scores, flat.scores)
