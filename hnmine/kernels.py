@@ -7,8 +7,8 @@ parallel over users, they cost a fraction of it (docs/performance.md).
 
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled
-without fast-math, so no reassociation or FMA contraction can change a bit between runs, thread
-counts or machines.
+without fast-math, so the compiler may not reassociate it: a pair's score is the same in every run,
+chunk and thread count (tested).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["canonical_pairs", "finish_sorted", "post_search", "set_threads", "uniforms_into"]
+__all__ = ["canonical_pairs", "finish_sorted", "post_search", "reservoir_block", "set_threads", "uniforms_into"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
