@@ -55,6 +55,8 @@ class RunConfig:
     init: str = "warm"
     hard: bool = True
     refine_epochs: int | None = None
+    refine_lr: float | None = None
+    refine_lr_min: float | None = None
     ks: tuple[int, ...] = (20, 50)
     # mining
     rank_window: str = "101:500"
@@ -73,6 +75,8 @@ class RunConfig:
             raise InputError("--valid-fraction must be in [0, 1)")
         if self.refine_epochs is not None and self.refine_epochs < 0:
             raise InputError("--refine-epochs must be >= 0")
+        if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
+            raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
         if self.test is None and self.valid_fraction == 0:
             raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
         self.train.validate()
@@ -212,6 +216,10 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
                            seed=config.train.seed + r)
             if config.refine_epochs is not None:
                 tcfg = replace(tcfg, epochs=config.refine_epochs)
+            if config.refine_lr is not None:
+                tcfg = replace(tcfg, lr=config.refine_lr)
+            if config.refine_lr_min is not None:
+                tcfg = replace(tcfg, lr_min=config.refine_lr_min)
         lo, hi = (int(x) for x in config.rank_window.split(":"))
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
         progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
