@@ -229,6 +229,9 @@ def run(
     hard: Annotated[bool, typer.Option(help="Use the mined negatives (--no-hard: same "
         "schedule without them, the control).")] = True,
     refine_epochs: Annotated[Optional[int], typer.Option(help="Epochs of rounds >= 1 (default: --epochs).")] = None,
+    refine_lr: Annotated[Optional[float], typer.Option(help="Learning rate of rounds >= 1 (default: --lr).")] = None,
+    refine_lr_min: Annotated[Optional[float], typer.Option(help="Final learning rate of rounds >= 1 "
+        "(default: --lr-min).")] = None,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
     rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "101:500",
     num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 10,
@@ -267,7 +270,8 @@ def run(
     )
     config = RunConfig(
         positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,
-        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, ks=_ks(k),
+        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
+        refine_lr_min=refine_lr_min, ks=_ks(k),
         rank_window=rank_window, num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
     )
     try:

@@ -132,6 +132,10 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
                 saved.setdefault("train", {})[key] = value
+        run_defaults = RunConfig(positives="", out="").identity()
+        for key, value in identity.items():
+            if key not in saved and value == run_defaults.get(key):
+                saved[key] = value
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
