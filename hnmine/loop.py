@@ -54,13 +54,16 @@ class RunConfig:
     valid_fraction: float = 0.0
     init: str = "warm"
     hard: bool = True
-    refine_epochs: int | None = None
-    refine_lr: float | None = None
-    refine_lr_min: float | None = None
+    # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
+    # (restarting at --lr undoes round 0's convergence; measured in docs/training.md)
+    refine_epochs: int | None = 3
+    refine_lr: float | None = 1e-3
+    refine_lr_min: float | None = 1e-4
     ks: tuple[int, ...] = (20, 50)
     # mining
-    rank_window: str = "101:500"
-    num_hard: int = 10
+    # ranks 201-1000, 20 per user, all of them used: the best of the windows measured (docs/training.md)
+    rank_window: str = "201:1000"
+    num_hard: int = 20
     strategy: str = "uniform"
     edge_weight: str = "uniform"
     # training (see TrainConfig)

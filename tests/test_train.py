@@ -356,7 +356,9 @@ def test_refine_lr_applies_to_later_rounds_only_and_old_runs_resume(tmp_path):
 
     # a run.json written before the options existed resumes while they are at their defaults
     old = tmp_path / "old"
-    legacy = replace(config, out=str(old), iterations=1, refine_lr=None, refine_lr_min=None)
+    defaults = RunConfig(positives="", out="")
+    legacy = replace(config, out=str(old), iterations=1, refine_lr=defaults.refine_lr,
+                     refine_lr_min=defaults.refine_lr_min)
     saved = {k: v for k, v in legacy.identity().items() if k not in ("refine_lr", "refine_lr_min")}
     shutil.copytree(out / "data", old / "data")
     shutil.copytree(out / "round_00", old / "round_00")
