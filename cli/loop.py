@@ -20,7 +20,8 @@ TRAIN_EXAMPLE = (
     "Example:\n\n"
     "  hnmine train --positives sample_data/train.txt --epochs 5 --out model.pt\n\n"
     "  hnmine train --positives mined/pos_edge.parquet --item-nodes mined/item.parquet "
-    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --out model2.pt\n"
+    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --epochs 3 --lr 1e-3 --lr-min 1e-4 "
+    "--out model2.pt\n"
 )
 EXPORT_EXAMPLE = """Example:
 
