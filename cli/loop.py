@@ -222,7 +222,7 @@ def evaluate(
 def run(
     positives: Annotated[Path, typer.Option(help="Training positives (parquet, CSV, LightGCN txt).")],
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run there is resumed).")],
-    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 2,
+    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 3,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
         "positives as validation.")] = 0.0,

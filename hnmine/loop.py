@@ -49,7 +49,7 @@ class RunConfig:
 
     positives: str
     out: str
-    iterations: int = 2
+    iterations: int = 3
     test: str | None = None
     valid_fraction: float = 0.0
     init: str = "warm"
