@@ -38,7 +38,7 @@ def hard(window: str, per_user: int, offset: float | None = None) -> dict:
 CONTROL = dict(hard=False)
 GROUPS = {  # name -> [(variant, rounds incl. round 0, options)]
     "ml1m-a": [
-        ("control", 3, CONTROL),
+        ("control", 4, CONTROL),
         ("w101-h10o0", 2, hard("101:500", 10, 0.0)),
         ("w101-h10auto", 2, hard("101:500", 10)),
         ("w101-h10o5", 2, hard("101:500", 10, 5.0)),
@@ -46,11 +46,11 @@ GROUPS = {  # name -> [(variant, rounds incl. round 0, options)]
         ("w21-200-h10o0", 2, hard("21:200", 10, 0.0)),
         ("w21-200-h10auto", 2, hard("21:200", 10)),
         ("w201-1000-h10auto", 2, hard("201:1000", 10)),
-        ("w201-1000-h20auto", 3, hard("201:1000", 20)),
+        ("w201-1000-h20auto", 4, hard("201:1000", 20)),
     ],
     "gowalla-a": [
-        ("control", 3, CONTROL),
-        ("w201-1000-h20auto", 3, hard("201:1000", 20)),
+        ("control", 4, CONTROL),
+        ("w201-1000-h20auto", 4, hard("201:1000", 20)),
         ("w101-h20auto", 2, hard("101:500", 20)),
     ],
     "gowalla-b": [
