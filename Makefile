@@ -29,7 +29,7 @@ demo: $(STAMP)
 # The whole loop on sample_data: train, export, mine, retrain; metrics per round (reruns resume).
 loop: $(STAMP)
 	$(HNMINE) run --positives sample_data/train.txt --test sample_data/test.txt --iterations 3 \
-		--epochs 10 --refine-epochs 5 --out $(LOOP_OUT)
+		--epochs 10 --out $(LOOP_OUT)
 
 test: $(STAMP)
 	$(PY) -m pytest

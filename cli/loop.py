@@ -20,7 +20,8 @@ TRAIN_EXAMPLE = (
     "Example:\n\n"
     "  hnmine train --positives sample_data/train.txt --epochs 5 --out model.pt\n\n"
     "  hnmine train --positives mined/pos_edge.parquet --item-nodes mined/item.parquet "
-    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --out model2.pt\n"
+    "--hard-negatives mined/hard_neg_edge.parquet --regime shared --init model.pt --epochs 3 --lr 1e-3 --lr-min 1e-4 "
+    "--out model2.pt\n"
 )
 EXPORT_EXAMPLE = """Example:
 
@@ -130,7 +131,7 @@ def train(
     hard_negatives: Annotated[Optional[Path], typer.Option(help="hard_neg_edge.parquet from hnmine mine.")] = None,
     init: Annotated[Optional[Path], typer.Option(help="Warm start from this model file.")] = None,
     hard_window: Annotated[int, typer.Option(help="Size of the rank window the hard negatives were "
-        "mined from (for --hard-offset auto).")] = 400,
+        "mined from (for --hard-offset auto).")] = 800,
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
@@ -143,7 +144,7 @@ def train(
     num_sample: NumSample = 2048,
     pop_exponent: PopExponent = 0.75,
     logq: Logq = True,
-    num_hard_sample: NumHardSample = 2,
+    num_hard_sample: NumHardSample = 20,
     hard_offset: HardOffset = "auto",
     seed: Seed = 0,
     device: Device = "auto",
@@ -221,17 +222,20 @@ def evaluate(
 def run(
     positives: Annotated[Path, typer.Option(help="Training positives (parquet, CSV, LightGCN txt).")],
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run there is resumed).")],
-    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 2,
+    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 3,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
         "positives as validation.")] = 0.0,
     init: Annotated[str, typer.Option(help="Rounds >= 1: warm (from the previous model) or scratch.")] = "warm",
     hard: Annotated[bool, typer.Option(help="Use the mined negatives (--no-hard: same "
         "schedule without them, the control).")] = True,
-    refine_epochs: Annotated[Optional[int], typer.Option(help="Epochs of rounds >= 1 (default: --epochs).")] = None,
+    refine_epochs: Annotated[int, typer.Option(help="Epochs of rounds >= 1.")] = 3,
+    refine_lr: Annotated[float, typer.Option(help="Learning rate of rounds >= 1 (they continue round 0's "
+        "converged model; restarting at --lr undoes it).")] = 1e-3,
+    refine_lr_min: Annotated[float, typer.Option(help="Final learning rate of rounds >= 1.")] = 1e-4,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
-    rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "101:500",
-    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 10,
+    rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "201:1000",
+    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 20,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
     dim: Dim = 64,
@@ -246,7 +250,7 @@ def run(
     num_sample: NumSample = 2048,
     pop_exponent: PopExponent = 0.75,
     logq: Logq = True,
-    num_hard_sample: NumHardSample = 2,
+    num_hard_sample: NumHardSample = 20,
     hard_offset: HardOffset = "auto",
     seed: Seed = 0,
     device: Device = "auto",
@@ -267,7 +271,8 @@ def run(
     )
     config = RunConfig(
         positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,
-        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, ks=_ks(k),
+        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
+        refine_lr_min=refine_lr_min, ks=_ks(k),
         rank_window=rank_window, num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
     )
     try:

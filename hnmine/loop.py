@@ -49,16 +49,21 @@ class RunConfig:
 
     positives: str
     out: str
-    iterations: int = 2
+    iterations: int = 3
     test: str | None = None
     valid_fraction: float = 0.0
     init: str = "warm"
     hard: bool = True
-    refine_epochs: int | None = None
+    # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
+    # (restarting at --lr undoes round 0's convergence; measured in docs/training.md)
+    refine_epochs: int | None = 3
+    refine_lr: float | None = 1e-3
+    refine_lr_min: float | None = 1e-4
     ks: tuple[int, ...] = (20, 50)
     # mining
-    rank_window: str = "101:500"
-    num_hard: int = 10
+    # ranks 201-1000, 20 per user, all of them used: the best of the windows measured (docs/training.md)
+    rank_window: str = "201:1000"
+    num_hard: int = 20
     strategy: str = "uniform"
     edge_weight: str = "uniform"
     # training (see TrainConfig)
@@ -73,6 +78,8 @@ class RunConfig:
             raise InputError("--valid-fraction must be in [0, 1)")
         if self.refine_epochs is not None and self.refine_epochs < 0:
             raise InputError("--refine-epochs must be >= 0")
+        if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
+            raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
         if self.test is None and self.valid_fraction == 0:
             raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
         self.train.validate()
@@ -128,6 +135,10 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
                 saved.setdefault("train", {})[key] = value
+        run_defaults = RunConfig(positives="", out="").identity()
+        for key, value in identity.items():
+            if key not in saved and value == run_defaults.get(key):
+                saved[key] = value
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
@@ -212,6 +223,10 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
                            seed=config.train.seed + r)
             if config.refine_epochs is not None:
                 tcfg = replace(tcfg, epochs=config.refine_epochs)
+            if config.refine_lr is not None:
+                tcfg = replace(tcfg, lr=config.refine_lr)
+            if config.refine_lr_min is not None:
+                tcfg = replace(tcfg, lr_min=config.refine_lr_min)
         lo, hi = (int(x) for x in config.rank_window.split(":"))
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
         progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "

@@ -83,9 +83,9 @@ class TrainConfig:
     num_sample: int = 2048
     pop_exponent: float = 0.75
     logq: bool = True
-    num_hard_sample: int = 2
+    num_hard_sample: int = 20
     hard_offset: float | None = None
-    hard_window: int = 400
+    hard_window: int = 800
     seed: int = 0
     device: str = "auto"
     threads: int | None = None

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from hnmine.cli.main import app
 from typer.testing import CliRunner
 
 from hnmine.embeddings import read_embeddings
+from hnmine.errors import InputError
 from hnmine.evaluate import evaluate, false_negative_rate, holdout_split, ranking_metrics
 from hnmine.export import export_embeddings
 from hnmine.positives import read_positives
@@ -338,3 +341,28 @@ def test_train_with_max_history(tmp_path):
     report = train(tiny_config(tmp_path, max_history=3))
     loaded = load_model(report.out)
     assert np.diff(loaded.indptr).max() <= 3
+
+
+def test_refine_lr_applies_to_later_rounds_only_and_old_runs_resume(tmp_path):
+    from hnmine.loop import RunConfig, run
+
+    out = tmp_path / "run"
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
+                       num_hard=4, refine_lr=2e-3, refine_lr_min=2e-4, train=tiny_config(tmp_path))
+    run(config)
+    lrs = [json.loads((out / f"round_{r:02d}" / "manifest.json").read_text())["train"] for r in (0, 1)]
+    assert (lrs[0]["lr"], lrs[0]["lr_min"]) == (config.train.lr, config.train.lr_min)
+    assert (lrs[1]["lr"], lrs[1]["lr_min"]) == (2e-3, 2e-4)
+
+    # a run.json written before the options existed resumes while they are at their defaults
+    old = tmp_path / "old"
+    defaults = RunConfig(positives="", out="")
+    legacy = replace(config, out=str(old), iterations=1, refine_lr=defaults.refine_lr,
+                     refine_lr_min=defaults.refine_lr_min)
+    saved = {k: v for k, v in legacy.identity().items() if k not in ("refine_lr", "refine_lr_min")}
+    shutil.copytree(out / "data", old / "data")
+    shutil.copytree(out / "round_00", old / "round_00")
+    (old / "run.json").write_text(json.dumps(saved, default=str))
+    assert [r.round for r in run(legacy)] == [0]
+    with pytest.raises(InputError, match="other options"):
+        run(replace(legacy, refine_lr=2e-3))
