@@ -74,7 +74,7 @@ class TrainConfig:
     dim: int = 64
     history: bool = True
     max_history: int | None = None
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 2048
     lr: float = 1e-2
     lr_min: float = 1e-3
