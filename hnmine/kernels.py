@@ -125,6 +125,20 @@ def _finish_row(q, vectors, fast, items, count, width_c, margin, lo, hi, depth, 
     return end
 
 
+@njit(cache=True, inline="always")
+def _is_positive(pos_rows, start, stop, row):  # pragma: no cover - compiled
+    """Whether item ``row`` is among a user's positives ``pos_rows[start:stop]`` (sorted): binary search."""
+    lo = start
+    hi = stop
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if pos_rows[mid] < row:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < stop and pos_rows[lo] == row
+
+
 @njit(cache=True, parallel=True)
 def post_search(queries, vectors, fast, rows, users, indptr, pos_rows, margins, lo, hi, need, check,
                 out_items, out_scores, retrieved, short):  # pragma: no cover - compiled
@@ -146,15 +160,7 @@ def post_search(queries, vectors, fast, rows, users, indptr, pos_rows, margins, 
             r = rows[i, j]
             if r < 0:
                 continue
-            lo_i = a
-            hi_i = b
-            while lo_i < hi_i:  # binary search among the user's sorted positives
-                mid = (lo_i + hi_i) >> 1
-                if pos_rows[mid] < r:
-                    lo_i = mid + 1
-                else:
-                    hi_i = mid
-            if lo_i < b and pos_rows[lo_i] == r:
+            if _is_positive(pos_rows, a, b, r):
                 continue
             fc[k] = fast[i, j]
             ic[k] = r
@@ -257,15 +263,7 @@ def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thres
                 if s < floor:
                     continue
                 r = b0 + jj
-                lo_i = a
-                hi_i = b
-                while lo_i < hi_i:
-                    mid = (lo_i + hi_i) >> 1
-                    if pos_rows[mid] < r:
-                        lo_i = mid + 1
-                    else:
-                        hi_i = mid
-                if lo_i < b and pos_rows[lo_i] == r:
+                if _is_positive(pos_rows, a, b, r):
                     continue
                 if c == cap:
                     c, thr = _compact_row(res_fast[i], res_items[i], c, depth, margin)
