@@ -36,10 +36,9 @@ __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "
 
 SAFETY_MARGIN = 16
 _MIN_CALL = 256
-# The exact engine: users per GEMM tile and items per block (a cache-sized score buffer); item padding.
+# The exact engine: users per GEMM tile and items per block (a cache-sized score buffer).
 _TILE_USERS = 1024
 _TILE_ITEMS = 1024
-_GROUP = 32
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
@@ -108,13 +107,8 @@ class ItemIndex:
         self.index.add(self.vectors)
 
     def _prepare_exact(self) -> None:
-        """Items as a zero-padded (d, n_pad) torch matrix for the tiled GEMM, plus the noise bound's norm."""
-        n, dim = self.vectors.shape
-        n_pad = -(-max(n, 1) // _GROUP) * _GROUP
-        padded = np.zeros((n_pad, dim), dtype=np.float32)
-        padded[:n] = self.vectors
-        self._items_t = torch.from_numpy(padded).t()  # (d, n_pad) view of a row-major matrix
-        self._n_pad = n_pad
+        """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
+        self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
 
     @property
     def exact(self) -> bool:
@@ -177,7 +171,7 @@ def call_depths(positive_counts: np.ndarray, hi: int, n_items: int) -> np.ndarra
 
 
 def _rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Exact float32 scores of (query, item row) pairs with one fixed kernel, block by block."""
+    """Canonical scores of every (query row, item) pair in ``rows`` (-1 entries score item 0)."""
     m, k = rows.shape
     users = np.repeat(np.arange(m, dtype=np.int64), k)
     return _canonical_pairs(queries, vectors, users, np.where(rows >= 0, rows, 0).ravel()).reshape(m, k)
@@ -325,8 +319,7 @@ def _retrieve_exact(
         queries = queries.copy()
     margins = _noise_margin(queries, index._max_norm)
     items_t = index._items_t
-    n_pad = index._n_pad
-    block_items = min(_TILE_ITEMS, n_pad)
+    block_items = min(_TILE_ITEMS, n)
     buf = torch.empty(min(_TILE_USERS, m) * block_items)
     q_all = torch.from_numpy(queries)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
@@ -345,7 +338,7 @@ def _retrieve_exact(
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
             for b0 in range(0, n, block_items):
-                b1 = min(b0 + block_items, n_pad)
+                b1 = min(b0 + block_items, n)
                 scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
                 torch.mm(q, items_t[:, b0:b1], out=scores)
                 kernels.reservoir_block(scores.numpy(), b0, n, tile_ptr, tile_pos, margins[t0:t1], depth,
