@@ -137,6 +137,7 @@ def case_mine(p: dict) -> dict:
             rank_window=f"{LO}:{HI}",
             num_hard=NUM_NEG,
             index=p.get("index", "exact"),
+            precision=p.get("precision", "auto"),
             nprobe=p.get("nprobe", 64),
             nlist=p.get("nlist"),
             ef_search=p.get("ef_search", 512),
@@ -150,6 +151,7 @@ def case_mine(p: dict) -> dict:
     return {
         "wall_s": wall,
         "timings": report.timings,
+        "gemm_precision": report.gemm_precision,
         "users": report.users,
         "items": report.items,
         "rows": report.rows.get("hard_neg_edge"),
@@ -163,7 +165,8 @@ def case_retrieve(p: dict) -> dict:
 
     users, items, positives = load(p, p.get("users_n"))
     built = time.perf_counter()
-    spec = IndexSpec(kind=p.get("index", "exact"), nprobe=p.get("nprobe", 64), nlist=p.get("nlist"))
+    spec = IndexSpec(kind=p.get("index", "exact"), nprobe=p.get("nprobe", 64), nlist=p.get("nlist"),
+                     precision=p.get("precision", "auto"))
     index = ItemIndex(items.vectors, spec)
     built = time.perf_counter() - built
     chunk = p.get("chunk_size", 16384)

@@ -182,6 +182,9 @@ def mine(
     index: Annotated[
         str, typer.Option(help="flat|exact (exact, same output; exact = tiled GEMM engine)|ivf|hnsw (approximate).")
     ] = "flat",
+    precision: Annotated[
+        str, typer.Option(help="exact: GEMM precision auto|fp32|bf16 (bf16 tiles, every candidate rescored in fp32: same output; auto = bf16 where the CPU has AMX/AVX512-BF16).")
+    ] = "auto",
     nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
     nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,
     hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,

@@ -93,6 +93,7 @@ class MineConfig:
     seed: int = 0
     metric: str = "ip"
     index: str = "flat"
+    precision: str = "auto"
     nlist: int | None = None
     nprobe: int = 64
     hnsw_m: int = 32
@@ -123,6 +124,7 @@ class MineConfig:
             (self.max_item_negatives is None or self.max_item_negatives >= 1, "--max-item-negatives must be at least 1"),
             (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
             (self.index in ("flat", "exact", "ivf", "hnsw"), "--index must be flat, exact, ivf or hnsw"),
+            (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
             (self.chunk_size >= 1, "--chunk-size must be at least 1"),
             (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
@@ -142,6 +144,7 @@ class MineConfig:
         return IndexSpec(
             kind=self.index, metric=self.metric, nlist=self.nlist, nprobe=self.nprobe,  # type: ignore[arg-type]
             hnsw_m=self.hnsw_m, ef_construction=self.ef_construction, ef_search=self.ef_search,
+            precision=self.precision,  # type: ignore[arg-type]
         )
 
     def selection(self, extra: int = 0) -> SelectionConfig:
@@ -170,6 +173,7 @@ class MineReport:
     users_short: dict[str, int] = field(default_factory=dict)
     users_empty: dict[str, int] = field(default_factory=dict)
     max_search_depth: int = 0
+    gemm_precision: str = "fp32"
     rows: dict[str, int] = field(default_factory=dict)
     score: dict[str, float] = field(default_factory=dict)
     rank: dict[str, float] = field(default_factory=dict)
@@ -461,6 +465,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
         report.max_search_depth = max_depth
+        report.gemm_precision = index.precision
         if audit_index is not None:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
                             "index": config.index}

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import faiss
+import numba
 import numpy as np
 import torch
 
@@ -39,16 +40,24 @@ _MIN_CALL = 256
 # The exact engine: users per GEMM tile and items per block (a cache-sized score buffer).
 _TILE_USERS = 1024
 _TILE_ITEMS = 1024
+# The bf16 engine guesses each user's bound from every 8th item (in norm order).
+_GUESS_STRIDE = 32
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
 IndexKind = Literal["flat", "exact", "ivf", "hnsw"]
 Metric = Literal["ip", "cosine"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
 class IndexSpec:
     """Which FAISS index to search and its parameters.
+
+    ``precision`` is the ``exact`` engine's GEMM: ``bf16`` (AMX / AVX512-BF16 tiles, several times the
+    fp32 rate) or ``fp32``; ``auto`` takes bf16 where the CPU has it. Either way every candidate is
+    rescored in float32 and the window is the same bit for bit: bf16 only widens the provable bound
+    on each fast score, so a few more candidates are rescored.
 
     ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled torch GEMM, see :func:`_retrieve_exact`) are
     exact and give identical windows (which is faster depends on the machine: docs/performance.md).
@@ -64,6 +73,7 @@ class IndexSpec:
     hnsw_m: int = 32
     ef_construction: int = 200
     ef_search: int = 512
+    precision: Precision = "auto"
 
     def resolved_nlist(self, n_items: int) -> int:
         return self.nlist or max(1, min(int(4 * math.sqrt(n_items)), n_items // 39))
@@ -109,6 +119,24 @@ class ItemIndex:
     def _prepare_exact(self) -> None:
         """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
         self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
+        self.bf16 = False
+        wanted = self.spec.precision
+        if wanted == "bf16" or (wanted == "auto" and cpu_has_bf16()):
+            norms = np.linalg.norm(self.vectors.astype(np.float64), axis=1) * (1 + 1e-6)
+            self._norms = norms.astype(np.float32)
+            # Blocks of items in descending norm order: a block's items then have similar error bounds.
+            self._order = np.argsort(-self._norms, kind="stable").astype(np.int64)
+            self._place = np.empty(self.n_items, dtype=np.int64)
+            self._place[self._order] = np.arange(self.n_items)
+            self._sorted_norms = self._norms[self._order]
+            self._items_bf16_t = torch.from_numpy(self.vectors[self._order]).to(torch.bfloat16).t()
+            self._sample_bf16_t = self._items_bf16_t[:, ::_GUESS_STRIDE].contiguous()
+            self.bf16 = _bf16_gemm_within_bound(self.vectors)
+
+    @property
+    def precision(self) -> str:
+        """The GEMM the exact engine uses (``bf16`` or ``fp32``); FAISS indexes: ``fp32``."""
+        return "bf16" if getattr(self, "bf16", False) else "fp32"
 
     @property
     def exact(self) -> bool:
@@ -289,6 +317,50 @@ def _noise_margin(queries: np.ndarray, max_norm: float) -> np.ndarray:
     return (4.0 * gamma * norms * max_norm * 1.01 + 1e-30).astype(np.float32)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 in hardware (AMX or AVX512-BF16): Linux cpuinfo flags."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def _bf16_slack(dim: int) -> float:
+    """``c`` with |bf16 GEMM score - canonical float32 score| <= c |q| |v| for any pair.
+
+    Rounding q and v to bf16 (``u = 2**-8``, round to nearest even) moves each product by at most
+    ``(2u + u^2) |q_i v_i|``; products of bf16 numbers are exact in float32 and summed in float32
+    (``gamma_d``, any order); the sum is rounded to bf16 once more (``u``). The canonical kernel is
+    within ``gamma_d`` of the exact value. Sum of |q_i v_i| <= |q| |v|. With 1% to spare.
+    """
+    u = 2.0**-8
+    gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
+    fast = (2 * u + u * u) + gamma * (1 + u) ** 2 + u * (1 + u) ** 2 * (1 + gamma)
+    return 1.01 * (fast + gamma)
+
+
+def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
+    """Check on a sample of items against items that torch's bf16 GEMM stays within its bound.
+
+    The bound assumes float32 accumulation; a backend that accumulated in bf16 would break it, and
+    then the exact engine must use float32 (checked once per index, ~1 ms).
+    """
+    rows = vectors[np.linspace(0, len(vectors) - 1, min(sample, len(vectors))).astype(np.int64)]
+    if len(rows) == 0:
+        return True
+    t = torch.from_numpy(np.ascontiguousarray(rows)).to(torch.bfloat16)
+    fast = torch.mm(t, t.t()).float().numpy().astype(np.float64)
+    exact = rows.astype(np.float64) @ rows.T.astype(np.float64)
+    norms = np.linalg.norm(rows.astype(np.float64), axis=1)
+    bound = (_bf16_slack(vectors.shape[1]) * np.outer(norms, norms)) + 1e-30
+    return bool(np.all(np.abs(fast - exact) <= bound))
+
+
 def _retrieve_exact(
     index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
 ) -> Window:
@@ -317,6 +389,8 @@ def _retrieve_exact(
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if not queries.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from arrow)
         queries = queries.copy()
+    if index.bf16:
+        return _retrieve_bf16(index, queries, indptr, pos_rows, lo, hi)
     margins = _noise_margin(queries, index._max_norm)
     items_t = index._items_t
     block_items = min(_TILE_ITEMS, n)
@@ -363,6 +437,111 @@ def _retrieve_exact(
         scores_out[t0:t1] = win_scores
         retrieved[t0:t1] = end
     return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
+
+
+def _retrieve_bf16(
+    index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
+) -> Window:
+    """The exact engine with bf16 GEMM tiles (see :func:`_retrieve_exact`).
+
+    A bf16 score is within ``slack |q| |v|`` of the canonical one (:func:`_bf16_slack`), so each
+    item carries its own interval: the reservoir keeps every item whose upper bound reaches the
+    running ``hi``-th best lower bound, and all of those are rescored canonically. The scan starts
+    from a guess of that bound taken on a sample of the catalog (:func:`_guess_bounds`), checked
+    at the end: a user whose guess was too high (rare) is scanned again without one.
+    """
+    m = len(queries)
+    n = index.n_items
+    width = hi - lo + 1
+    counts = np.diff(indptr)
+    items_out = np.full((m, width), -1, dtype=np.int64)
+    scores_out = np.full((m, width), -np.inf, dtype=np.float32)
+    retrieved = np.zeros(m, dtype=np.int64)
+    depth = min(hi, n)
+    qn = np.linalg.norm(queries.astype(np.float64), axis=1) * (1 + 1e-6)
+    slacks = (_bf16_slack(queries.shape[1]) * qn + 1e-30).astype(np.float32)
+    sorted_norms = index._sorted_norms
+    block_items = min(_TILE_ITEMS, n)
+    buf = torch.empty(min(_TILE_USERS, m) * block_items, dtype=torch.bfloat16)
+    q_all = torch.from_numpy(queries).to(torch.bfloat16)
+    items_t = index._items_bf16_t
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
+    for t0 in range(0, m, _TILE_USERS):
+        users = np.arange(t0, min(t0 + _TILE_USERS, m))
+        guessing = True
+        cap = 4 * depth + 256
+        while users.size:
+            mt = users.size
+            contiguous = users[-1] - users[0] + 1 == mt
+            q = q_all[users[0] : users[-1] + 1] if contiguous else q_all[torch.from_numpy(users)]
+            # Each user's positives as catalog places (norm order), sorted: the scan walks them in order.
+            tile_ptr = np.concatenate(([0], np.cumsum(counts[users]))).astype(np.int64)
+            owner = np.repeat(np.arange(mt), counts[users])
+            places = index._place[pos_rows[indptr[users[0]] : indptr[users[-1] + 1]] if contiguous
+                                  else np.concatenate([pos_rows[indptr[u] : indptr[u + 1]] for u in users])]
+            tile_pos = places[np.lexsort((places, owner))]
+            cursors = np.zeros(mt, dtype=np.int64) + tile_ptr[:-1]
+            if guessing:
+                guesses = _guess_bounds(index, q, slacks[users], counts[users], depth)
+            else:
+                guesses = np.full(mt, -np.inf, dtype=np.float32)
+            bounds = guesses.copy()
+            res_fast = np.empty((mt, cap), dtype=np.float32)
+            res_items = np.empty((mt, cap), dtype=np.int64)
+            found = np.zeros(mt, dtype=np.int64)
+            overflow = np.zeros(mt, dtype=np.bool_)
+            for b0 in range(0, n, block_items):
+                b1 = min(b0 + block_items, n)
+                scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
+                torch.mm(q, items_t[:, b0:b1], out=scores)
+                kernels.reservoir_block_bf16(scores.view(torch.int16).numpy(), b0, index._order, sorted_norms,
+                                             tile_ptr, tile_pos, cursors, slacks[users], depth, bounds, res_fast,
+                                             res_items, found, overflow)
+            found[overflow] = 0
+            redo = np.zeros(mt, dtype=np.bool_)
+            kernels.settle_bounded(sorted_norms, slacks[users], guesses, res_fast, res_items, found, depth, redo)
+            skip = overflow | redo
+            kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
+            canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
+            kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
+            win_items = np.empty((mt, width), dtype=np.int64)
+            win_scores = np.empty((mt, width), dtype=np.float32)
+            kernels.window_from_scores(res_items, canon, found, skip, lo, hi, win_items, win_scores)
+            ends = found
+            done = ~(overflow | redo)
+            items_out[users[done]] = win_items[done]
+            scores_out[users[done]] = win_scores[done]
+            retrieved[users[done]] = ends[done]
+            if overflow.any():  # many items within their bounds of each other: again with more room
+                cap *= 4
+            guessing = False
+            users = users[~done]
+    return Window(items=items_out, scores=scores_out, available=n - counts, lo=lo, retrieved=retrieved)
+
+
+def _guess_bounds(index: ItemIndex, q: torch.Tensor, slacks: np.ndarray, pos_counts: np.ndarray, depth: int,
+                  ) -> np.ndarray:
+    """Per user, a likely lower bound on its ``depth``-th best score, from a sample of the catalog.
+
+    The sample (every ``stride``-th item in norm order) is scored in bf16; a user's guess is the lower
+    bound at the sample rank that matches ``(depth + positives) / 0.6`` in the catalog, so about 1.7x
+    ``depth`` items reach it. Without a guess the reservoir starts empty and compacts many times
+    before its bound rises (the first blocks, highest norms, hold most candidates). A guess is only a
+    starting point: :func:`hnmine.kernels.finish_bounded` checks it.
+    """
+    n = index.n_items
+    stride = _GUESS_STRIDE
+    mt = q.shape[0]
+    if n < 16 * depth:
+        return np.full(mt, -np.inf, dtype=np.float32)
+    sample = index._order[::stride]
+    fast = torch.mm(q, index._sample_bf16_t)
+    ranks = np.ceil((depth + pos_counts) * len(sample) / n / 0.6).astype(np.int64)
+    ranks[(ranks < 8) | (depth + pos_counts >= n // 2)] = 0  # too few sample items above: no guess
+    guesses = np.empty(mt, dtype=np.float32)
+    kernels.sample_bounds(fast.view(torch.int16).numpy(), index._norms[sample], slacks, ranks, guesses)
+    return guesses
 
 
 def _finish(

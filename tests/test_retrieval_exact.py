@@ -1,4 +1,8 @@
-"""The tiled-GEMM ``exact`` engine: identical windows to the FAISS flat path, invariant to chunks/tiles/threads."""
+"""The tiled-GEMM ``exact`` engine: identical windows to the FAISS flat path, invariant to chunks/tiles/threads.
+
+Every test runs with both GEMM precisions: bf16 tiles (with per-item error bounds) must give the same
+windows bit for bit as fp32 tiles and FAISS.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,11 @@ def _data(n_users: int, n_items: int, dim: int = 16, seed: int = 0, heavy: bool 
     return users, items, indptr, pos
 
 
+@pytest.fixture(params=["fp32", "bf16"])
+def precision(request) -> str:
+    return request.param
+
+
 def _chunked(index, users, indptr, pos, lo, hi, chunk):
     items, scores = [], []
     for a in range(0, len(users), chunk):
@@ -39,19 +48,19 @@ def _chunked(index, users, indptr, pos, lo, hi, chunk):
 @pytest.mark.parametrize(
     ("n_items", "lo", "hi", "heavy"), [(700, 11, 60, False), (3000, 101, 500, True), (130, 5, 120, True)]
 )
-def test_exact_equals_flat(n_items, lo, hi, heavy):
+def test_exact_equals_flat(n_items, lo, hi, heavy, precision):
     users, items, indptr, pos = _data(200, n_items, heavy=heavy, seed=n_items)
     flat = retrieve_window(ItemIndex(items), users, indptr, pos, lo, hi)
-    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact", precision=precision)), users, indptr, pos, lo, hi)
     np.testing.assert_array_equal(exact.items, flat.items)
     np.testing.assert_array_equal(exact.scores, flat.scores)
     np.testing.assert_array_equal(exact.available, flat.available)
 
 
-def test_exact_matches_brute_force_ranks_among_non_positives():
+def test_exact_matches_brute_force_ranks_among_non_positives(precision):
     users, items, indptr, pos = _data(50, 400, heavy=True, seed=3)
     lo, hi = 21, 80
-    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact", precision=precision)), users, indptr, pos, lo, hi)
     for u in range(len(users)):
         s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
         mine = set(pos[indptr[u] : indptr[u + 1]].tolist())
@@ -61,9 +70,9 @@ def test_exact_matches_brute_force_ranks_among_non_positives():
         assert got == want
 
 
-def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch):
+def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch, precision):
     users, items, indptr, pos = _data(300, 2500, heavy=True, seed=7)
-    index = ItemIndex(items, IndexSpec(kind="exact"))
+    index = ItemIndex(items, IndexSpec(kind="exact", precision=precision))
     ref_items, ref_scores = _chunked(index, users, indptr, pos, 31, 200, 300)
     threads = torch.get_num_threads()
     try:
@@ -81,9 +90,9 @@ def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch):
         kernels.set_threads(numba.config.NUMBA_NUM_THREADS)
 
 
-def test_exact_short_catalog_pads_window():
+def test_exact_short_catalog_pads_window(precision):
     users, items, indptr, pos = _data(20, 60, heavy=True, seed=1)
-    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, 1, 80)
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind="exact", precision=precision)), users, indptr, pos, 1, 80)
     flat = retrieve_window(ItemIndex(items), users, indptr, pos, 1, 80)
     np.testing.assert_array_equal(w.items, flat.items)
     assert ((w.items >= 0).sum(axis=1) == np.minimum(w.available, 80)).all()
@@ -101,7 +110,7 @@ def test_canonical_pairs_independent_of_batch():
 
 
 @pytest.mark.parametrize("kind", ["flat", "exact"])
-def test_exact_ties_beyond_search_depth(kind):
+def test_exact_ties_beyond_search_depth(kind, precision):
     """Many identical items tie at the window's edge: both exact paths still return the canonical ranks."""
     rng = np.random.default_rng(5)
     base = rng.standard_normal((40, 8)).astype(np.float32)
@@ -110,7 +119,7 @@ def test_exact_ties_beyond_search_depth(kind):
     indptr = np.zeros(31, dtype=np.int64)
     pos = np.zeros(0, dtype=np.int64)
     lo, hi = 3, 17
-    w = retrieve_window(ItemIndex(items, IndexSpec(kind=kind)), users, indptr, pos, lo, hi)
+    w = retrieve_window(ItemIndex(items, IndexSpec(kind=kind, precision=precision)), users, indptr, pos, lo, hi)
     for u in range(len(users)):
         s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
         want = sorted(range(len(items)), key=lambda i: (-s[i], i))[lo - 1 : hi]
@@ -127,7 +136,7 @@ def test_flat_deterministic_across_chunks():
         np.testing.assert_array_equal(got[1], ref[1])
 
 
-def test_exact_reservoir_overflow_retries_with_more_room():
+def test_exact_reservoir_overflow_retries_with_more_room(precision):
     """More tied candidates than a reservoir holds (2,000 copies of one vector at the window's edge):
     the engine retries with more room and still returns the canonical ranks, as the flat path does."""
     rng = np.random.default_rng(9)
@@ -137,7 +146,7 @@ def test_exact_reservoir_overflow_retries_with_more_room():
     indptr = np.zeros(5, dtype=np.int64)
     pos = np.zeros(0, dtype=np.int64)
     lo, hi = 101, 600  # depth 600: reservoir room 2 * 600 + 64 < 2,001 ties
-    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact")), users, indptr, pos, lo, hi)
+    exact = retrieve_window(ItemIndex(items, IndexSpec(kind="exact", precision=precision)), users, indptr, pos, lo, hi)
     flat = retrieve_window(ItemIndex(items), users, indptr, pos, lo, hi)
     for u in range(len(users)):
         s = R._rescore(users[u : u + 1], items, np.arange(len(items))[None, :])[0]
@@ -145,3 +154,35 @@ def test_exact_reservoir_overflow_retries_with_more_room():
         assert exact.items[u].tolist() == want
     np.testing.assert_array_equal(exact.items, flat.items)
     np.testing.assert_array_equal(exact.scores, flat.scores)
+
+
+def test_bf16_guessed_bounds_and_redo(monkeypatch):
+    """A large catalog takes the sampled-guess path; guesses that are too high are detected and the
+    users scanned again, so the windows are still the canonical ones."""
+    users, items, indptr, pos = _data(150, 20000, dim=32, heavy=False, seed=21)
+    index = ItemIndex(items, IndexSpec(kind="exact", precision="bf16"))
+    assert index.precision == "bf16"
+    flat = retrieve_window(ItemIndex(items), users, indptr, pos, 11, 60)
+    guessed = retrieve_window(index, users, indptr, pos, 11, 60)
+    np.testing.assert_array_equal(guessed.items, flat.items)
+    np.testing.assert_array_equal(guessed.scores, flat.scores)
+    calls = []
+    real = R._guess_bounds
+
+    def too_high(*args):
+        calls.append(1)
+        return real(*args) + np.float32(1e3)  # above every score: every user must be redone
+
+    monkeypatch.setattr(R, "_guess_bounds", too_high)
+    redone = retrieve_window(index, users, indptr, pos, 11, 60)
+    assert calls
+    np.testing.assert_array_equal(redone.items, flat.items)
+    np.testing.assert_array_equal(redone.scores, flat.scores)
+
+
+def test_bf16_bound_covers_torch_bf16_gemm():
+    """The per-pair bound holds for torch's bf16 GEMM on spread-out norms, and is not vacuous."""
+    rng = np.random.default_rng(2)
+    vecs = (rng.standard_normal((600, 64)) * rng.lognormal(0, 1.5, (600, 1))).astype(np.float32)
+    assert R._bf16_gemm_within_bound(vecs)
+    assert R._bf16_slack(64) < 0.02
