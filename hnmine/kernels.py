@@ -450,19 +450,62 @@ def reservoir_block_bf16(scores, b0, order, sorted_norms, indptr, pos_places, cu
 
 @njit(cache=True, parallel=True)
 def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, redo):  # pragma: no cover
-    """Cut each reservoir to the items whose upper bound reaches the ``depth``-th best lower bound ``L``.
+    """Cut each reservoir to the items whose upper bound reaches a proven lower bound ``L`` on the
+    user's ``depth``-th best score; the rest provably rank below ``depth``.
 
-    The rest provably rank below ``depth``. The scan started from ``guesses[i]`` (items with an upper
-    bound below it were skipped): that is sound only if ``L >= guesses[i]``; otherwise ``redo[i]`` is
-    set and the user must be scanned again without a guess.
+    The scan started from ``guesses[i]`` (items whose upper bound was below it were skipped): that is
+    sound only if at least ``depth`` entries have a lower bound >= the guess; otherwise ``redo[i]`` is
+    set and the user must be scanned again without a guess. ``L`` is then found by a 256-bucket
+    histogram of the lower bounds above the guess: the minimum lower bound among the top buckets
+    that hold ``depth`` entries (an actual entry's value, so exactly ``depth`` or more reach it).
+    Without a guess, ``L`` is the exact ``depth``-th best (a partition).
     """
     for i in prange(res_fast.shape[0]):
         c = counts[i]
-        bound = np.float32(-np.inf)
-        if c >= depth:
-            c, bound = _compact_bounded(res_fast[i], res_items[i], c, depth, slacks[i], norms)
-        counts[i] = c
-        redo[i] = guesses[i] > -np.inf and not bound >= guesses[i]
+        g = guesses[i]
+        redo[i] = False
+        if c < depth:
+            redo[i] = g > -np.inf
+            continue
+        slack = slacks[i]
+        if g == -np.inf:
+            counts[i], _ = _compact_bounded(res_fast[i], res_items[i], c, depth, slack, norms)
+            continue
+        fast = res_fast[i]
+        items = res_items[i]
+        top = np.float32(-np.inf)
+        above = 0
+        for t in range(c):
+            low = fast[t] - slack * norms[items[t]]
+            if low >= g:
+                above += 1
+                top = max(top, low)
+        if above < depth:
+            redo[i] = True
+            continue
+        hist = np.zeros(257, dtype=np.int64)
+        width = (top - g) / np.float32(256.0)
+        for t in range(c):
+            low = fast[t] - slack * norms[items[t]]
+            if low >= g:
+                hist[min(np.int64((low - g) / width) if width > 0 else 0, 256)] += 1
+        cut = 256
+        total = hist[256]
+        while total < depth:
+            cut -= 1
+            total += hist[cut]
+        bound = top
+        for t in range(c):  # the smallest lower bound in buckets >= cut: >= depth entries reach it
+            low = fast[t] - slack * norms[items[t]]
+            if low >= g and (min(np.int64((low - g) / width) if width > 0 else 0, 256)) >= cut:
+                bound = min(bound, low)
+        keep = 0
+        for t in range(c):
+            if fast[t] + slack * norms[items[t]] >= bound:
+                fast[keep] = fast[t]
+                items[keep] = items[t]
+                keep += 1
+        counts[i] = keep
 
 
 @njit(cache=True, parallel=True)
@@ -533,17 +576,27 @@ def window_from_scores(res_items, canon, counts, skip, lo, hi, out_items, out_sc
 
 @njit(cache=True, parallel=True)
 def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - compiled
-    """``out[i]``: the ``ranks[i]``-th best lower bound (bf16 score - slack * norm) of row i (0: -inf)."""
+    """``out[i]``: the ``ranks[i]``-th best lower bound (bf16 score - slack * norm) of row i (0: -inf).
+
+    The ranks are small (tens): a sorted top-k buffer rejects most scores with one compare.
+    """
     m, s = scores.shape
     for i in prange(m):
         k = ranks[i]
         if k < 1 or k > s:
             out[i] = -np.inf
             continue
-        lower = np.empty(s, dtype=np.float32)
+        best = np.full(k, -np.inf, dtype=np.float32)  # descending
+        slack = slacks[i]
         for j in range(s):
-            lower[j] = _bf16_value(scores[i, j]) - slacks[i] * norms[j]
-        out[i] = np.partition(lower, s - k)[s - k]
+            low = _bf16_value(scores[i, j]) - slack * norms[j]
+            if low > best[k - 1]:
+                t = k - 1
+                while t > 0 and best[t - 1] < low:
+                    best[t] = best[t - 1]
+                    t -= 1
+                best[t] = low
+        out[i] = best[k - 1]
 
 
 @njit(cache=True, parallel=True)
