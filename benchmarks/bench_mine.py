@@ -408,11 +408,11 @@ def suite(
 
     if "gowalla" in parts:  # 1. Gowalla size, end to end, against raw FAISS and the two baselines.
         g = {}
-        for index in ("flat", "exact"):
-            g[f"hnmine_{index}"] = repeated(
-                "mine", {**gw, "out": str(out / f"mined-{index}"), "index": index}, repeat, "wall_s"
+        for name, index, precision in (("flat", "flat", "auto"), ("exact", "exact", "auto"), ("exact_fp32", "exact", "fp32")):
+            g[f"hnmine_{name}"] = repeated(
+                "mine", {**gw, "out": str(out / f"mined-{name}"), "index": index, "precision": precision}, repeat, "wall_s"
             )
-            print("gowalla", index, g[f"hnmine_{index}"], flush=True)
+            print("gowalla", name, g[f"hnmine_{name}"], flush=True)
         g["faiss_search"] = repeated("faiss", gw, repeat, "search_s")
         print("gowalla faiss", g["faiss_search"], flush=True)
         g["faiss_search_hnmine_depths"] = repeated("faiss", {**gw, "hnmine_depths": True}, repeat, "search_s")
@@ -538,7 +538,8 @@ def markdown(r: dict) -> str:
             "| / hnmine flat | peak RSS MiB |",
             "|---|---|---|---|---|",
         ]
-        for name in ("hnmine_flat", "hnmine_exact", "flagembedding", "flagembedding_one_call", "sentence_transformers"):
+        for name in ("hnmine_flat", "hnmine_exact", "hnmine_exact_fp32", "flagembedding", "flagembedding_one_call",
+                     "sentence_transformers"):
             if name not in g:
                 continue
             x = g[name]
@@ -573,17 +574,20 @@ def markdown(r: dict) -> str:
             "| stages (s, median run) | read | index | retrieve | select | write | total |",
             "|---|---|---|---|---|---|---|",
         ]
-        for name in ("hnmine_flat", "hnmine_exact"):
+        for name in (n for n in ("hnmine_flat", "hnmine_exact", "hnmine_exact_fp32") if n in g):
             t = g[name]["timings"]
             lines.append(
                 f"| {name} | "
                 + " | ".join(f"{t.get(k, 0):.2f}" for k in ("read", "index", "retrieve", "select", "write", "total"))
                 + " |"
             )
-        for name in ("hnmine_flat", "hnmine_exact"):
-            extra = ""
+        for name in (n for n in ("hnmine_flat", "hnmine_exact", "hnmine_exact_fp32") if n in g):
+            extra = f", GEMM {g[name].get('gemm_precision', 'fp32')}"
             if "faiss_search_hnmine_depths" in g:
-                extra = f", / FAISS at hnmine's depths = {g[name]['wall_s'] / g['faiss_search_hnmine_depths']['search_s']:.2f}"
+                extra += f", / FAISS at hnmine's depths = {g[name]['wall_s'] / g['faiss_search_hnmine_depths']['search_s']:.2f}"
+            for base in ("flagembedding", "flagembedding_one_call", "sentence_transformers"):
+                if base in g and "wall_s" in g[base]:
+                    extra += f", {base} / this = {g[base]['wall_s'] / g[name]['wall_s']:.2f}x"
             lines.append(
                 f"\n{name}: end-to-end / raw FAISS search k={HI} = {g[name]['wall_s'] / fs:.2f}{extra}; runs "
                 f"{[round(x, 2) for x in g[name]['runs']]}"

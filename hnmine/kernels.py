@@ -58,6 +58,27 @@ def dot(q, v):  # pragma: no cover - compiled
     return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
 
 
+@njit(cache=True, inline="always")
+def dot_rows(queries, u, vectors, r):  # pragma: no cover - compiled
+    """:func:`dot` of ``queries[u]`` and ``vectors[r]`` (the same order, so the same bits), indexing the
+    matrices directly: no row views to build, about twice as fast in a loop over pairs."""
+    d = queries.shape[1]
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+    for w in range(d // 8):
+        j = w * 8
+        a0 += queries[u, j] * vectors[r, j]
+        a1 += queries[u, j + 1] * vectors[r, j + 1]
+        a2 += queries[u, j + 2] * vectors[r, j + 2]
+        a3 += queries[u, j + 3] * vectors[r, j + 3]
+        a4 += queries[u, j + 4] * vectors[r, j + 4]
+        a5 += queries[u, j + 5] * vectors[r, j + 5]
+        a6 += queries[u, j + 6] * vectors[r, j + 6]
+        a7 += queries[u, j + 7] * vectors[r, j + 7]
+    for j in range(d - d % 8, d):
+        a0 += queries[u, j] * vectors[r, j]
+    return ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7))
+
+
 @njit(cache=True, parallel=True)
 def canonical_pairs(queries, vectors, users, items):  # pragma: no cover - compiled
     """The canonical score of each (user row, item row) pair."""
@@ -542,10 +563,40 @@ def rescore_reservoirs(queries, vectors, res_items, counts, skip, chunks, out): 
     step = (n + chunks - 1) // chunks
     for c in prange(chunks):
         for r in range(c * step, min(n, (c + 1) * step)):
-            v = vectors[r]
             for p in range(start[r], start[r + 1]):
                 i = pair_user[p]
-                out[i, pair_slot[p]] = dot(queries[i], v)
+                out[i, pair_slot[p]] = dot_rows(queries, i, vectors, r)
+
+
+@njit(cache=True)
+def _sort_keys(keys, tmp):  # pragma: no cover - compiled
+    """Sort uint64 keys ascending in place: a stable LSD radix sort by bytes, skipping the low-half
+    bytes above the largest low half (item rows: 2 bytes for a 41k catalog). No data-dependent
+    branches: ~5x faster than ``np.sort`` on a few hundred keys, and linear however many ties."""
+    n = keys.shape[0]
+    low_max = np.uint64(0)
+    for t in range(n):
+        low_max = max(low_max, keys[t] & _LOW32)
+    src = keys
+    dst = tmp
+    count = np.empty(257, dtype=np.int64)
+    passes = 0
+    for shift in range(0, 64, 8):
+        if shift < 32 and (low_max >> np.uint64(shift)) == np.uint64(0):
+            continue
+        count[:] = 0
+        for t in range(n):
+            count[((src[t] >> np.uint64(shift)) & np.uint64(0xFF)) + np.uint64(1)] += 1
+        for b in range(256):
+            count[b + 1] += count[b]
+        for t in range(n):
+            byte = (src[t] >> np.uint64(shift)) & np.uint64(0xFF)
+            dst[count[byte]] = src[t]
+            count[byte] += 1
+        src, dst = dst, src
+        passes += 1
+    if passes % 2:
+        keys[:] = tmp
 
 
 @njit(cache=True, parallel=True)
@@ -561,7 +612,7 @@ def window_from_scores(res_items, canon, counts, skip, lo, hi, out_items, out_sc
             b32 = np.float32(canon[i, t]).view(np.int32)
             desc = b32 ^ (~(b32 >> 31) & _SIGN_OFF)
             keys[t] = (np.uint64(np.uint32(desc)) << np.uint64(32)) | np.uint64(res_items[i, t])
-        keys.sort()
+        _sort_keys(keys, np.empty(c, dtype=np.uint64))
         for col in range(width):
             idx = lo - 1 + col
             if idx < c:

@@ -186,3 +186,33 @@ def test_bf16_bound_covers_torch_bf16_gemm():
     vecs = (rng.standard_normal((600, 64)) * rng.lognormal(0, 1.5, (600, 1))).astype(np.float32)
     assert R._bf16_gemm_within_bound(vecs)
     assert R._bf16_slack(64) < 0.02
+
+
+@pytest.mark.parametrize("dim", [64, 37, 5])
+def test_dot_rows_is_the_canonical_dot(dim):
+    """The matrix-indexed kernel of the rescoring sums in the canonical order: the same bits."""
+    rng = np.random.default_rng(dim)
+    q = rng.standard_normal((30, dim)).astype(np.float32)
+    v = rng.standard_normal((50, dim)).astype(np.float32)
+    users = np.repeat(np.arange(30), 50).astype(np.int64)
+    its = np.tile(np.arange(50), 30).astype(np.int64)
+    canonical = R._canonical_pairs(q, v, users, its).reshape(30, 50)
+    counts = np.full(30, 50, dtype=np.int64)
+    out = np.empty((30, 50), dtype=np.float32)
+    kernels.rescore_reservoirs(q, v, np.tile(np.arange(50), (30, 1)).astype(np.int64), counts,
+                               np.zeros(30, dtype=np.bool_), 3, out)
+    np.testing.assert_array_equal(out, canonical)
+
+
+def test_sort_keys_matches_numpy_sort():
+    """The radix sort of the window keys (score high, item row low): random keys, and many ties in
+    the score half with distinct rows (duplicate vectors), small and large row ranges."""
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 2, 17, 600, 5000):
+        for row_bits in (8, 20, 32):
+            high = rng.integers(0, 40, n).astype(np.uint64) << np.uint64(32)  # 40 distinct scores: ties
+            keys = high | rng.integers(0, 2**row_bits, n).astype(np.uint64)
+            keys[: n // 3] |= rng.integers(0, 2**32, n // 3).astype(np.uint64) << np.uint64(32)
+        got = keys.copy()
+        kernels._sort_keys(got, np.empty_like(got))
+        np.testing.assert_array_equal(got, np.sort(keys))
