@@ -454,8 +454,8 @@ def _retrieve_bf16(
     n = index.n_items
     width = hi - lo + 1
     counts = np.diff(indptr)
-    items_out = np.full((m, width), -1, dtype=np.int64)
-    scores_out = np.full((m, width), -np.inf, dtype=np.float32)
+    items_out = np.empty((m, width), dtype=np.int64)  # every row is written (users are redone until done)
+    scores_out = np.empty((m, width), dtype=np.float32)
     retrieved = np.zeros(m, dtype=np.int64)
     depth = min(hi, n)
     qn = np.linalg.norm(queries.astype(np.float64), axis=1) * (1 + 1e-6)
