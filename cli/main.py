@@ -180,8 +180,8 @@ def mine(
     seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
     metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
     index: Annotated[
-        str, typer.Option(help="flat|exact (exact, same output; exact = tiled GEMM engine)|ivf|hnsw (approximate).")
-    ] = "flat",
+        str, typer.Option(help="auto|flat|exact (exact, same output: flat = FAISS, exact = tiled GEMM engine, auto = exact where the CPU has bf16 units, else flat)|ivf|hnsw (approximate).")
+    ] = "auto",
     precision: Annotated[
         str, typer.Option(help="exact: GEMM precision auto|fp32|bf16 (bf16 tiles, every candidate rescored in fp32: same output; auto = bf16 where the CPU has AMX/AVX512-BF16).")
     ] = "auto",

@@ -92,7 +92,7 @@ class MineConfig:
     max_item_negatives: int | None = None
     seed: int = 0
     metric: str = "ip"
-    index: str = "flat"
+    index: str = "auto"
     precision: str = "auto"
     nlist: int | None = None
     nprobe: int = 64
@@ -123,7 +123,7 @@ class MineConfig:
             (self.relative_margin is None or self.relative_margin >= 0, "--relative-margin must be >= 0"),
             (self.max_item_negatives is None or self.max_item_negatives >= 1, "--max-item-negatives must be at least 1"),
             (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
-            (self.index in ("flat", "exact", "ivf", "hnsw"), "--index must be flat, exact, ivf or hnsw"),
+            (self.index in ("auto", "flat", "exact", "ivf", "hnsw"), "--index must be auto, flat, exact, ivf or hnsw"),
             (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
             (self.chunk_size >= 1, "--chunk-size must be at least 1"),
             (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
@@ -174,6 +174,7 @@ class MineReport:
     users_empty: dict[str, int] = field(default_factory=dict)
     max_search_depth: int = 0
     gemm_precision: str = "fp32"
+    index: str = ""
     rows: dict[str, int] = field(default_factory=dict)
     score: dict[str, float] = field(default_factory=dict)
     rank: dict[str, float] = field(default_factory=dict)
@@ -328,7 +329,7 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     chunk = min(config.chunk_size, n_users)
     depth_max = int(depths.max())
     memory = (
-        inputs.items.vectors.nbytes * (2 if config.index in ("flat", "exact") else 3)
+        inputs.items.vectors.nbytes * (2 if config.index in ("auto", "flat", "exact") else 3)
         + inputs.positives.item_rows.nbytes + inputs.positives.indptr.nbytes + inputs.positives.pos_edge.estimated_size()
         + chunk * depth_max * 40 + chunk * (hi - lo + 1) * 40
     )
@@ -466,6 +467,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
         report.users_empty = dict(empty_reasons)
         report.max_search_depth = max_depth
         report.gemm_precision = index.precision
+        report.index = index.spec.kind
         if audit_index is not None:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
                             "index": config.index}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import faiss
@@ -45,14 +45,17 @@ _GUESS_STRIDE = 32
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
-IndexKind = Literal["flat", "exact", "ivf", "hnsw"]
+IndexKind = Literal["auto", "flat", "exact", "ivf", "hnsw"]
 Metric = Literal["ip", "cosine"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
 @dataclass(frozen=True)
 class IndexSpec:
-    """Which FAISS index to search and its parameters.
+    """Which index to search and its parameters.
+
+    ``auto`` is the fastest exact engine for this CPU: ``exact`` with bf16 tiles where the CPU has
+    AMX / AVX512-BF16, FAISS ``flat`` otherwise (the windows are the same either way).
 
     ``precision`` is the ``exact`` engine's GEMM: ``bf16`` (AMX / AVX512-BF16 tiles, several times the
     fp32 rate) or ``fp32``; ``auto`` takes bf16 where the CPU has it. Either way every candidate is
@@ -83,6 +86,9 @@ class ItemIndex:
     """A FAISS inner-product index over the item vectors (unit-normalised first for cosine)."""
 
     def __init__(self, vectors: np.ndarray, spec: IndexSpec = IndexSpec(), threads: int | None = None) -> None:
+        if spec.kind == "auto":
+            bf16 = spec.precision == "bf16" or (spec.precision == "auto" and cpu_has_bf16())
+            spec = replace(spec, kind="exact" if bf16 else "flat")
         self.spec = spec
         if threads:
             faiss.omp_set_num_threads(threads)
