@@ -494,10 +494,12 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
             continue
         fast = res_fast[i]
         items = res_items[i]
+        spread = np.empty(c, dtype=np.float32)  # slack * norm: the half-width of each interval
         top = np.float32(-np.inf)
         above = 0
         for t in range(c):
-            low = fast[t] - slack * norms[items[t]]
+            spread[t] = slack * norms[items[t]]
+            low = fast[t] - spread[t]
             if low >= g:
                 above += 1
                 top = max(top, low)
@@ -505,11 +507,12 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
             redo[i] = True
             continue
         hist = np.zeros(257, dtype=np.int64)
-        width = (top - g) / np.float32(256.0)
+        span = np.float64(top) - np.float64(g)
+        scale = 256.0 / span if span > 0 else 0.0  # float64: finite for any float32 span
         for t in range(c):
-            low = fast[t] - slack * norms[items[t]]
+            low = fast[t] - spread[t]
             if low >= g:
-                hist[min(np.int64((low - g) / width) if width > 0 else 0, 256)] += 1
+                hist[np.int64(min((np.float64(low) - g) * scale, 256.0))] += 1
         cut = 256
         total = hist[256]
         while total < depth:
@@ -517,12 +520,12 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
             total += hist[cut]
         bound = top
         for t in range(c):  # the smallest lower bound in buckets >= cut: >= depth entries reach it
-            low = fast[t] - slack * norms[items[t]]
-            if low >= g and (min(np.int64((low - g) / width) if width > 0 else 0, 256)) >= cut:
+            low = fast[t] - spread[t]
+            if low >= g and np.int64(min((np.float64(low) - g) * scale, 256.0)) >= cut:
                 bound = min(bound, low)
         keep = 0
         for t in range(c):
-            if fast[t] + slack * norms[items[t]] >= bound:
+            if fast[t] + spread[t] >= bound:
                 fast[keep] = fast[t]
                 items[keep] = items[t]
                 keep += 1
@@ -656,3 +659,43 @@ def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
     for i in prange(res_items.shape[0]):
         for t in range(counts[i]):
             res_items[i, t] = order[res_items[i, t]]
+
+
+@njit(cache=True, parallel=True)
+def top_columns(keys, out_cols, out_keys):  # pragma: no cover - compiled
+    """Per row, the columns of the ``take`` largest keys (``take = out_cols.shape[1]``), by key
+    descending, ties by column ascending; rows with fewer finite keys end in -inf. One pass with a
+    sorted buffer: most keys are rejected by one compare (replaces argpartition + lexsort)."""
+    m, width = keys.shape
+    take = out_cols.shape[1]
+    for i in prange(m):
+        for t in range(take):
+            out_keys[i, t] = -np.inf
+            out_cols[i, t] = 0
+        n = 0
+        for c in range(width):
+            k = keys[i, c]
+            if k != k:  # NaN ranks last
+                k = -np.inf
+            if n == take and not k > out_keys[i, take - 1]:
+                continue
+            t = n if n < take else take - 1
+            while t > 0 and out_keys[i, t - 1] < k:
+                out_keys[i, t] = out_keys[i, t - 1]
+                out_cols[i, t] = out_cols[i, t - 1]
+                t -= 1
+            out_keys[i, t] = k
+            out_cols[i, t] = c
+            if n < take:
+                n += 1
+
+
+@njit(cache=True, parallel=True)
+def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
+    """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted."""
+    for i in prange(indptr.shape[0] - 1):
+        a = indptr[i]
+        b = indptr[i + 1]
+        for t in range(a, b):
+            out[t] = place[pos_rows[t]]
+        out[a:b] = np.sort(out[a:b])

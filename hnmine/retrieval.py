@@ -483,10 +483,10 @@ def _retrieve_bf16(
             q = q_all[users[0] : users[-1] + 1] if contiguous else q_all[torch.from_numpy(users)]
             # Each user's positives as catalog places (norm order), sorted: the scan walks them in order.
             tile_ptr = np.concatenate(([0], np.cumsum(counts[users]))).astype(np.int64)
-            owner = np.repeat(np.arange(mt), counts[users])
-            places = index._place[pos_rows[indptr[users[0]] : indptr[users[-1] + 1]] if contiguous
-                                  else np.concatenate([pos_rows[indptr[u] : indptr[u + 1]] for u in users])]
-            tile_pos = places[np.lexsort((places, owner))]
+            rows = (pos_rows[indptr[users[0]] : indptr[users[-1] + 1]] if contiguous
+                    else np.concatenate([pos_rows[indptr[u] : indptr[u + 1]] for u in users]))
+            tile_pos = np.empty(len(rows), dtype=np.int64)
+            kernels.sorted_places(tile_ptr, np.ascontiguousarray(rows, dtype=np.int64), index._place, tile_pos)
             cursors = np.zeros(mt, dtype=np.int64) + tile_ptr[:-1]
             if guessing:
                 guesses = _guess_bounds(index, q, slacks[users], counts[users], depth)

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from hnmine import kernels
 from hnmine.hashing import uniforms
 from hnmine.retrieval import Window
 
@@ -30,6 +31,8 @@ __all__ = ["STRATEGIES", "Selection", "SelectionConfig", "reference_scores", "se
 Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
 STRATEGIES: tuple[str, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
 REFERENCES: tuple[str, ...] = ("min", "median", "mean", "max")
+# Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
+_BUFFERED_TAKE = 64
 
 
 @dataclass(frozen=True)
@@ -165,15 +168,19 @@ def select_hard_negatives(
     after_filters = keep.sum(axis=1)
     take = width if cfg.strategy == "all" else min(cfg.num_hard + cfg.extra, width)
     keys = _preference_keys(window, keep, streams, cfg)
-    if take < width:
-        part = np.argpartition(-keys, take - 1, axis=1)[:, :take]
+    # Chosen in preference order: key desc, ties by column (rank) asc, deterministic.
+    if take <= _BUFFERED_TAKE:
+        columns = np.empty((m, take), dtype=np.int64)
+        chosen_keys = np.empty((m, take), dtype=np.float64)
+        kernels.top_columns(np.ascontiguousarray(keys, dtype=np.float64), columns, chosen_keys)
     else:
         part = np.broadcast_to(np.arange(width), (m, width)).copy()
-    part_keys = np.take_along_axis(keys, part, axis=1)
-    # Sort chosen by key desc, ties by column (rank) asc: deterministic preference order.
-    order = np.lexsort((part, -part_keys), axis=1)
-    columns = np.take_along_axis(part, order, axis=1)
-    chosen_keys = np.take_along_axis(part_keys, order, axis=1)
+        if take < width:
+            part = np.argpartition(-keys, take - 1, axis=1)[:, :take]
+        part_keys = np.take_along_axis(keys, part, axis=1)
+        order = np.lexsort((part, -part_keys), axis=1)
+        columns = np.take_along_axis(part, order, axis=1)
+        chosen_keys = np.take_along_axis(part_keys, order, axis=1)
     valid = np.isfinite(chosen_keys)
     users, slots = np.nonzero(valid)
     cols = columns[users, slots]

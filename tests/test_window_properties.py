@@ -166,3 +166,28 @@ def test_exact_ties_across_the_search_cut_off_are_resolved_canonically():
             for u in range(start, stop):
                 got = window.items[u - start]
                 assert got[got >= 0].tolist() == [i for i, _ in expected[u]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    width=st.integers(1, 90),
+    take=st.integers(1, 64),
+    levels=st.integers(1, 6),
+)
+def test_top_columns_is_key_desc_then_column_asc(seed, width, take, levels):
+    """The compiled chooser equals a full sort by (key desc, column asc), -inf and ties included."""
+    from hnmine import kernels
+
+    rng = np.random.default_rng(seed)
+    take = min(take, width)
+    keys = rng.integers(0, levels, (7, width)).astype(np.float64)  # few levels: many ties
+    keys[rng.random((7, width)) < 0.3] = -np.inf
+    cols = np.empty((7, take), dtype=np.int64)
+    got = np.empty((7, take), dtype=np.float64)
+    kernels.top_columns(keys, cols, got)
+    for i in range(7):
+        want = sorted(range(width), key=lambda c: (-keys[i, c], c))[:take]
+        finite = [c for c in want if np.isfinite(keys[i, c])]
+        assert cols[i][np.isfinite(got[i])].tolist() == finite
+        assert np.array_equal(got[i][np.isfinite(got[i])], keys[i, finite])
