@@ -20,7 +20,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 __all__ = [
-    "canonical_pairs", "finish_sorted", "post_search", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
+    "canonical_pairs", "finish_sorted", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
     "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
 ]
 
@@ -166,15 +166,19 @@ def _is_positive(pos_rows, start, stop, row):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def post_search(queries, vectors, fast, rows, users, indptr, pos_rows, margins, lo, hi, need, check,
-                out_items, out_scores, retrieved, short):  # pragma: no cover - compiled
-    """Windows of users from one FAISS call: drop positives, then :func:`_finish_row`.
+def post_search_candidates(fast, rows, users, indptr, pos_rows, margins, lo, need, check, cand_items, counts,
+                           heads, retrieved, short):  # pragma: no cover - compiled
+    """After a FAISS call: each user's candidates that need a canonical score.
 
     ``fast``/``rows`` are FAISS's (m, depth) results for chunk users ``users``; ``indptr``/``pos_rows``
-    the chunk's positives (sorted per user). With ``check``, ``short[i]`` flags a user whose search
-    may have stopped within the noise margin of its ``need``-th non-positive (search it deeper).
+    the chunk's positives (sorted per user). Positives are dropped, then (as :func:`_finish_row`) the candidates that can reach ranks
+    ``lo..need`` canonically are ``cand_items[i, :counts[i]]``, after a head of ``heads[i]`` items
+    whose order is settled. :func:`rescore_reservoirs` then scores them item by item and
+    :func:`window_from_scores` cuts the window. With ``check``, ``short[i]`` flags a user whose
+    search may have stopped within the noise margin of its ``need``-th non-positive (search deeper).
     """
     m, depth = fast.shape
+    neg_inf = np.float32(-np.inf)
     for i in prange(m):
         u = users[i]
         a = indptr[u]
@@ -192,10 +196,27 @@ def post_search(queries, vectors, fast, rows, users, indptr, pos_rows, margins, 
             ic[k] = r
             k += 1
         retrieved[i] = k
-        _finish_row(queries[u], vectors, fc, ic, k, depth, margins[i], lo, hi, need, out_items[i], out_scores[i])
+        margin = margins[i]
+        f_d = fc[need - 1] if k >= need else neg_inf
+        threshold = f_d - margin
+        end = 0
+        for j in range(k):
+            if fc[j] >= threshold:
+                end += 1
+        span = min(lo - 1, depth - 1)
+        head = 0
+        for j in range(span):
+            x = fc[j] if j < k else neg_inf
+            y = fc[j + 1] if j + 1 < k else neg_inf
+            if x > neg_inf and x - y > margin:
+                head = j + 1
+        head = min(head, end)
+        heads[i] = head
+        counts[i] = end - head
+        for t in range(end - head):
+            cand_items[i, t] = ic[head + t]
         if check:
-            f_d = fc[need - 1] if k >= need else np.float32(-np.inf)
-            short[i] = not (fast[i, depth - 1] < f_d - margins[i])
+            short[i] = not (fast[i, depth - 1] < f_d - margin)
 
 
 @njit(cache=True, parallel=True)
@@ -603,13 +624,18 @@ def _sort_keys(keys, tmp):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def window_from_scores(res_items, canon, counts, skip, lo, hi, out_items, out_scores):  # pragma: no cover
-    """Ranks ``lo..hi`` of each user's rescored reservoir, sorted by (score desc, item row asc)."""
+def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items, out_scores):  # pragma: no cover
+    """Ranks ``lo..hi`` of each user's rescored candidates, sorted by (score desc, item row asc).
+
+    ``heads[i]`` better-ranked items were left out of the candidates (their order is settled), so
+    candidate ``t`` in sorted order has rank ``heads[i] + t + 1``.
+    """
     width = hi - lo + 1
     for i in prange(res_items.shape[0]):
         if skip[i]:
             continue
         c = counts[i]
+        head = heads[i]
         keys = np.empty(c, dtype=np.uint64)
         for t in range(c):
             b32 = np.float32(canon[i, t]).view(np.int32)
@@ -617,8 +643,8 @@ def window_from_scores(res_items, canon, counts, skip, lo, hi, out_items, out_sc
             keys[t] = (np.uint64(np.uint32(desc)) << np.uint64(32)) | np.uint64(res_items[i, t])
         _sort_keys(keys, np.empty(c, dtype=np.uint64))
         for col in range(width):
-            idx = lo - 1 + col
-            if idx < c:
+            idx = lo - 1 - head + col
+            if 0 <= idx < c:
                 key = keys[idx]
                 desc = np.int32(np.uint32(key >> np.uint64(32)))
                 out_scores[i, col] = np.int32(desc ^ (~(desc >> 31) & _SIGN_OFF)).view(np.float32)

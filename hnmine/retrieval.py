@@ -262,12 +262,21 @@ def _window_for_level(
     # Complete only if every item FAISS did not return scores below F - margin (F: the hi-th best
     # non-positive); otherwise the user is searched deeper.
     check = bool(index.exact and fast.shape[1] < index.n_items)
-    kernels.post_search(
-        np.ascontiguousarray(queries, dtype=np.float32), index.vectors, np.ascontiguousarray(fast, dtype=np.float32),
-        np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(users, dtype=np.int64),
-        np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(pos_rows, dtype=np.int64),
-        margins, lo, hi, need, check, win_items, win_scores, retrieved, short,
+    cand_items = np.empty((m, fast.shape[1]), dtype=np.int64)
+    counts = np.empty(m, dtype=np.int64)
+    heads = np.empty(m, dtype=np.int64)
+    kernels.post_search_candidates(
+        np.ascontiguousarray(fast, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64),
+        np.ascontiguousarray(users, dtype=np.int64), np.ascontiguousarray(indptr, dtype=np.int64),
+        np.ascontiguousarray(pos_rows, dtype=np.int64), margins, lo, need, check, cand_items, counts, heads,
+        retrieved, short,
     )
+    # Canonical scores item by item (one read of each item vector), then the window per user.
+    no_skip = np.zeros(m, dtype=np.bool_)
+    canon = np.empty((m, max(int(counts.max(initial=0)), 1)), dtype=np.float32)
+    kernels.rescore_reservoirs(np.ascontiguousarray(queries[users], dtype=np.float32), index.vectors, cand_items,
+                               counts, no_skip, 8 * numba.get_num_threads(), canon)
+    kernels.window_from_scores(cand_items, canon, counts, heads, no_skip, lo, hi, win_items, win_scores)
     redo = np.flatnonzero(short)
     if redo.size:  # rare: exact ties or near-ties past the search depth
         deeper = min(max(2 * depth, depth + hi), index.n_items)
@@ -513,7 +522,8 @@ def _retrieve_bf16(
             kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
             win_items = np.empty((mt, width), dtype=np.int64)
             win_scores = np.empty((mt, width), dtype=np.float32)
-            kernels.window_from_scores(res_items, canon, found, skip, lo, hi, win_items, win_scores)
+            kernels.window_from_scores(res_items, canon, found, np.zeros(mt, dtype=np.int64), skip, lo, hi,
+                                       win_items, win_scores)
             ends = found
             done = ~(overflow | redo)
             items_out[users[done]] = win_items[done]
