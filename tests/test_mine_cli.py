@@ -319,3 +319,21 @@ def test_text_only_output(sample_embeddings, tmp_path):
                              out=str(tmp_path / "o"), formats=["graphlearn"], num_hard=3))
     assert sorted(p.suffix for p in (tmp_path / "o").glob("*.*")) == [".json"] + [".txt"] * 4
     assert report.rows["hard_neg_edge"] == 3 * 2986 and report.score == {}
+
+
+@pytest.mark.parametrize("ids", ["int", "str", "negative"])
+def test_repeated_positive_pairs_keep_the_largest_weight(tmp_path, ids):
+    """A (user, item) pair listed twice is one positive with its largest weight, whatever the id type
+    (the packed-key check for integer ids and the group_by agree)."""
+    from hnmine.positives import read_positives
+
+    users = {"int": [1, 1, 2, 1], "str": ["a", "a", "b", "a"], "negative": [-1, -1, 2, -1]}[ids]
+    path = tmp_path / "pos.csv"
+    pl.DataFrame({"user_id": users, "item_id": [7, 8, 7, 7], "w": [1.0, 2.0, 3.0, 5.0]}).write_csv(path)
+    pos = read_positives(path, weight_column="w")
+    assert pos.duplicates == 1
+    assert pos.table.height == 3
+    assert pos.table.filter(pl.col("item_id") == 7)["weight"].to_list() == [5.0, 3.0]
+    unique = tmp_path / "unique.csv"
+    pl.DataFrame({"user_id": users[:3], "item_id": [7, 8, 7]}).write_csv(unique)
+    assert read_positives(unique).duplicates == 0
