@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import sys
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from hnmine.graphlearn import TextTableWriter
 from hnmine.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.positives import PositiveIndex, index_positives, read_positives
 from hnmine.publish import Publication
-from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths, warm_up
+from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
     EDGE_WEIGHTS,
@@ -351,17 +350,6 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
     return normalize_rows(vectors) if metric == "cosine" else vectors
 
 
-def _warm_up(spec: IndexSpec, selection: SelectionConfig) -> None:
-    """:func:`hnmine.retrieval.warm_up` and the selection kernels; a failure here is not the run's."""
-    try:
-        warm_up(spec)
-        window = Window(items=np.zeros((2, 4), dtype=np.int64), scores=np.zeros((2, 4), dtype=np.float32),
-                        available=np.full(2, 4), lo=1)
-        select_hard_negatives(window, np.arange(2, dtype=np.uint64), selection)
-    except Exception:  # the real run reports any real problem
-        pass
-
-
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
     """Run the whole job and publish ``config.out`` atomically; returns the summary."""
     progress = progress or Progress()
@@ -372,8 +360,6 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     lo, hi = config.window()
     width = hi - lo + 1
     publication = Publication(config.out, overwrite=config.overwrite)
-    # Start numba and load the engine's kernels while the inputs are read (~0.4 s in a new process).
-    threading.Thread(target=_warm_up, args=(config.index_spec(), config.selection()), daemon=True).start()
     inputs = _read_inputs(config)
     features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
     attrs, attr_fields, without_features = item_attrs(

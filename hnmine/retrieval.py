@@ -317,21 +317,6 @@ def retrieve_window(
     return Window(items=items, scores=scores, available=available, lo=lo, retrieved=retrieved)
 
 
-def warm_up(spec: IndexSpec) -> None:
-    """Load the compiled kernels of ``spec``'s engine by running it on a tiny problem.
-
-    A new process pays ~0.25 s to start numba and ~0.2 s to load the cached kernels on their first
-    call; :func:`hnmine.mine.mine` runs this in a background thread while it reads its inputs, so
-    the load overlaps the reading. Same array types as a real run, so the cached code is what loads.
-    """
-    rng = np.random.default_rng(0)
-    items = rng.standard_normal((640, 8)).astype(np.float32)
-    users = rng.standard_normal((3, 8)).astype(np.float32)
-    index = ItemIndex(items, spec if spec.kind in ("auto", "flat", "exact") else IndexSpec(kind="flat"))
-    indptr = np.arange(4, dtype=np.int64)
-    retrieve_window(index, users, indptr, np.array([1, 5, 9], dtype=np.int32), 2, 9)
-
-
 def _noise_margin(queries: np.ndarray, max_norm: float) -> np.ndarray:
     """Per user, a float32 margin ``4 gamma_d |q| max|v|`` that covers any two float32 kernels.
 
@@ -497,7 +482,6 @@ def _retrieve_bf16(
     items_t = index._items_bf16_t
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
-    pool: dict = {}
     for t0 in range(0, m, _TILE_USERS):
         users = np.arange(t0, min(t0 + _TILE_USERS, m))
         guessing = True
@@ -518,13 +502,8 @@ def _retrieve_bf16(
             else:
                 guesses = np.full(mt, -np.inf, dtype=np.float32)
             bounds = guesses.copy()
-            if pool.get("cap") != cap or pool["fast"].shape[0] < mt:
-                # Reused across tiles: fresh multi-MB arrays each tile cost their page faults again
-                # (0.3 s over Gowalla in a new process).
-                pool.update(cap=cap, fast=np.empty((min(_TILE_USERS, m), cap), dtype=np.float32),
-                            items=np.empty((min(_TILE_USERS, m), cap), dtype=np.int64))
-            res_fast = pool["fast"][:mt]
-            res_items = pool["items"][:mt]
+            res_fast = np.empty((mt, cap), dtype=np.float32)
+            res_items = np.empty((mt, cap), dtype=np.int64)
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
             for b0 in range(0, n, block_items):
@@ -539,9 +518,7 @@ def _retrieve_bf16(
             kernels.settle_bounded(sorted_norms, slacks[users], guesses, res_fast, res_items, found, depth, redo)
             skip = overflow | redo
             kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
-            if "canon" not in pool or pool["canon"].size < mt * int(found.max(initial=0)):
-                pool["canon"] = np.empty(min(_TILE_USERS, m) * max(int(found.max(initial=0)), 4 * depth), dtype=np.float32)
-            canon = pool["canon"][: mt * int(found.max(initial=0))].reshape(mt, int(found.max(initial=0)))
+            canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
             kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
             win_items = np.empty((mt, width), dtype=np.int64)
             win_scores = np.empty((mt, width), dtype=np.float32)
