@@ -198,8 +198,9 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         round_dir.mkdir(parents=True)
         started = time.time()
         mine_seconds = 0.0
+        valid_path = out / "data" / "valid.parquet"
         tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
-                       hard_negatives=None, init=None)
+                       hard_negatives=None, init=None, valid=str(valid_path) if valid is not None else None)
         hard_stats: dict[str, Any] = {}
         if r > 0:
             prev = out / f"round_{r - 1:02d}"
