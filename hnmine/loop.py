@@ -41,6 +41,9 @@ from hnmine.train import TrainConfig, TrainProgress, train
 __all__ = ["RoundResult", "RunConfig", "metrics_table", "plot_metrics", "run"]
 
 INITS = ("warm", "scratch")
+# What a run saved before an option existed did, where that differs from today's default: such a
+# run resumes only with the option set to this value.
+LEGACY_TRAIN = {"history_dropout": 0.0}
 
 
 @dataclass
@@ -132,6 +135,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         saved.pop("out", None)
         # options added since the run started are compatible while left at their defaults
         defaults = asdict(TrainConfig(positives="", out=""))
+        defaults.update(LEGACY_TRAIN)
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
                 saved.setdefault("train", {})[key] = value

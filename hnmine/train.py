@@ -75,8 +75,8 @@ class TrainConfig:
     dim: int = 64
     history: bool = True
     max_history: int | None = None
-    history_dropout: float = 0.0
-    epochs: int = 10
+    history_dropout: float = 0.5  # docs/training.md: stops the history tower memorising (Gowalla)
+    epochs: int = 20
     batch_size: int = 2048
     lr: float = 1e-2
     lr_min: float = 1e-3

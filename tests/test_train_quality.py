@@ -65,7 +65,7 @@ def test_history_dropout_mean_is_over_the_kept_items():
 def test_train_with_history_dropout_differs_and_is_reproducible(tmp_path):
     train(tiny_config(tmp_path, out=str(tmp_path / "a.pt"), history_dropout=0.5))
     train(tiny_config(tmp_path, out=str(tmp_path / "b.pt"), history_dropout=0.5))
-    train(tiny_config(tmp_path, out=str(tmp_path / "c.pt")))
+    train(tiny_config(tmp_path, out=str(tmp_path / "c.pt"), history_dropout=0.0))
     a, b, c = (load_model(tmp_path / f"{n}.pt").model.item.weight for n in "abc")
     assert torch.equal(a, b) and not torch.equal(a, c)
 
@@ -128,3 +128,18 @@ def test_run_validates_each_epoch_on_its_split(tmp_path):
     assert manifest["train"]["valid"].endswith("valid.parquet")
     epochs = manifest["train_report"]["epochs"]
     assert result.metrics["valid"]["recall@20"] == pytest.approx(max(e["valid_recall@20"] for e in epochs), abs=1e-6)
+
+
+def test_a_run_saved_before_history_dropout_resumes_only_without_it(tmp_path):
+    from hnmine.loop import RunConfig, run
+
+    out = tmp_path / "run"
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
+                       train=tiny_config(tmp_path, history_dropout=0.0))
+    run(config)
+    saved = json.loads((out / "run.json").read_text())
+    del saved["train"]["history_dropout"]  # as written before the option existed (no dropout)
+    (out / "run.json").write_text(json.dumps(saved))
+    assert [r.round for r in run(config)] == [0]
+    with pytest.raises(InputError, match="other options"):
+        run(replace(config, train=replace(config.train, history_dropout=0.5)))
