@@ -17,8 +17,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+import matplotlib.pyplot as plt
 
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+: loss ([\d.]+),.* valid recall@20 ([\d.]+)")
 
