@@ -70,8 +70,9 @@ class ConsoleTrainProgress(RunProgress):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+        valid = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in stats.items() if k.startswith("valid_"))
         self.log(f"epoch {self.epoch}/{self.epochs}: loss {stats['loss']:.4f}, {stats['seconds']:.1f} s, "
-                 f"lr {stats['lr']:.2e}")
+                 f"lr {stats['lr']:.2e}{valid}")
 
 
 def _ks(text: str) -> tuple[int, ...]:
@@ -99,6 +100,12 @@ Dim = Annotated[int, typer.Option(help="Embedding dimension.")]
 History = Annotated[bool, typer.Option(help="User tower adds the mean of the user's history item embeddings.")]
 MaxHistory = Annotated[Optional[int], typer.Option(help="Pool a fixed random subset of at most N history items "
                                                         "per user (bounds the cost of heavy users; default: all).")]
+HistoryDropout = Annotated[float, typer.Option(help="Training only: leave each history item out of the user's "
+    "pooled mean with this probability (besides the target), so the tower cannot memorise the training positives.")]
+KeepBest = Annotated[bool, typer.Option(help="With a validation set: keep the weights of the epoch with the best "
+    "validation Recall@20 (--no-keep-best: the last epoch's).")]
+Patience = Annotated[Optional[int], typer.Option(help="With a validation set: stop after N epochs without a better "
+    "validation Recall@20 (default: run every epoch).")]
 Epochs = Annotated[int, typer.Option(help="Epochs (passes over the positives).")]
 BatchSize = Annotated[int, typer.Option(help="Positives per step.")]
 Lr = Annotated[float, typer.Option(help="Adam learning rate, cosine-decayed to --lr-min.")]
@@ -132,10 +139,15 @@ def train(
     init: Annotated[Optional[Path], typer.Option(help="Warm start from this model file.")] = None,
     hard_window: Annotated[int, typer.Option(help="Size of the rank window the hard negatives were "
         "mined from (for --hard-offset auto).")] = 800,
+    valid: Annotated[Optional[Path], typer.Option(help="Validation positives: Recall/NDCG@20 after each epoch "
+        "(train positives masked); see --keep-best and --patience.")] = None,
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
-    epochs: Epochs = 10,
+    history_dropout: HistoryDropout = 0.5,
+    keep_best: KeepBest = True,
+    patience: Patience = None,
+    epochs: Epochs = 20,
     batch_size: BatchSize = 2048,
     lr: Lr = 1e-2,
     lr_min: LrMin = 1e-3,
@@ -158,7 +170,9 @@ def train(
     config = TrainConfig(
         positives=str(positives), out=str(out), item_nodes=str(item_nodes) if item_nodes else None,
         hard_negatives=str(hard_negatives) if hard_negatives else None, init=str(init) if init else None,
-        dim=dim, history=history, max_history=max_history, epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
+        dim=dim, history=history, max_history=max_history, history_dropout=history_dropout, keep_best=keep_best,
+        patience=patience, valid=str(valid) if valid else None,
+        epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_window=hard_window,
         seed=seed, device=device, threads=threads,
@@ -241,7 +255,10 @@ def run(
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
-    epochs: Epochs = 10,
+    history_dropout: HistoryDropout = 0.5,
+    keep_best: KeepBest = True,
+    patience: Patience = None,
+    epochs: Epochs = 20,
     batch_size: BatchSize = 2048,
     lr: Lr = 1e-2,
     lr_min: LrMin = 1e-3,
@@ -263,7 +280,8 @@ def run(
     from hnmine.train import TrainConfig
 
     tcfg = TrainConfig(
-        positives="", out="", dim=dim, history=history, max_history=max_history, epochs=epochs,
+        positives="", out="", dim=dim, history=history, max_history=max_history, history_dropout=history_dropout,
+        keep_best=keep_best, patience=patience, epochs=epochs,
         batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), seed=seed, device=device,

@@ -24,7 +24,7 @@ from hnmine.embeddings import read_embeddings
 from hnmine.errors import InputError
 from hnmine.positives import Positives, index_positives, read_positives
 
-__all__ = ["EvalReport", "evaluate", "false_negative_rate", "holdout_split", "ranking_metrics"]
+__all__ = ["EvalReport", "evaluate", "false_negative_rate", "holdout_split", "ranking_metrics", "user_heldout_counts"]
 
 
 @dataclass
@@ -88,7 +88,7 @@ def ranking_metrics(
     return {key: value / total for key, value in sums.items()}
 
 
-def _user_counts(table: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray:
+def user_heldout_counts(table: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray:
     """Distinct held-out items per embedding user row (including items without a vector)."""
     frame = pl.DataFrame({"user_id": user_ids.tolist() if user_ids.dtype == object else user_ids,
                           "row": np.arange(len(user_ids))})
@@ -137,7 +137,7 @@ def evaluate(
     test_pos = test if isinstance(test, Positives) else read_positives(test)
     train_index = index_positives(train_pos, user_emb.ids, item_emb.ids)
     test_index = index_positives(test_pos, user_emb.ids, item_emb.ids)
-    counts = _user_counts(test_pos.table, user_emb.ids)
+    counts = user_heldout_counts(test_pos.table, user_emb.ids)
     metrics = ranking_metrics(user_emb.vectors, item_emb.vectors, train_index.indptr, train_index.item_rows,
                               test_index.indptr, test_index.item_rows, counts, ks)
     test_users = test_pos.table["user_id"].n_unique()

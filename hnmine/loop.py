@@ -41,6 +41,9 @@ from hnmine.train import TrainConfig, TrainProgress, train
 __all__ = ["RoundResult", "RunConfig", "metrics_table", "plot_metrics", "run"]
 
 INITS = ("warm", "scratch")
+# What a run saved before an option existed did, where that differs from today's default: such a
+# run resumes only with the option set to this value.
+LEGACY_TRAIN = {"history_dropout": 0.0}
 
 
 @dataclass
@@ -132,6 +135,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         saved.pop("out", None)
         # options added since the run started are compatible while left at their defaults
         defaults = asdict(TrainConfig(positives="", out=""))
+        defaults.update(LEGACY_TRAIN)
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
                 saved.setdefault("train", {})[key] = value
@@ -198,8 +202,9 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         round_dir.mkdir(parents=True)
         started = time.time()
         mine_seconds = 0.0
+        valid_path = out / "data" / "valid.parquet"
         tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
-                       hard_negatives=None, init=None)
+                       hard_negatives=None, init=None, valid=str(valid_path) if valid is not None else None)
         hard_stats: dict[str, Any] = {}
         if r > 0:
             prev = out / f"round_{r - 1:02d}"

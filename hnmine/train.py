@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hnmine.errors import InputError
-from hnmine.positives import read_positives
+from hnmine.evaluate import ranking_metrics, user_heldout_counts
+from hnmine.positives import index_positives, read_positives
 
 __all__ = [
     "REGIMES",
@@ -74,7 +75,8 @@ class TrainConfig:
     dim: int = 64
     history: bool = True
     max_history: int | None = None
-    epochs: int = 10
+    history_dropout: float = 0.5  # docs/training.md: stops the history tower memorising (Gowalla)
+    epochs: int = 20
     batch_size: int = 2048
     lr: float = 1e-2
     lr_min: float = 1e-3
@@ -89,6 +91,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    valid: str | None = None
+    keep_best: bool = True
+    patience: int | None = None
 
     def validate(self) -> None:
         checks = [
@@ -103,6 +108,8 @@ class TrainConfig:
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
             (self.num_hard_sample >= 0, "--num-hard-sample must be >= 0"),
             (self.max_history is None or self.max_history >= 1, "--max-history must be at least 1"),
+            (0 <= self.history_dropout < 1, "--history-dropout must be in [0, 1)"),
+            (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.hard_window >= 1, "--hard-window must be >= 1"),
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         ]
@@ -127,6 +134,7 @@ class TrainReport:
     hard_rows: int = 0
     hard_masked_positives: int = 0
     epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None  # with a validation set: the epoch whose weights were kept
     seconds: float = 0.0
     device: str = "cpu"
 
@@ -296,15 +304,30 @@ class TwoTower(nn.Module):
         return F.normalize(self.item(rows), dim=-1)
 
     def user_vectors(
-        self, rows: torch.Tensor, indptr: torch.Tensor, hist: torch.Tensor, drop: torch.Tensor | None = None
+        self,
+        rows: torch.Tensor,
+        indptr: torch.Tensor,
+        hist: torch.Tensor,
+        drop: torch.Tensor | None = None,
+        dropout: float = 0.0,
+        gen: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Unit user vectors; ``drop`` (item row per user, or None) is left out of the history mean."""
+        """Unit user vectors; ``drop`` (item row per user, or None) is left out of the history mean.
+
+        ``dropout`` > 0 (training) also leaves out each other history item with that probability
+        (drawn from ``gen``): the mean is then over a random subset, so the user's id embedding cannot
+        learn to cancel a fixed history sum and read the target off the one item left out.
+        """
         vectors = self.user(rows)
         if self.history:
             hist_items, bag, _ = gather_csr(rows, indptr, hist)
-            keep = torch.ones_like(hist_items, dtype=vectors.dtype)
+            keep = torch.ones_like(hist_items, dtype=torch.bool)
             if drop is not None:
-                keep = (hist_items != drop[bag]).to(vectors.dtype)
+                keep = hist_items != drop[bag]
+            if dropout > 0:
+                coins = torch.rand(len(hist_items), generator=gen).to(hist_items.device)
+                keep = keep & (coins >= dropout)
+            keep = keep.to(vectors.dtype)
             denom = torch.zeros(len(rows), dtype=vectors.dtype, device=vectors.device).index_add_(0, bag, keep)
             weights = keep / denom.clamp(min=1)[bag]
             # gather + index_add rather than embedding_bag: its CPU backward sorts every index (~4x slower)
@@ -470,6 +493,42 @@ def _warm_start(model: TwoTower, path: str, data: TrainData) -> None:
         model.proj.weight.copy_(old.model.proj.weight)
 
 
+def _all_vectors(model: TwoTower, indptr: torch.Tensor, hist: torch.Tensor, n_users: int,
+                 chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's and item's unit vector with the full history (what export writes)."""
+    device = indptr.device
+    with torch.no_grad():
+        items = model.item_vectors(torch.arange(model.item.weight.shape[0], device=device)).cpu().numpy()
+        users = [model.user_vectors(torch.arange(s, min(s + chunk, n_users), device=device), indptr, hist).cpu().numpy()
+                 for s in range(0, n_users, chunk)]
+    return np.concatenate(users).astype(np.float32), items.astype(np.float32)
+
+
+class Validator:
+    """Recall@20 / NDCG@20 of the current weights on held-out positives, training positives masked.
+
+    The protocol of :func:`hnmine.evaluate.evaluate` (held-out users or items the model does not
+    know count as misses), computed in memory after each epoch.
+    """
+
+    def __init__(self, path: str, data: TrainData) -> None:
+        valid = read_positives(path)
+        index = index_positives(valid, data.user_ids, data.item_ids)
+        self.indptr, self.items = index.indptr, index.item_rows
+        self.counts = user_heldout_counts(valid.table, data.user_ids)
+        self.users = valid.table["user_id"].n_unique()
+        self.train_indptr, self.train_items = data.indptr, data.items
+
+    def __call__(self, model: TwoTower, indptr: torch.Tensor, hist: torch.Tensor) -> dict[str, float]:
+        model.eval()
+        users, items = _all_vectors(model, indptr, hist, len(self.train_indptr) - 1)
+        model.train()
+        metrics = ranking_metrics(users, items, self.train_indptr, self.train_items, self.indptr, self.items,
+                                  self.counts, (20,))
+        scale = int((self.counts > 0).sum()) / max(self.users, 1)
+        return {f"valid_{k}": v * scale for k, v in metrics.items()}
+
+
 def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainReport:
     """Train and save ``config.out`` (a model file :func:`load_model` reads); returns the report."""
     config.validate()
@@ -506,6 +565,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     masked_hard = 0
     users_all = torch.from_numpy(data.users).to(device)
     items_all = torch.from_numpy(data.items).to(device)
+    validator = Validator(config.valid, data) if config.valid else None
+    best_score, best_state, since_best = -math.inf, None, 0
     for epoch in range(config.epochs):
         progress.start_epoch(epoch + 1, config.epochs, steps)
         epoch_start = time.perf_counter()
@@ -515,7 +576,8 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         for step in range(steps):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             u, p = users_all[batch], items_all[batch]
-            user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p)
+            user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p,
+                                          dropout=config.history_dropout, gen=gen)
             pos_vec = model.item_vectors(p)
             cands, bias = _sample_easy(config, data, tensors, p, gen)
             pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], items_all)
@@ -542,8 +604,20 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
             progress.step()
         stats = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": time.perf_counter() - epoch_start,
                  "lr": scheduler.get_last_lr()[0]}
+        if validator is not None:
+            stats.update(validator(model, tensors["hist_indptr"], tensors["hist"]))
+            if stats["valid_recall@20"] > best_score:
+                best_score, since_best, report.best_epoch = stats["valid_recall@20"], 0, epoch + 1
+                if config.keep_best:
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                since_best += 1
         report.epochs.append(stats)
         progress.end_epoch(stats)
+        if config.patience is not None and validator is not None and since_best >= config.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     report.hard_masked_positives = masked_hard
     save_model(config.out, model, data, config)
     report.seconds = time.perf_counter() - started
