@@ -520,15 +520,19 @@ def _retrieve_bf16(
             kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
             canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
             kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
-            win_items = np.empty((mt, width), dtype=np.int64)
-            win_scores = np.empty((mt, width), dtype=np.float32)
+            if contiguous:  # the kernel writes the done rows in place (skipped rows: written when redone)
+                win_items = items_out[users[0] : users[-1] + 1]
+                win_scores = scores_out[users[0] : users[-1] + 1]
+            else:
+                win_items = np.empty((mt, width), dtype=np.int64)
+                win_scores = np.empty((mt, width), dtype=np.float32)
             kernels.window_from_scores(res_items, canon, found, np.zeros(mt, dtype=np.int64), skip, lo, hi,
                                        win_items, win_scores)
-            ends = found
-            done = ~(overflow | redo)
-            items_out[users[done]] = win_items[done]
-            scores_out[users[done]] = win_scores[done]
-            retrieved[users[done]] = ends[done]
+            done = ~skip
+            if not contiguous:
+                items_out[users[done]] = win_items[done]
+                scores_out[users[done]] = win_scores[done]
+            retrieved[users[done]] = found[done]
             if overflow.any():  # many items within their bounds of each other: again with more room
                 cap *= 4
             guessing = False
