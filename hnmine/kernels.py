@@ -89,6 +89,31 @@ def canonical_pairs(queries, vectors, users, items):  # pragma: no cover - compi
 
 
 @njit(cache=True, inline="always")
+def _rescore_range(fast, count, width_c, margin, lo, depth):  # pragma: no cover - compiled
+    """``(end, head)``: candidates ``head..end-1`` (in fast-score order) need a canonical score.
+
+    ``fast[:count]`` are non-increasing fast scores (positions up to ``width_c`` count as -inf). Past
+    ``end`` every score is below the ``depth``-th best by more than ``margin``; the longest head
+    before rank ``lo`` separated from the rest by a gap > ``margin`` keeps its order canonically, so
+    it only shifts the ranks.
+    """
+    neg_inf = np.float32(-np.inf)
+    f_d = fast[depth - 1] if count >= depth else neg_inf
+    threshold = f_d - margin
+    end = 0
+    for j in range(count):
+        if fast[j] >= threshold:
+            end += 1
+    head = 0
+    for j in range(min(lo - 1, width_c - 1)):
+        a = fast[j] if j < count else neg_inf
+        b = fast[j + 1] if j + 1 < count else neg_inf
+        if a > neg_inf and a - b > margin:
+            head = j + 1
+    return end, min(head, end)
+
+
+@njit(cache=True, inline="always")
 def _finish_row(q, vectors, fast, items, count, width_c, margin, lo, hi, depth, out_items, out_scores):  # pragma: no cover
     """Canonical ranks ``lo..hi`` of one user from its candidates in fast-score order.
 
@@ -98,22 +123,7 @@ def _finish_row(q, vectors, fast, items, count, width_c, margin, lo, hi, depth, 
     number of candidates that can reach the window (``end``); see ``retrieval._finish``.
     """
     neg_inf = np.float32(-np.inf)
-    f_d = fast[depth - 1] if count >= depth else neg_inf
-    threshold = f_d - margin
-    end = 0
-    for j in range(count):
-        if fast[j] >= threshold:
-            end += 1
-    # The longest head before rank lo separated from the rest by a gap > margin keeps its order
-    # canonically: it only shifts the ranks and is not rescored.
-    span = min(lo - 1, width_c - 1)
-    head = 0
-    for j in range(span):
-        a = fast[j] if j < count else neg_inf
-        b = fast[j + 1] if j + 1 < count else neg_inf
-        if a > neg_inf and a - b > margin:
-            head = j + 1
-    head = min(head, end)
+    end, head = _rescore_range(fast, count, width_c, margin, lo, depth)
     n = end - head
     scores = np.empty(max(n, 1), dtype=np.float32)
     for t in range(n):
@@ -197,25 +207,13 @@ def post_search_candidates(fast, rows, users, indptr, pos_rows, margins, lo, nee
             k += 1
         retrieved[i] = k
         margin = margins[i]
-        f_d = fc[need - 1] if k >= need else neg_inf
-        threshold = f_d - margin
-        end = 0
-        for j in range(k):
-            if fc[j] >= threshold:
-                end += 1
-        span = min(lo - 1, depth - 1)
-        head = 0
-        for j in range(span):
-            x = fc[j] if j < k else neg_inf
-            y = fc[j + 1] if j + 1 < k else neg_inf
-            if x > neg_inf and x - y > margin:
-                head = j + 1
-        head = min(head, end)
+        end, head = _rescore_range(fc, k, depth, margin, lo, need)
         heads[i] = head
         counts[i] = end - head
         for t in range(end - head):
             cand_items[i, t] = ic[head + t]
         if check:
+            f_d = fc[need - 1] if k >= need else neg_inf
             short[i] = not (fast[i, depth - 1] < f_d - margin)
 
 

@@ -21,6 +21,7 @@ same windows bit for bit.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -87,8 +88,7 @@ class ItemIndex:
 
     def __init__(self, vectors: np.ndarray, spec: IndexSpec = IndexSpec(), threads: int | None = None) -> None:
         if spec.kind == "auto":
-            bf16 = spec.precision == "bf16" or (spec.precision == "auto" and cpu_has_bf16())
-            spec = replace(spec, kind="exact" if bf16 else "flat")
+            spec = replace(spec, kind="exact" if _wants_bf16(spec.precision) else "flat")
         self.spec = spec
         if threads:
             faiss.omp_set_num_threads(threads)
@@ -126,8 +126,7 @@ class ItemIndex:
         """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
         self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
         self.bf16 = False
-        wanted = self.spec.precision
-        if wanted == "bf16" or (wanted == "auto" and cpu_has_bf16()):
+        if _wants_bf16(self.spec.precision):
             norms = np.linalg.norm(self.vectors.astype(np.float64), axis=1) * (1 + 1e-6)
             self._norms = norms.astype(np.float32)
             # Blocks of items in descending norm order: a block's items then have similar error bounds.
@@ -332,6 +331,7 @@ def _noise_margin(queries: np.ndarray, max_norm: float) -> np.ndarray:
     return (4.0 * gamma * norms * max_norm * 1.01 + 1e-30).astype(np.float32)
 
 
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 in hardware (AMX or AVX512-BF16): Linux cpuinfo flags."""
     try:
@@ -343,6 +343,10 @@ def cpu_has_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+def _wants_bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and cpu_has_bf16())
 
 
 def _bf16_slack(dim: int) -> float:
@@ -374,6 +378,17 @@ def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
     norms = np.linalg.norm(rows.astype(np.float64), axis=1)
     bound = (_bf16_slack(vectors.shape[1]) * np.outer(norms, norms)) + 1e-30
     return bool(np.all(np.abs(fast - exact) <= bound))
+
+
+def _score_blocks(q: torch.Tensor, items_t: torch.Tensor, buf: torch.Tensor, block_items: int):
+    """Yield ``(b0, scores)``: the tile's scores against items ``b0..b0+block`` by one ``torch.mm`` into
+    the reused, cache-sized buffer ``buf`` (each block is overwritten by the next)."""
+    mt, n = q.shape[0], items_t.shape[1]
+    for b0 in range(0, n, block_items):
+        b1 = min(b0 + block_items, n)
+        scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
+        torch.mm(q, items_t[:, b0:b1], out=scores)
+        yield b0, scores
 
 
 def _retrieve_exact(
@@ -426,10 +441,7 @@ def _retrieve_exact(
             res_items = np.empty((mt, cap), dtype=np.int64)
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
-            for b0 in range(0, n, block_items):
-                b1 = min(b0 + block_items, n)
-                scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
-                torch.mm(q, items_t[:, b0:b1], out=scores)
+            for b0, scores in _score_blocks(q, items_t, buf, block_items):
                 kernels.reservoir_block(scores.numpy(), b0, n, tile_ptr, tile_pos, margins[t0:t1], depth,
                                         thresholds, res_fast, res_items, found, overflow)
             if not overflow.any():
@@ -506,10 +518,7 @@ def _retrieve_bf16(
             res_items = np.empty((mt, cap), dtype=np.int64)
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
-            for b0 in range(0, n, block_items):
-                b1 = min(b0 + block_items, n)
-                scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
-                torch.mm(q, items_t[:, b0:b1], out=scores)
+            for b0, scores in _score_blocks(q, items_t, buf, block_items):
                 kernels.reservoir_block_bf16(scores.view(torch.int16).numpy(), b0, index._order, sorted_norms,
                                              tile_ptr, tile_pos, cursors, slacks[users], depth, bounds, res_fast,
                                              res_items, found, overflow)
