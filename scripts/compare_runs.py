@@ -25,6 +25,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.4))
     print("| run | round | Recall@20 | NDCG@20 | Recall@50 | NDCG@50 | R@20 vs round 0 | FN rate | train s |")
     print("|---|---|---|---|---|---|---|---|---|")
+    all_rounds: set[int] = set()
     for run in args.runs:
         rounds = json.loads((run / "metrics.json").read_text())
         base = rounds[0]["metrics"][args.split]["recall@20"]
@@ -39,8 +40,10 @@ def main() -> None:
                     label=run.name)
             ax.set_title(f"{args.split} {key}")
             ax.set_xlabel("round")
-            ax.set_xticks([r["round"] for r in rounds])
             ax.grid(alpha=0.3)
+        all_rounds.update(r["round"] for r in rounds)
+    for ax in axes:
+        ax.set_xticks(sorted(all_rounds))  # every run's rounds, not just the last one's
     axes[0].legend(fontsize=8)
     if args.title:
         fig.suptitle(args.title)
