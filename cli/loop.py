@@ -122,6 +122,9 @@ NumHardSample = Annotated[int, typer.Option(help="Hard negatives per user: the f
                                                  "(HardNegativeSampler's num_hard_sample).")]
 HardOffset = Annotated[str, typer.Option(help="Added to each hard negative's logit; auto = "
     "log(window / num_hard_sample).")]
+HardCorrection = Annotated[str, typer.Option(help="How hard logits are corrected: offset (+ --hard-offset) or mis "
+    "(multiple importance sampling: every easy and hard candidate weighted by 1 / (M q + H/window if in the user's "
+    "window); needs the mining embeddings and window).")]
 Seed = Annotated[int, typer.Option(help="Random seed (init, order, negatives).")]
 Device = Annotated[str, typer.Option(help="auto (GPU when present)|cpu|cuda.")]
 Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
@@ -141,6 +144,10 @@ def train(
         "mined from (for --hard-offset auto).")] = 800,
     valid: Annotated[Optional[Path], typer.Option(help="Validation positives: Recall/NDCG@20 after each epoch "
         "(train positives masked); see --keep-best and --patience.")] = None,
+    window_embeddings: Annotated[Optional[Path], typer.Option(help="--hard-correction mis: directory with the "
+        "user.parquet / item.parquet the hard negatives were mined with.")] = None,
+    rank_window: Annotated[Optional[str], typer.Option(help="--hard-correction mis: the window LO:HI they were "
+        "mined from (sets the window size).")] = None,
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
@@ -158,6 +165,7 @@ def train(
     logq: Logq = True,
     num_hard_sample: NumHardSample = 20,
     hard_offset: HardOffset = "auto",
+    hard_correction: HardCorrection = "offset",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = None,
@@ -175,7 +183,8 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_window=hard_window,
-        seed=seed, device=device, threads=threads,
+        hard_correction=hard_correction, window_embeddings=str(window_embeddings) if window_embeddings else None,
+        rank_window=rank_window, seed=seed, device=device, threads=threads,
     )
     try:
         report = run_train(config, ConsoleTrainProgress(quiet))
@@ -269,6 +278,7 @@ def run(
     logq: Logq = True,
     num_hard_sample: NumHardSample = 20,
     hard_offset: HardOffset = "auto",
+    hard_correction: HardCorrection = "offset",
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = None,
@@ -284,8 +294,8 @@ def run(
         keep_best=keep_best, patience=patience, epochs=epochs,
         batch_size=batch_size, lr=lr, lr_min=lr_min,
         temperature=temperature, regime=regime, num_sample=num_sample, pop_exponent=pop_exponent, logq=logq,
-        num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), seed=seed, device=device,
-        threads=threads,
+        num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_correction=hard_correction,
+        seed=seed, device=device, threads=threads,
     )
     config = RunConfig(
         positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,

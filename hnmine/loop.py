@@ -42,8 +42,8 @@ __all__ = ["RoundResult", "RunConfig", "metrics_table", "plot_metrics", "run"]
 
 INITS = ("warm", "scratch")
 # What a run saved before an option existed did, where that differs from today's default: such a
-# run resumes only with the option set to this value.
-LEGACY_TRAIN = {"history_dropout": 0.0}
+# run resumes only with the option set to this value (--history-dropout 0 --no-keep-best).
+LEGACY_TRAIN = {"history_dropout": 0.0, "keep_best": False}
 
 
 @dataclass
@@ -96,6 +96,7 @@ class RunConfig:
         values.pop("out")  # a run directory may be moved or copied
         values["train"].pop("device")
         values["train"].pop("threads")
+        values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
         values["ks"] = list(self.ks)
         return values
 
@@ -133,6 +134,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
     if run_json.exists():
         saved = json.loads(run_json.read_text())
         saved.pop("out", None)
+        saved.get("train", {}).pop("hard_window", None)  # runs saved before it left the identity
         # options added since the run started are compatible while left at their defaults
         defaults = asdict(TrainConfig(positives="", out=""))
         defaults.update(LEGACY_TRAIN)
@@ -226,6 +228,8 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
                            hard_negatives=str(mined / "hard_neg_edge.parquet") if config.hard else None,
                            init=str(prev / "model.pt") if config.init == "warm" else None,
                            seed=config.train.seed + r)
+            if config.hard and config.train.hard_correction == "mis":
+                tcfg = replace(tcfg, window_embeddings=str(prev / "embeddings"), rank_window=config.rank_window)
             if config.refine_epochs is not None:
                 tcfg = replace(tcfg, epochs=config.refine_epochs)
             if config.refine_lr is not None:

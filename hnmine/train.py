@@ -23,7 +23,14 @@ Loss: softmax cross-entropy over ``[positive | easy negatives | the user's hard 
   so the sampled denominator estimates the full softmax's;
 - every negative that is a train positive of that row's user is masked out;
 - hard negatives get ``hard_offset`` added to their logit (default log(window / num_hard_sample)):
-  each stands for that many items of its rank window.
+  each stands for that many items of its rank window (``hard_correction="offset"``);
+- or ``hard_correction="mis"``: multiple importance sampling (balance heuristic) over the two
+  samplers. Easy and hard candidates are two samples of the same negatives; every candidate j of
+  row u gets ``-log(M q_j + (H_u / W) * [j in u's window])``, hard ones included, so the sampled
+  denominator estimates the full softmax's once (the offset form counts the window twice: once
+  through the easy sample's log-q sum and once through the up-weighted hard items). Window
+  membership comes from the embeddings the hard negatives were mined with (``window_embeddings``,
+  ``rank_window``).
 """
 
 from __future__ import annotations
@@ -45,13 +52,16 @@ from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.positives import index_positives, read_positives
 
 __all__ = [
+    "HARD_CORRECTIONS",
     "REGIMES",
     "TrainConfig",
     "TrainData",
     "TrainReport",
     "TwoTower",
+    "WindowMembership",
     "load_model",
     "load_train_data",
+    "mis_biases",
     "pick_device",
     "positive_mask",
     "read_hard_negatives",
@@ -60,6 +70,7 @@ __all__ = [
 ]
 
 REGIMES = ("shared", "v2", "mixed")
+HARD_CORRECTIONS = ("offset", "mis")
 
 
 @dataclass
@@ -88,6 +99,10 @@ class TrainConfig:
     num_hard_sample: int = 20
     hard_offset: float | None = None
     hard_window: int = 800
+    # "offset": hard logits + hard_offset; "mis": balance-heuristic weights over easy and hard samples
+    hard_correction: str = "offset"
+    window_embeddings: str | None = None  # mis: directory with the user/item.parquet the window was mined with
+    rank_window: str | None = None  # mis: the mined window LO:HI (1-based ranks among non-positives)
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
@@ -111,17 +126,40 @@ class TrainConfig:
             (0 <= self.history_dropout < 1, "--history-dropout must be in [0, 1)"),
             (self.patience is None or self.patience >= 1, "--patience must be at least 1"),
             (self.hard_window >= 1, "--hard-window must be >= 1"),
+            (self.hard_correction in HARD_CORRECTIONS, "--hard-correction must be offset or mis"),
+            (self.hard_correction != "mis" or not self.hard_negatives or (self.window_embeddings and self.rank_window),
+             "--hard-correction mis needs --window-embeddings and --rank-window (the mining model and window)"),
+            (self.hard_correction != "mis" or self.logq, "--hard-correction mis needs log-q (--logq)"),
             (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        if self.rank_window is not None:
+            parse_rank_window(self.rank_window)
+
+    def window_size(self) -> int:
+        """Items in the hard negatives' rank window: from rank_window when given, else hard_window."""
+        if self.rank_window is not None:
+            lo, hi = parse_rank_window(self.rank_window)
+            return hi - lo + 1
+        return self.hard_window
 
     def resolved_hard_offset(self) -> float:
         """log(window / num_hard_sample) unless given: one mined negative stands for that many items."""
         if self.hard_offset is not None:
             return float(self.hard_offset)
         return math.log(self.hard_window / max(self.num_hard_sample, 1)) if self.num_hard_sample else 0.0
+
+
+def parse_rank_window(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise InputError(f"--rank-window '{text}' must be LO:HI, e.g. 201:1000") from None
+    if not 1 <= lo <= hi:
+        raise InputError(f"--rank-window '{text}' must satisfy 1 <= LO <= HI")
+    return lo, hi
 
 
 @dataclass
@@ -409,13 +447,14 @@ def sampled_softmax_loss(
     temperature: float,
     hard: torch.Tensor | None = None,
     hard_valid: torch.Tensor | None = None,
-    hard_offset: float = 0.0,
+    hard_offset: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of the positive against shared candidates and per-row hard negatives.
 
     ``users`` (B, d), ``positives`` (B, d), ``cands`` (M, d) and ``hard`` (B, H, d) are unit
-    vectors; ``col_bias`` (M,) is added to candidate logits (-log q); masked (row, column) pairs
-    and invalid hard slots are excluded from the denominator.
+    vectors; ``col_bias`` (M,) or (B, M) is added to candidate logits (-log q); ``hard_offset``
+    (a number or (B, H)) to hard logits; masked (row, column) pairs and invalid hard slots are
+    excluded from the denominator.
     """
     inv_tau = 1.0 / temperature
     extra = (users * positives).sum(-1, keepdim=True) * inv_tau
@@ -466,6 +505,95 @@ def _sample_easy(config: TrainConfig, data: TrainData, tensors: dict[str, torch.
         logq = torch.log(len(pos_items) * tensors["popularity"][cands] + m / data.n_items)
     bias = -logq if config.logq else torch.zeros_like(logq)
     return cands, bias.float()
+
+
+def _easy_count(config: TrainConfig, data: TrainData, tensors: dict[str, torch.Tensor], items: torch.Tensor,
+                batch: int) -> torch.Tensor:
+    """Expected count of each item row of ``items`` among one step's easy candidates (M q_i)."""
+    m = config.num_sample
+    if config.regime == "shared":
+        return (m * tensors["weight_p"].to(items.device)[items]).float()
+    if config.regime == "v2":
+        return m * tensors["in_pool"][items].float() / len(tensors["pool"])
+    return (batch * tensors["popularity"][items] + m / data.n_items).float()
+
+
+def mis_biases(
+    easy_count: torch.Tensor,
+    in_window: torch.Tensor,
+    hard_count: torch.Tensor,
+    hard_valid: torch.Tensor,
+    window: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Balance-heuristic logit corrections for one sample of easy and one of hard negatives.
+
+    The easy sampler puts ``easy_count`` (M q_j) expected copies of item j among the candidates
+    (``easy_count`` (M,) for the candidates, ``hard_count`` (B, H) for the hard items); the hard
+    sampler draws each of the W items of row u's window with probability H_u / W (H_u = the row's
+    valid hard slots). Weighting every sampled item by 1 / (M q_j + H_u / W [j in window]) makes
+    the sum over both samples an unbiased estimate of the full denominator (multiple importance
+    sampling, balance heuristic). Returns the (B, M) easy and (B, H) hard logit biases.
+    """
+    rate = hard_valid.sum(dim=1, keepdim=True).to(easy_count.dtype) / window
+    easy = -torch.log((easy_count[None, :] + rate * in_window.to(easy_count.dtype)).clamp(min=1e-30))
+    hard = -torch.log((hard_count + rate).clamp(min=1e-30))
+    return easy, hard
+
+
+def _aligned_vectors(emb: Any, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``emb`` in the order of ``ids``, zero where unknown, and which ids are known."""
+    frame = _ids_frame("id", ids, "row").join(_ids_frame("id", np.asarray(emb.ids), "src"), on="id", how="left")
+    frame = frame.sort("row")
+    known = (~frame["src"].is_null()).to_numpy()
+    src = frame["src"].fill_null(0).to_numpy().astype(np.int64)
+    out = np.zeros((len(ids), emb.vectors.shape[1]), dtype=np.float32)
+    out[known] = emb.vectors[src[known]]
+    return out, known
+
+
+class WindowMembership:
+    """Which candidates lie in a user's mined rank window, by the embeddings it was mined with.
+
+    The window LO:HI holds the items at ranks LO..HI of the user's ranking over non-positives, so
+    it is the score interval [score at rank HI, score at rank LO] of that ranking: two thresholds
+    per user, computed once; membership of any (user, item) pair is then one dot product.
+    """
+
+    def __init__(self, directory: str, rank_window: str, data: TrainData, device: torch.device,
+                 chunk: int = 1024) -> None:
+        from hnmine.embeddings import read_embeddings
+
+        lo, hi = parse_rank_window(rank_window)
+        base = Path(directory)
+        users, known = _aligned_vectors(read_embeddings(base / "user.parquet"), data.user_ids)
+        items_vecs, _ = _aligned_vectors(read_embeddings(base / "item.parquet"), data.item_ids)
+        self.users = torch.from_numpy(users).to(device)
+        self.items = torch.from_numpy(items_vecs).to(device)
+        n_users, n_items = len(data.user_ids), len(data.item_ids)
+        upper = torch.full((n_users,), -math.inf)
+        lower = torch.full((n_users,), -math.inf)
+        indptr = torch.from_numpy(data.indptr)
+        items = torch.from_numpy(data.items.astype(np.int64))
+        k = min(hi, n_items)
+        with torch.no_grad():
+            for start in range(0, n_users, chunk):
+                stop = min(start + chunk, n_users)
+                scores = self.users[start:stop].cpu() @ self.items.cpu().T
+                pos, bag, _ = gather_csr(torch.arange(start, stop), indptr, items)
+                scores[bag, pos] = -math.inf
+                top = torch.topk(scores, k, dim=1).values
+                if lo <= k:
+                    upper[start:stop] = top[:, lo - 1]
+                    lower[start:stop] = top[:, hi - 1] if hi <= k else -math.inf
+        known_users = torch.from_numpy(known).to(device)
+        # a user the window embeddings do not know has no window: nothing is in it
+        self.upper = torch.where(known_users, upper.to(device), torch.tensor(-math.inf, device=device))
+        self.lower = torch.where(known_users, lower.to(device), torch.tensor(math.inf, device=device))
+
+    def __call__(self, users: torch.Tensor, cands: torch.Tensor) -> torch.Tensor:
+        """(B, M) bool: candidate item row ``cands[j]`` is in the window of user row ``users[b]``."""
+        scores = self.users[users] @ self.items[cands].T
+        return (scores >= self.lower[users, None]) & (scores <= self.upper[users, None])
 
 
 def _build_model(config: TrainConfig, data: TrainData, device: torch.device) -> TwoTower:
@@ -550,6 +678,13 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         "popularity": torch.from_numpy(data.popularity).to(device),
     }
     hard = torch.from_numpy(data.hard).to(device) if data.hard is not None else None
+    window = None
+    if hard is not None and config.hard_correction == "mis":
+        assert config.window_embeddings and config.rank_window  # validate() checked
+        window = WindowMembership(config.window_embeddings, config.rank_window, data, device)
+        if config.regime == "v2":
+            tensors["in_pool"] = torch.zeros(data.n_items, dtype=torch.bool, device=device)
+            tensors["in_pool"][tensors["pool"]] = True
     pos_keys = torch.from_numpy(data.users * data.n_items + data.items).to(device)  # sorted: rows sorted by (u, i)
     hard_offset = config.resolved_hard_offset()
     try:  # the fused kernel halves the optimizer step on CPU (torch >= 2.4); older torch falls back
@@ -592,9 +727,15 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
                 masked_hard += int(is_pos.sum()) if epoch == 0 else 0
                 hard_valid = hard_valid & ~is_pos
                 hard_vec = model.item_vectors(rows_hard.clamp(min=0))
+            bias = bias.to(device)
+            row_offset: float | torch.Tensor = hard_offset
+            if window is not None and hard_valid is not None:
+                bias, row_offset = mis_biases(torch.exp(-bias), window(u, cands),
+                                              _easy_count(config, data, tensors, rows_hard.clamp(min=0), len(batch)),
+                                              hard_valid, config.window_size())
             loss = sampled_softmax_loss(
-                user_vec, pos_vec, model.item_vectors(cands), bias.to(device), mask_rows, mask_cols,
-                config.temperature, hard_vec, hard_valid, hard_offset,
+                user_vec, pos_vec, model.item_vectors(cands), bias, mask_rows, mask_cols,
+                config.temperature, hard_vec, hard_valid, row_offset,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
