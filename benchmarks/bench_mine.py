@@ -489,16 +489,9 @@ def suite(
         results["linear_users"] = linear
         _save(out, results)
     if "rss" in parts:  # Peak RSS of the whole job at the largest catalog: must not grow with the users.
-        if not (big / "item.parquet").exists():
-            synthetic(big, n_users=16384, n_items=sizes[-1])
         rss = []
         for users_n in (4096, 16384):
-            sub = out / f"syn-{sizes[-1]}-u{users_n}"
-            if not (sub / "user.parquet").exists():
-                import polars as pl
-
-                sub.mkdir(parents=True, exist_ok=True)
-                pl.read_parquet(big / "user.parquet").head(users_n).write_parquet(sub / "user.parquet")
+            sub = _user_subset(big, sizes[-1], users_n)
             for index in ("flat", "exact"):
                 r = run_case(
                     "mine",
@@ -513,14 +506,7 @@ def suite(
                 print("rss", users_n, index, r.get("peak_rss_mib"), r.get("wall_s"), flush=True)
         results["rss"] = rss
     if "approx1m" in parts:  # IVF where distances dominate: the 1M-item catalog, exact vs IVF, audited.
-        if not (big / "item.parquet").exists():
-            synthetic(big, n_users=16384, n_items=sizes[-1])
-        sub = out / f"syn-{sizes[-1]}-u4096"
-        if not (sub / "user.parquet").exists():
-            import polars as pl
-
-            sub.mkdir(parents=True, exist_ok=True)
-            pl.read_parquet(big / "user.parquet").head(4096).write_parquet(sub / "user.parquet")
+        sub = _user_subset(big, sizes[-1], 4096)
         a1m = {"users": sample, "exact_retrieve": {}, "ivf": []}
         for index in ("exact", "flat"):
             a1m["exact_retrieve"][index] = repeated("retrieve", {**big_data, "index": index, "users_n": sample,
@@ -537,6 +523,33 @@ def suite(
     results["conditions"]["loadavg_end"] = os.getloadavg()
     _save(out, results)
     return results
+
+
+def _user_subset(big: Path, n_items: int, users_n: int) -> Path:
+    """The first ``users_n`` users of the big synthetic catalog (made first if missing), in a sibling dir."""
+    if not (big / "item.parquet").exists():
+        synthetic(big, n_users=16384, n_items=n_items)
+    sub = big.parent / f"{big.name}-u{users_n}"
+    if not (sub / "user.parquet").exists():
+        import polars as pl
+
+        sub.mkdir(parents=True, exist_ok=True)
+        pl.read_parquet(big / "user.parquet").head(users_n).write_parquet(sub / "user.parquet")
+    return sub
+
+
+def _ivf_rows(part: dict, references: list[float], build_format: str) -> list[str]:
+    """Markdown rows of an IVF sweep: nprobe, retrieve s, build s, speed-up against each reference, recall."""
+    rows = []
+    for x in part["ivf"]:
+        sp = x["speed"]
+        recall = (x.get("audit") or {}).get("window_recall")
+        ratios = " | ".join(f"{ref / sp['retrieve_s']:.2f}x" for ref in references)
+        rows.append(
+            f"| {x['nprobe']} | {sp['retrieve_s']:.2f} | {sp.get('index_s', 0):{build_format}} | {ratios} | "
+            f"{recall if recall is None else round(recall, 4)} |"
+        )
+    return rows
 
 
 def _save(out: Path, results: dict) -> None:
@@ -633,13 +646,7 @@ def markdown(r: dict) -> str:
             "| window recall (audit 1000 users) |",
             "|---|---|---|---|---|",
         ]
-        for x in a["ivf"]:
-            sp = x["speed"]
-            recall = (x.get("audit") or {}).get("window_recall")
-            lines.append(
-                f"| {x['nprobe']} | {sp['retrieve_s']:.2f} | {sp.get('index_s', 0):.2f} | "
-                f"{best / sp['retrieve_s']:.2f}x | {recall if recall is None else round(recall, 4)} |"
-            )
+        lines += _ivf_rows(a, [best], ".2f")
     a1 = r.get("approx1m")
     if a1:
         ex = {k: v["retrieve_s"] for k, v in a1["exact_retrieve"].items()}
@@ -651,14 +658,7 @@ def markdown(r: dict) -> str:
             "| IVF nprobe (nlist 4,000) | retrieve s | index build s | vs exact | vs flat | window recall (audit 500) |",
             "|---|---|---|---|---|---|",
         ]
-        for x in a1["ivf"]:
-            sp = x["speed"]
-            recall = (x.get("audit") or {}).get("window_recall")
-            lines.append(
-                f"| {x['nprobe']} | {sp['retrieve_s']:.2f} | {sp.get('index_s', 0):.1f} | "
-                f"{ex['exact'] / sp['retrieve_s']:.2f}x | {ex['flat'] / sp['retrieve_s']:.2f}x | "
-                f"{recall if recall is None else round(recall, 4)} |"
-            )
+        lines += _ivf_rows(a1, [ex["exact"], ex["flat"]], ".1f")
     if r.get("scale"):
         lines += [
             "",

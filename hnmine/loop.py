@@ -34,7 +34,7 @@ import polars as pl
 from hnmine.errors import InputError
 from hnmine.evaluate import evaluate, false_negative_rate, holdout_split
 from hnmine.export import export_embeddings
-from hnmine.mine import MineConfig, mine
+from hnmine.mine import MineConfig, mine, parse_rank_window
 from hnmine.positives import Positives, read_positives
 from hnmine.train import TrainConfig, TrainProgress, train
 
@@ -236,7 +236,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
                 tcfg = replace(tcfg, lr=config.refine_lr)
             if config.refine_lr_min is not None:
                 tcfg = replace(tcfg, lr_min=config.refine_lr_min)
-        lo, hi = (int(x) for x in config.rank_window.split(":"))
+        lo, hi = parse_rank_window(config.rank_window)
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
         progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")

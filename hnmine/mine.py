@@ -53,9 +53,9 @@ def parse_rank_window(text: str) -> tuple[int, int]:
         lo_text, hi_text = str(text).split(":")
         lo, hi = int(lo_text), int(hi_text)
     except ValueError:
-        raise InputError(f"rank window '{text}' must be LO:HI, e.g. 101:500") from None
+        raise InputError(f"--rank-window '{text}' must be LO:HI, e.g. 101:500") from None
     if lo < 1 or hi < lo:
-        raise InputError(f"rank window '{text}' must satisfy 1 <= LO <= HI")
+        raise InputError(f"--rank-window '{text}' must satisfy 1 <= LO <= HI")
     return lo, hi
 
 

@@ -49,6 +49,7 @@ from torch import nn
 
 from hnmine.errors import InputError
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
+from hnmine.mine import parse_rank_window
 from hnmine.positives import index_positives, read_positives
 
 __all__ = [
@@ -150,16 +151,6 @@ class TrainConfig:
         if self.hard_offset is not None:
             return float(self.hard_offset)
         return math.log(self.hard_window / max(self.num_hard_sample, 1)) if self.num_hard_sample else 0.0
-
-
-def parse_rank_window(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(part) for part in text.split(":"))
-    except ValueError:
-        raise InputError(f"--rank-window '{text}' must be LO:HI, e.g. 201:1000") from None
-    if not 1 <= lo <= hi:
-        raise InputError(f"--rank-window '{text}' must satisfy 1 <= LO <= HI")
-    return lo, hi
 
 
 @dataclass
