@@ -257,7 +257,12 @@ def run(
         "converged model; restarting at --lr undoes it).")] = 1e-3,
     refine_lr_min: Annotated[float, typer.Option(help="Final learning rate of rounds >= 1.")] = 1e-4,
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
-    rank_window: Annotated[str, typer.Option(help="Mining window LO:HI.")] = "201:1000",
+    rank_window: Annotated[str, typer.Option(help="Mining window LO:HI, or auto: each round the hardest "
+        "--window-width ranks whose false-negative rate on the validation split is at most "
+        "--max-false-negative-rate (needs --valid-fraction).")] = "201:1000",
+    window_width: Annotated[int, typer.Option(help="--rank-window auto: ranks in the window.")] = 200,
+    max_false_negative_rate: Annotated[float, typer.Option(help="--rank-window auto: the highest share of "
+        "validation positives the window may hold.")] = 0.007,
     num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 20,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
@@ -301,7 +306,8 @@ def run(
         positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,
         valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
         refine_lr_min=refine_lr_min, ks=_ks(k),
-        rank_window=rank_window, num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
+        rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
+        num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
     )
     try:
         results = run_loop(config, ConsoleTrainProgress(quiet))

@@ -24,7 +24,10 @@ from hnmine.embeddings import read_embeddings
 from hnmine.errors import InputError
 from hnmine.positives import Positives, index_positives, read_positives
 
-__all__ = ["EvalReport", "evaluate", "false_negative_rate", "holdout_split", "ranking_metrics", "user_heldout_counts"]
+__all__ = [
+    "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
+    "ranking_metrics", "user_heldout_counts", "window_false_negative_rates",
+]
 
 
 @dataclass
@@ -168,3 +171,89 @@ def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple
     valid = keyed.filter(held).drop("key", "slot", "n")
     return (Positives(train, positives.source + "#train", train.height, 0),
             Positives(valid, positives.source + "#valid", valid.height, 0))
+
+
+def heldout_rank_rates(
+    user_vecs: np.ndarray,
+    item_vecs: np.ndarray,
+    train_indptr: np.ndarray,
+    train_items: np.ndarray,
+    heldout_indptr: np.ndarray,
+    heldout_items: np.ndarray,
+    max_rank: int = 1000,
+    chunk: int = 2048,
+) -> np.ndarray:
+    """Share of users (with held-out items) holding a held-out positive at each rank 1..``max_rank``.
+
+    Ranks are counted as the miner counts them: among the user's non-positive items (train items
+    left out), best first. Entry r-1 is the false-negative rate a uniformly sampled hard negative
+    would have at rank r, so the mean over LO..HI is the expected false-negative rate of a window.
+    """
+    counts = np.diff(heldout_indptr)
+    evaluated = np.flatnonzero(counts > 0)
+    hits = np.zeros(max_rank + 1, dtype=np.int64)
+    items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+    for start in range(0, len(evaluated), chunk):
+        rows = evaluated[start : start + chunk]
+        scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
+        t_counts = np.diff(train_indptr)[rows]
+        t_rows = np.repeat(np.arange(len(rows)), t_counts)
+        t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
+        scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
+        h_rows = np.repeat(np.arange(len(rows)), counts[rows])
+        h_items = np.concatenate([heldout_items[heldout_indptr[r] : heldout_indptr[r + 1]] for r in rows])
+        h_rows_t = torch.from_numpy(h_rows)
+        h_scores = scores[h_rows_t, torch.as_tensor(h_items, dtype=torch.long)]
+        ranks = np.ones(len(h_rows), dtype=np.int64)
+        for s in range(0, len(h_rows), 4096):  # bounded (positives x items) comparison blocks
+            block = slice(s, s + 4096)
+            ranks[block] += (scores[h_rows_t[block]] > h_scores[block, None]).sum(1).numpy()
+        hits += np.bincount(np.minimum(ranks, max_rank + 1) - 1, minlength=max_rank + 1)[: max_rank + 1]
+    return hits[:max_rank] / max(len(evaluated), 1)
+
+
+def window_false_negative_rates(
+    users: str | Path,
+    items: str | Path,
+    train: Positives,
+    heldout: Positives,
+    max_rank: int = 2000,
+    max_users: int = 8192,
+    seed: int = 0,
+) -> np.ndarray:
+    """:func:`heldout_rank_rates` of exported embeddings, on at most ``max_users`` users (seeded sample)."""
+    user_emb = read_embeddings(users)
+    item_emb = read_embeddings(items)
+    train_index = index_positives(train, user_emb.ids, item_emb.ids)
+    held_index = index_positives(heldout, user_emb.ids, item_emb.ids)
+    counts = np.diff(held_index.indptr)
+    rows = np.flatnonzero(counts > 0)
+    if len(rows) > max_users:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
+    # re-index both CSRs on the sampled user rows
+    def subset(indptr: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        lengths = np.diff(indptr)[rows]
+        parts = [values[indptr[r] : indptr[r + 1]] for r in rows]
+        return np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(parts) if parts else values[:0]
+    t_indptr, t_items = subset(train_index.indptr, train_index.item_rows)
+    h_indptr, h_items = subset(held_index.indptr, held_index.item_rows)
+    return heldout_rank_rates(user_emb.vectors[rows], item_emb.vectors, t_indptr, t_items, h_indptr, h_items,
+                              min(max_rank, len(item_emb.ids)))
+
+
+def choose_rank_window(rates: np.ndarray, width: int, max_rate: float) -> tuple[int, int, float, bool]:
+    """The hardest window of ``width`` ranks whose expected false-negative rate is at most ``max_rate``.
+
+    ``rates[r-1]`` is the held-out-positive rate at rank r (:func:`heldout_rank_rates`). Returns
+    (LO, HI, the window's mean rate, whether it met ``max_rate``); when no window does, the one
+    with the lowest rate among the deepest is returned with ``False``.
+    """
+    width = min(width, len(rates))
+    if width < 1:
+        raise InputError("--window-width must be at least 1 (and the catalog non-empty)")
+    sums = np.convolve(rates, np.ones(width), mode="valid")  # sums[lo - 1] = rates[lo-1 : lo-1+width].sum()
+    means = sums / width
+    ok = np.flatnonzero(means <= max_rate + 1e-12)
+    # the first window that meets the rate; else the lowest mean, the deepest on ties
+    lo = int(ok[0]) + 1 if len(ok) else len(means) - int(np.argmin(means[::-1]))
+    return lo, lo + width - 1, float(means[lo - 1]), bool(len(ok))

@@ -1,0 +1,87 @@
+"""--rank-window auto: held-out ranks, the window choice (properties), and the loop choosing it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hnmine.cli.main import app
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from hnmine.errors import InputError
+from hnmine.evaluate import choose_rank_window, heldout_rank_rates
+from hnmine.loop import RunConfig, run
+from tests.test_train import TEST, TINY, TRAIN, tiny_config
+
+
+def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    indptr = np.concatenate([[0], np.cumsum([len(x) for x in lists])]).astype(np.int64)
+    return indptr, np.array([i for x in lists for i in x], dtype=np.int64)
+
+
+def test_heldout_ranks_are_counted_among_non_positive_items():
+    rng = np.random.default_rng(3)
+    users, items = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(90, 6)).astype(np.float32)
+    train = [sorted(rng.choice(90, rng.integers(0, 30), replace=False).tolist()) for _ in range(40)]
+    held = [sorted(rng.choice(sorted(set(range(90)) - set(t)), rng.integers(0, 4), replace=False).tolist())
+            for t in train]
+    rates = heldout_rank_rates(users, items, *_csr(train), *_csr(held), max_rank=50, chunk=7)
+    expected = np.zeros(50)
+    for u in range(40):
+        scores = items @ users[u]
+        free = np.setdiff1d(np.arange(90), train[u])
+        order = free[np.argsort(-scores[free], kind="stable")]
+        for item in held[u]:
+            rank = int(np.flatnonzero(order == item)[0]) + 1
+            if rank <= 50:
+                expected[rank - 1] += 1
+    evaluated = sum(1 for h in held if h)
+    np.testing.assert_allclose(rates, expected / evaluated)
+    assert rates.sum() <= sum(len(h) for h in held) / evaluated  # ranks past max_rank are not counted
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 0.05, allow_nan=False), min_size=1, max_size=60),
+       st.integers(1, 70), st.floats(0, 0.05, allow_nan=False))
+def test_the_chosen_window_is_the_hardest_that_meets_the_rate(values, width, max_rate):
+    rates = np.array(values)
+    lo, hi, mean, met = choose_rank_window(rates, width, max_rate)
+    width = min(width, len(rates))
+    assert hi - lo + 1 == width and 1 <= lo and hi <= len(rates)
+    means = [rates[s : s + width].mean() for s in range(len(rates) - width + 1)]
+    assert mean == pytest.approx(means[lo - 1])
+    if met:
+        assert mean <= max_rate + 1e-9
+        assert all(m > max_rate - 1e-9 for m in means[: lo - 1])  # no harder window meets it
+    else:
+        assert all(m > max_rate - 1e-9 for m in means)
+        assert mean == pytest.approx(min(means))
+
+
+def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
+    out = tmp_path / "run"
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0.2,
+                       rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
+                       train=tiny_config(tmp_path, regime="shared"))
+    results = run(config)
+    chosen = results[1].hard_negatives
+    lo, hi = map(int, chosen["rank_window"].split(":"))
+    assert hi - lo + 1 == 30
+    assert chosen["window_rate_met"] == (chosen["window_false_negative_rate_valid"] <= 0.01)
+    mined = json.loads((out / "round_01" / "mined" / "manifest.json").read_text())
+    assert mined["options"]["rank_window"] == chosen["rank_window"]
+    trained = json.loads((out / "round_01" / "manifest.json").read_text())["train"]
+    assert trained["hard_window"] == 30
+
+
+def test_auto_window_needs_a_validation_split(tmp_path):
+    with pytest.raises(InputError, match="--valid-fraction"):
+        RunConfig(positives=str(TRAIN), out=str(tmp_path / "r"), test=str(TEST), rank_window="auto").validate()
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--rank-window", "auto",
+                                      "--out", str(tmp_path / "r"), *TINY])
+    assert result.exit_code == 2
+    assert "--valid-fraction" in result.output and "\n" not in result.output.strip()
+    assert not (tmp_path / "r").exists()
