@@ -37,6 +37,7 @@ class EvalReport:
     heldout_items_without_embedding: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     hard_negatives: dict[str, Any] = field(default_factory=dict)
+    window: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,8 +129,14 @@ def evaluate(
     test: str | Path | Positives,
     ks: tuple[int, ...] = (20, 50),
     hard_negatives: str | Path | None = None,
+    window_width: int | None = None,
+    max_false_negative_rate: float = 0.007,
 ) -> EvalReport:
-    """Recall/NDCG@K of exported embeddings on ``test``, train items masked; FN rate of a mined set."""
+    """Recall/NDCG@K of exported embeddings on ``test``, train items masked; FN rate of a mined set.
+
+    With ``window_width``: also the hardest rank window of that many ranks whose share of held-out
+    positives is at most ``max_false_negative_rate`` (what ``hnmine run --rank-window auto`` picks).
+    """
     if not ks or min(ks) < 1:
         raise InputError("--k values must be positive integers")
     user_emb = read_embeddings(users)
@@ -153,6 +160,11 @@ def evaluate(
                         heldout_items_without_embedding=test_index.unknown_item_rows, metrics=metrics)
     if hard_negatives is not None:
         report.hard_negatives = false_negative_rate(hard_negatives, test_pos)
+    if window_width is not None:
+        rates = window_false_negative_rates(users, items, train_pos, test_pos)
+        lo, hi, rate, met = choose_rank_window(rates, window_width, max_false_negative_rate)
+        report.window = {"rank_window": f"{lo}:{hi}", "false_negative_rate": rate, "met": met,
+                         "max_false_negative_rate": max_false_negative_rate}
     return report
 
 

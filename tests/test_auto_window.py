@@ -50,7 +50,7 @@ def test_the_chosen_window_is_the_hardest_that_meets_the_rate(values, width, max
     rates = np.array(values)
     lo, hi, mean, met = choose_rank_window(rates, width, max_rate)
     width = min(width, len(rates))
-    assert hi - lo + 1 == width and 1 <= lo and hi <= len(rates)
+    assert hi - lo + 1 == width and lo >= 1 and hi <= len(rates)
     means = [rates[s : s + width].mean() for s in range(len(rates) - width + 1)]
     assert mean == pytest.approx(means[lo - 1])
     if met:
@@ -85,3 +85,23 @@ def test_auto_window_needs_a_validation_split(tmp_path):
     assert result.exit_code == 2
     assert "--valid-fraction" in result.output and "\n" not in result.output.strip()
     assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_suggests_the_window_the_heldout_positives_allow(tmp_path):
+    from hnmine.evaluate import evaluate, window_false_negative_rates
+    from hnmine.positives import read_positives
+    from hnmine.svd import write_svd_embeddings
+
+    users, items = write_svd_embeddings(read_positives(TRAIN), tmp_path / "emb", dim=16)
+    strict = evaluate(users, items, TRAIN, TEST, window_width=40, max_false_negative_rate=0.002).window
+    loose = evaluate(users, items, TRAIN, TEST, window_width=40, max_false_negative_rate=1.0).window
+    assert loose["rank_window"] == "1:40" and loose["met"]  # any rate allowed: the hardest window
+    rates = window_false_negative_rates(users, items, read_positives(TRAIN), read_positives(TEST))
+    lo, hi = map(int, strict["rank_window"].split(":"))
+    assert strict["false_negative_rate"] == pytest.approx(rates[lo - 1 : hi].mean())
+    assert lo > 1  # the SVD's top ranks hold more than 0.2% of the test positives
+    result = CliRunner().invoke(app, ["evaluate", "--users", str(users), "--items", str(items), "--train", str(TRAIN),
+                                      "--test", str(TEST), "--window-width", "40",
+                                      "--max-false-negative-rate", "0.002"])
+    assert result.exit_code == 0, result.output
+    assert f"--rank-window {strict['rank_window']}" in result.output
