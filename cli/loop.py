@@ -163,7 +163,7 @@ def train(
     num_sample: NumSample = 2048,
     pop_exponent: PopExponent = 0.75,
     logq: Logq = True,
-    num_hard_sample: NumHardSample = 20,
+    num_hard_sample: NumHardSample = 50,
     hard_offset: HardOffset = "auto",
     hard_correction: HardCorrection = "offset",
     seed: Seed = 0,
@@ -260,7 +260,7 @@ def run(
     iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 3,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
-        "positives as validation.")] = 0.0,
+        "positives as validation (0: none; --rank-window auto needs it).")] = 0.1,
     init: Annotated[str, typer.Option(help="Rounds >= 1: warm (from the previous model) or scratch.")] = "warm",
     hard: Annotated[bool, typer.Option(help="Use the mined negatives (--no-hard: same "
         "schedule without them, the control).")] = True,
@@ -271,11 +271,11 @@ def run(
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
     rank_window: Annotated[str, typer.Option(help="Mining window LO:HI, or auto: each round the hardest "
         "--window-width ranks whose false-negative rate on the validation split is at most "
-        "--max-false-negative-rate (needs --valid-fraction).")] = "201:1000",
-    window_width: Annotated[int, typer.Option(help="--rank-window auto: ranks in the window.")] = 200,
+        "--max-false-negative-rate (needs --valid-fraction).")] = "auto",
+    window_width: Annotated[int, typer.Option(help="--rank-window auto: ranks in the window.")] = 800,
     max_false_negative_rate: Annotated[float, typer.Option(help="--rank-window auto: the highest share of "
         "validation positives the window may hold.")] = 0.007,
-    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 20,
+    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 50,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
     dim: Dim = 64,
@@ -293,7 +293,7 @@ def run(
     num_sample: NumSample = 2048,
     pop_exponent: PopExponent = 0.75,
     logq: Logq = True,
-    num_hard_sample: NumHardSample = 20,
+    num_hard_sample: NumHardSample = 50,
     hard_offset: HardOffset = "auto",
     hard_correction: HardCorrection = "offset",
     seed: Seed = 0,

@@ -97,7 +97,7 @@ class TrainConfig:
     num_sample: int = 2048
     pop_exponent: float = 0.75
     logq: bool = True
-    num_hard_sample: int = 20
+    num_hard_sample: int = 50
     hard_offset: float | None = None
     hard_window: int = 800
     # "offset": hard logits + hard_offset; "mis": balance-heuristic weights over easy and hard samples

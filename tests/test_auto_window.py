@@ -78,9 +78,10 @@ def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
 
 
 def test_auto_window_needs_a_validation_split(tmp_path):
+    assert RunConfig(positives="", out="").rank_window == "auto"  # the default
     with pytest.raises(InputError, match="--valid-fraction"):
-        RunConfig(positives=str(TRAIN), out=str(tmp_path / "r"), test=str(TEST), rank_window="auto").validate()
-    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--rank-window", "auto",
+        RunConfig(positives=str(TRAIN), out=str(tmp_path / "r"), test=str(TEST), valid_fraction=0).validate()
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--valid-fraction", "0",
                                       "--out", str(tmp_path / "r"), *TINY])
     assert result.exit_code == 2
     assert "--valid-fraction" in result.output and "\n" not in result.output.strip()

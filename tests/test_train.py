@@ -296,7 +296,7 @@ def test_cli_train_export_evaluate(tmp_path):
     (["train", "--positives", "nope.txt", "--out", "x.pt"], "not found"),
     (["export", "--model", "nope.pt", "--out-dir", "e"], "not found"),
     (["run", "--positives", TRAIN, "--out", "r", "--iterations", "0", "--test", TEST], "--iterations"),
-    (["run", "--positives", TRAIN, "--out", "r"], "nothing to evaluate"),
+    (["run", "--positives", TRAIN, "--out", "r", "--valid-fraction", "0"], "nothing to evaluate"),
     (["evaluate", "--users", "u.parquet", "--items", "i.parquet", "--train", TRAIN, "--test", TEST, "--k", "x"], "--k"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, args, message):
