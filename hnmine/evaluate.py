@@ -43,6 +43,16 @@ class EvalReport:
         return asdict(self)
 
 
+def _masked_scores(user_vecs: np.ndarray, items_t: torch.Tensor, rows: np.ndarray, train_indptr: np.ndarray,
+                   train_items: np.ndarray) -> torch.Tensor:
+    """(len(rows), items) scores of these user rows, each user's train items set to -inf."""
+    scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
+    t_rows = np.repeat(np.arange(len(rows)), np.diff(train_indptr)[rows])
+    t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
+    scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
+    return scores
+
+
 def ranking_metrics(
     user_vecs: np.ndarray,
     item_vecs: np.ndarray,
@@ -70,11 +80,7 @@ def ranking_metrics(
     items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
     for start in range(0, len(evaluated), chunk):
         rows = evaluated[start : start + chunk]
-        scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
-        t_counts = np.diff(train_indptr)[rows]
-        t_rows = np.repeat(np.arange(len(rows)), t_counts)
-        t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
-        scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
+        scores = _masked_scores(user_vecs, items_t, rows, train_indptr, train_items)
         top = torch.topk(scores, kmax, dim=1).indices.numpy()
         heldout = np.zeros((len(rows), n_items), dtype=bool)
         h_rows = np.repeat(np.arange(len(rows)), csr_counts[rows])
@@ -207,11 +213,7 @@ def heldout_rank_rates(
     items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
     for start in range(0, len(evaluated), chunk):
         rows = evaluated[start : start + chunk]
-        scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
-        t_counts = np.diff(train_indptr)[rows]
-        t_rows = np.repeat(np.arange(len(rows)), t_counts)
-        t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
-        scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
+        scores = _masked_scores(user_vecs, items_t, rows, train_indptr, train_items)
         h_rows = np.repeat(np.arange(len(rows)), counts[rows])
         h_items = np.concatenate([heldout_items[heldout_indptr[r] : heldout_indptr[r + 1]] for r in rows])
         h_rows_t = torch.from_numpy(h_rows)
