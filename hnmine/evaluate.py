@@ -200,8 +200,9 @@ def heldout_rank_rates(
     heldout_items: np.ndarray,
     max_rank: int = 1000,
     chunk: int = 2048,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Share of users (with held-out items) holding a held-out positive at each rank 1..``max_rank``.
+    """Share of users (with held-out items; only ``rows`` when given) holding a held-out positive at each rank 1..``max_rank``.
 
     Ranks are counted as the miner counts them: among the user's non-positive items (train items
     left out), best first. Entry r-1 is the false-negative rate a uniformly sampled hard negative
@@ -209,6 +210,8 @@ def heldout_rank_rates(
     """
     counts = np.diff(heldout_indptr)
     evaluated = np.flatnonzero(counts > 0)
+    if rows is not None:
+        evaluated = np.intersect1d(evaluated, rows)
     hits = np.zeros(max_rank + 1, dtype=np.int64)
     items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
     for start in range(0, len(evaluated), chunk):
@@ -240,19 +243,12 @@ def window_false_negative_rates(
     item_emb = read_embeddings(items)
     train_index = index_positives(train, user_emb.ids, item_emb.ids)
     held_index = index_positives(heldout, user_emb.ids, item_emb.ids)
-    counts = np.diff(held_index.indptr)
-    rows = np.flatnonzero(counts > 0)
+    rows = np.flatnonzero(np.diff(held_index.indptr) > 0)
     if len(rows) > max_users:
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_users, replace=False))
-    # re-index both CSRs on the sampled user rows
-    def subset(indptr: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        lengths = np.diff(indptr)[rows]
-        parts = [values[indptr[r] : indptr[r + 1]] for r in rows]
-        return np.concatenate([[0], np.cumsum(lengths)]), np.concatenate(parts) if parts else values[:0]
-    t_indptr, t_items = subset(train_index.indptr, train_index.item_rows)
-    h_indptr, h_items = subset(held_index.indptr, held_index.item_rows)
-    return heldout_rank_rates(user_emb.vectors[rows], item_emb.vectors, t_indptr, t_items, h_indptr, h_items,
-                              min(max_rank, len(item_emb.ids)))
+    return heldout_rank_rates(user_emb.vectors, item_emb.vectors, train_index.indptr, train_index.item_rows,
+                              held_index.indptr, held_index.item_rows, rows=rows,
+                              max_rank=min(max_rank, len(item_emb.ids)))
 
 
 def choose_rank_window(rates: np.ndarray, width: int, max_rate: float) -> tuple[int, int, float, bool]:
