@@ -332,6 +332,19 @@ class TwoTower(nn.Module):
     def item_vectors(self, rows: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item(rows), dim=-1)
 
+    def item_vectors_of(self, *row_sets: torch.Tensor) -> list[torch.Tensor]:
+        """Unit vectors of each tensor of item rows, each distinct item normalised once.
+
+        A step's hard negatives are (B, H) rows over a few thousand distinct items: normalising
+        the (B, H, d) gather directly cost ~30 element-wise passes over it in forward and
+        backward (4x the step time at H=50); gathering already-normalised rows costs one.
+        """
+        flat = torch.cat([rows.reshape(-1) for rows in row_sets])
+        distinct, where = torch.unique(flat, return_inverse=True)
+        vectors = self.item_vectors(distinct)[where]
+        parts = vectors.split([rows.numel() for rows in row_sets])
+        return [part.view(*rows.shape, -1) for part, rows in zip(parts, row_sets, strict=True)]
+
     def user_vectors(
         self,
         rows: torch.Tensor,
@@ -450,7 +463,7 @@ def sampled_softmax_loss(
     inv_tau = 1.0 / temperature
     extra = (users * positives).sum(-1, keepdim=True) * inv_tau
     if hard is not None and hard.shape[1]:
-        hard_logits = torch.einsum("bd,bhd->bh", users, hard) * inv_tau + hard_offset
+        hard_logits = torch.bmm(hard, users[:, :, None]).squeeze(2) * inv_tau + hard_offset
         if hard_valid is not None:
             hard_logits = hard_logits.masked_fill(~hard_valid, -math.inf)
         extra = torch.cat([extra, hard_logits], dim=1)
@@ -704,7 +717,6 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
             u, p = users_all[batch], items_all[batch]
             user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p,
                                           dropout=config.history_dropout, gen=gen)
-            pos_vec = model.item_vectors(p)
             cands, bias = _sample_easy(config, data, tensors, p, gen)
             pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], items_all)
             mask_rows, mask_cols = positive_mask(cands, pos_bag, pos_items)
@@ -717,7 +729,9 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
                 is_pos = (pos_keys[idx] == keys) & hard_valid
                 masked_hard += int(is_pos.sum()) if epoch == 0 else 0
                 hard_valid = hard_valid & ~is_pos
-                hard_vec = model.item_vectors(rows_hard.clamp(min=0))
+                pos_vec, cand_vec, hard_vec = model.item_vectors_of(p, cands, rows_hard.clamp(min=0))
+            else:
+                pos_vec, cand_vec = model.item_vectors_of(p, cands)
             bias = bias.to(device)
             row_offset: float | torch.Tensor = hard_offset
             if window is not None and hard_valid is not None:
@@ -725,7 +739,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
                                               _easy_count(config, data, tensors, rows_hard.clamp(min=0), len(batch)),
                                               hard_valid, config.window_size())
             loss = sampled_softmax_loss(
-                user_vec, pos_vec, model.item_vectors(cands), bias, mask_rows, mask_cols,
+                user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols,
                 config.temperature, hard_vec, hard_valid, row_offset,
             )
             optimizer.zero_grad(set_to_none=True)
