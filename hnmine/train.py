@@ -35,8 +35,11 @@ Loss: softmax cross-entropy over ``[positive | easy negatives | the user's hard 
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -661,14 +664,37 @@ class Validator:
         return {f"valid_{k}": v * scale for k, v in metrics.items()}
 
 
+@contextlib.contextmanager
+def deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On CUDA, deterministic kernels while training; the previous global setting is restored after.
+
+    CUDA's ``index_add_`` and embedding backward add with atomics in any order: two runs with the
+    same seed differed by ~1e-5 in the weights (H100). The CPU kernels are deterministic already.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's condition for repeatable GEMMs
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainReport:
     """Train and save ``config.out`` (a model file :func:`load_model` reads); returns the report."""
     config.validate()
-    progress = progress or TrainProgress()
+    device = pick_device(config.device)
+    with deterministic_kernels(device):
+        return _train(config, device, progress or TrainProgress())
+
+
+def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -> TrainReport:
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
     data = load_train_data(config)
     model = _build_model(config, data, device)
     gen = torch.Generator().manual_seed(config.seed)
