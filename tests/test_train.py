@@ -24,7 +24,9 @@ from hnmine.positives import read_positives
 from hnmine.train import (
     TrainConfig,
     TrainData,
+    TwoTower,
     _sample_easy,
+    deterministic_kernels,
     load_model,
     positive_mask,
     read_hard_negatives,
@@ -224,6 +226,32 @@ def test_train_is_reproducible_and_export_is_mine_input(tmp_path):
     assert np.allclose(np.linalg.norm(items.vectors, axis=1), 1, atol=1e-5)
     result = evaluate(report.user_path, report.item_path, TRAIN, TEST)
     assert set(result.metrics) == {"recall@20", "ndcg@20", "recall@50", "ndcg@50"}
+
+
+def test_item_vectors_of_matches_normalising_each_gather():
+    torch.manual_seed(0)
+    model = TwoTower(5, 30, 8)
+    rows = (torch.randint(30, (6,)), torch.randint(30, (4,)), torch.randint(30, (6, 3)))
+    fast = model.item_vectors_of(*rows)
+    weights = torch.randn(sum(r.numel() for r in rows) * 8)
+    torch.dot(torch.cat([v.reshape(-1) for v in fast]), weights).backward()
+    grad_fast = model.item.weight.grad.clone()
+    model.item.weight.grad = None
+    slow = [model.item_vectors(r) for r in rows]
+    torch.dot(torch.cat([v.reshape(-1) for v in slow]), weights).backward()
+    for a, b in zip(fast, slow, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
+    assert torch.allclose(grad_fast, model.item.weight.grad, atol=1e-5)
+
+
+def test_deterministic_kernels_on_cuda_only_and_restored():
+    before = torch.are_deterministic_algorithms_enabled()
+    with deterministic_kernels(torch.device("cpu")):
+        assert torch.are_deterministic_algorithms_enabled() == before
+    with pytest.raises(RuntimeError, match="boom"), deterministic_kernels(torch.device("cuda")):
+        assert torch.are_deterministic_algorithms_enabled()
+        raise RuntimeError("boom")
+    assert torch.are_deterministic_algorithms_enabled() == before
 
 
 def test_warm_start_copies_the_previous_weights(tmp_path):
