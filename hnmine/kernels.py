@@ -1,4 +1,4 @@
-"""Compiled per-user loops of the retrieval and selection stages (numba).
+"""Compiled per-user loops of the retrieval and selection stages (numba), and the trainer's hard logits.
 
 The window of a user needs a handful of passes over its few hundred candidates (drop positives,
 find the provable rescoring range, rescore, sort, cut the window). As numpy array passes over a
@@ -20,7 +20,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 __all__ = [
-    "canonical_pairs", "finish_sorted", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
+    "canonical_pairs", "finish_sorted", "gathered_dots", "gathered_dots_grad_table", "gathered_dots_grad_users", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
     "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
 ]
 
@@ -723,3 +723,41 @@ def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
         for t in range(a, b):
             out[t] = place[pos_rows[t]]
         out[a:b] = np.sort(out[a:b])
+
+
+# ------------------------------------------------------------------------------ training: hard logits
+
+
+@njit(cache=True, parallel=True)
+def gathered_dots(users, table, index, out):  # pragma: no cover - compiled
+    """out[b, h] = users[b] . table[index[b, h]]: the hard-negative logits without a (B, H, d) gather."""
+    for b in prange(index.shape[0]):
+        for h in range(index.shape[1]):
+            out[b, h] = dot(users[b], table[index[b, h]])
+
+
+@njit(cache=True, parallel=True)
+def gathered_dots_grad_users(grad, table, index, out):  # pragma: no cover - compiled
+    """out[b] = sum_h grad[b, h] table[index[b, h]]."""
+    d = table.shape[1]
+    for b in prange(index.shape[0]):
+        for k in range(d):
+            out[b, k] = 0.0
+        for h in range(index.shape[1]):
+            g = grad[b, h]
+            row = table[index[b, h]]
+            for k in range(d):
+                out[b, k] += g * row[k]
+
+
+@njit(cache=True)
+def gathered_dots_grad_table(grad, users, index, out):  # pragma: no cover - compiled
+    """out[index[b, h]] += grad[b, h] users[b], in (b, h) order: one thread, so the sums are repeatable."""
+    d = users.shape[1]
+    for b in range(index.shape[0]):
+        for h in range(index.shape[1]):
+            g = grad[b, h]
+            if g != 0.0:
+                row = index[b, h]
+                for k in range(d):
+                    out[row, k] += g * users[b, k]

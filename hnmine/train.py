@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hnmine import kernels
 from hnmine.errors import InputError
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.mine import parse_rank_window
@@ -335,18 +336,23 @@ class TwoTower(nn.Module):
     def item_vectors(self, rows: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.item(rows), dim=-1)
 
-    def item_vectors_of(self, *row_sets: torch.Tensor) -> list[torch.Tensor]:
-        """Unit vectors of each tensor of item rows, each distinct item normalised once.
+    def distinct_item_table(self, *row_sets: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Unit vectors of the distinct items of ``row_sets`` and, per set, its rows into that table.
 
         A step's hard negatives are (B, H) rows over a few thousand distinct items: normalising
         the (B, H, d) gather directly cost ~30 element-wise passes over it in forward and
-        backward (4x the step time at H=50); gathering already-normalised rows costs one.
+        backward (4x the step time at H=50); normalising each distinct item once costs one pass
+        over the table.
         """
         flat = torch.cat([rows.reshape(-1) for rows in row_sets])
         distinct, where = torch.unique(flat, return_inverse=True)
-        vectors = self.item_vectors(distinct)[where]
-        parts = vectors.split([rows.numel() for rows in row_sets])
-        return [part.view(*rows.shape, -1) for part, rows in zip(parts, row_sets, strict=True)]
+        parts = where.split([rows.numel() for rows in row_sets])
+        return self.item_vectors(distinct), [part.view(rows.shape) for part, rows in zip(parts, row_sets, strict=True)]
+
+    def item_vectors_of(self, *row_sets: torch.Tensor) -> list[torch.Tensor]:
+        """Unit vectors of each tensor of item rows (shape ``rows.shape + (d,)``), via :meth:`distinct_item_table`."""
+        table, local = self.distinct_item_table(*row_sets)
+        return [table[rows] for rows in local]
 
     def user_vectors(
         self,
@@ -444,6 +450,39 @@ class _SharedSoftmax(torch.autograd.Function):
         return grad_users, grad_cands, None, None, None, grad_extra, None
 
 
+class _GatheredDots(torch.autograd.Function):
+    """(B, H) dot products of each user with rows of a table, without materialising the (B, H, d) gather.
+
+    Gathering 50-200 hard negatives per row as a (B, H, d) tensor, then its backward and the
+    scatter back, was most of a step's time on the CPU; the compiled loops read each row once.
+    """
+
+    @staticmethod
+    def forward(ctx, users, table, index):  # type: ignore[override]
+        users_c, table_c, index_c = users.detach().contiguous(), table.detach().contiguous(), index.contiguous()
+        out = torch.empty(index.shape, dtype=users.dtype)
+        kernels.gathered_dots(users_c.numpy(), table_c.numpy(), index_c.numpy(), out.numpy())
+        ctx.save_for_backward(users_c, table_c, index_c)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        users, table, index = ctx.saved_tensors
+        grad = grad.contiguous()
+        grad_users = torch.empty_like(users)
+        grad_table = torch.zeros_like(table)
+        kernels.gathered_dots_grad_users(grad.numpy(), table.numpy(), index.numpy(), grad_users.numpy())
+        kernels.gathered_dots_grad_table(grad.numpy(), users.numpy(), index.numpy(), grad_table.numpy())
+        return grad_users, grad_table, None
+
+
+def gathered_dots(users: torch.Tensor, table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``(users[:, None, :] * table[index]).sum(-1)``: compiled loops on the CPU, a batched GEMV on CUDA."""
+    if users.device.type == "cpu" and users.dtype == table.dtype == torch.float32:
+        return _GatheredDots.apply(users, table, index)
+    return torch.bmm(table[index], users[:, :, None]).squeeze(2)
+
+
 def sampled_softmax_loss(
     users: torch.Tensor,
     positives: torch.Tensor,
@@ -452,21 +491,21 @@ def sampled_softmax_loss(
     mask_rows: torch.Tensor,
     mask_cols: torch.Tensor,
     temperature: float,
-    hard: torch.Tensor | None = None,
+    hard_dots: torch.Tensor | None = None,
     hard_valid: torch.Tensor | None = None,
     hard_offset: float | torch.Tensor = 0.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of the positive against shared candidates and per-row hard negatives.
 
-    ``users`` (B, d), ``positives`` (B, d), ``cands`` (M, d) and ``hard`` (B, H, d) are unit
-    vectors; ``col_bias`` (M,) or (B, M) is added to candidate logits (-log q); ``hard_offset``
-    (a number or (B, H)) to hard logits; masked (row, column) pairs and invalid hard slots are
-    excluded from the denominator.
+    ``users`` (B, d), ``positives`` (B, d) and ``cands`` (M, d) are unit vectors; ``hard_dots``
+    (B, H) the users' cosines with their hard negatives (:func:`gathered_dots`); ``col_bias`` (M,)
+    or (B, M) is added to candidate logits (-log q); ``hard_offset`` (a number or (B, H)) to hard
+    logits; masked (row, column) pairs and invalid hard slots are excluded from the denominator.
     """
     inv_tau = 1.0 / temperature
     extra = (users * positives).sum(-1, keepdim=True) * inv_tau
-    if hard is not None and hard.shape[1]:
-        hard_logits = torch.bmm(hard, users[:, :, None]).squeeze(2) * inv_tau + hard_offset
+    if hard_dots is not None and hard_dots.shape[1]:
+        hard_logits = hard_dots * inv_tau + hard_offset
         if hard_valid is not None:
             hard_logits = hard_logits.masked_fill(~hard_valid, -math.inf)
         extra = torch.cat([extra, hard_logits], dim=1)
@@ -695,6 +734,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
+        kernels.set_threads(config.threads)
     data = load_train_data(config)
     model = _build_model(config, data, device)
     gen = torch.Generator().manual_seed(config.seed)
@@ -746,7 +786,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             cands, bias = _sample_easy(config, data, tensors, p, gen)
             pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], items_all)
             mask_rows, mask_cols = positive_mask(cands, pos_bag, pos_items)
-            hard_vec = hard_valid = None
+            hard_dots = hard_valid = None
             if hard is not None:
                 rows_hard = hard[u]
                 hard_valid = rows_hard >= 0
@@ -755,9 +795,11 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
                 is_pos = (pos_keys[idx] == keys) & hard_valid
                 masked_hard += int(is_pos.sum()) if epoch == 0 else 0
                 hard_valid = hard_valid & ~is_pos
-                pos_vec, cand_vec, hard_vec = model.item_vectors_of(p, cands, rows_hard.clamp(min=0))
+                table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard.clamp(min=0))
+                hard_dots = gathered_dots(user_vec, table, hard_local)
             else:
-                pos_vec, cand_vec = model.item_vectors_of(p, cands)
+                table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
+            pos_vec, cand_vec = table[pos_local], table[cand_local]
             bias = bias.to(device)
             row_offset: float | torch.Tensor = hard_offset
             if window is not None and hard_valid is not None:
@@ -766,7 +808,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
                                               hard_valid, config.window_size())
             loss = sampled_softmax_loss(
                 user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols,
-                config.temperature, hard_vec, hard_valid, row_offset,
+                config.temperature, hard_dots, hard_valid, row_offset,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also print torch.profiler's top ops")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    from hnmine import kernels
+
+    kernels.set_threads(args.threads)
     hard_h = args.num_hard_sample
     config = T.TrainConfig(
         positives=f"{args.mined}/pos_edge.parquet", out="/dev/null", item_nodes=f"{args.mined}/item.parquet",
@@ -59,17 +62,19 @@ def main() -> None:
         cands, bias = T._sample_easy(config, data, tensors, p, gen)
         pos_items, pos_bag, _ = T.gather_csr(u, tensors["indptr"], items_all)
         mask_rows, mask_cols = T.positive_mask(cands, pos_bag, pos_items)
-        hard_vec = hard_valid = None
+        hard_dots = hard_valid = None
         if hard is not None:
             rows_hard = hard[u]
             keys = u[:, None] * data.n_items + rows_hard.clamp(min=0)
             idx = torch.searchsorted(pos_keys, keys).clamp(max=len(pos_keys) - 1)
             hard_valid = (rows_hard >= 0) & (pos_keys[idx] != keys)
-            pos_vec, cand_vec, hard_vec = model.item_vectors_of(p, cands, rows_hard.clamp(min=0))
+            table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard.clamp(min=0))
+            hard_dots = T.gathered_dots(user_vec, table, hard_local)
         else:
-            pos_vec, cand_vec = model.item_vectors_of(p, cands)
+            table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
+        pos_vec, cand_vec = table[pos_local], table[cand_local]
         loss = T.sampled_softmax_loss(user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols, config.temperature,
-                                      hard_vec, hard_valid, config.resolved_hard_offset())
+                                      hard_dots, hard_valid, config.resolved_hard_offset())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

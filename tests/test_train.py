@@ -27,6 +27,7 @@ from hnmine.train import (
     TwoTower,
     _sample_easy,
     deterministic_kernels,
+    gathered_dots,
     load_model,
     positive_mask,
     read_hard_negatives,
@@ -82,8 +83,9 @@ def test_fused_loss_and_gradients_match_autograd_reference():
     def unit(t):
         return torch.nn.functional.normalize(t, dim=-1)
 
+    hard_dots = (unit(leaves[0])[:, None, :] * unit(hard_raw)).sum(-1)
     fused = sampled_softmax_loss(unit(leaves[0]), unit(leaves[1]), unit(leaves[2]), bias, rows, cols, 0.1,
-                                 unit(hard_raw), hard_valid, 1.5)
+                                 hard_dots, hard_valid, 1.5)
     grads_fused = torch.autograd.grad(fused, [*leaves, hard_raw])
     ref = reference_loss(unit(leaves[0]), unit(leaves[1]), unit(leaves[2]), bias, mask, 0.1, unit(hard_raw),
                          hard_valid, 1.5)
@@ -242,6 +244,22 @@ def test_item_vectors_of_matches_normalising_each_gather():
     for a, b in zip(fast, slow, strict=True):
         assert a.shape == b.shape and torch.allclose(a, b, atol=1e-6)
     assert torch.allclose(grad_fast, model.item.weight.grad, atol=1e-5)
+
+
+def test_gathered_dots_match_the_gather_and_its_gradients():
+    torch.manual_seed(0)
+    users = torch.randn(7, 12, requires_grad=True)
+    table = torch.randn(9, 12, requires_grad=True)
+    index = torch.randint(9, (7, 5))
+    weights = torch.randn(7, 5)
+    weights[0, :2] = 0  # masked slots: no gradient
+    fast = gathered_dots(users, table, index)
+    grads_fast = torch.autograd.grad((fast * weights).sum(), [users, table])
+    slow = torch.bmm(table[index], users[:, :, None]).squeeze(2)
+    grads_slow = torch.autograd.grad((slow * weights).sum(), [users, table])
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for a, b in zip(grads_fast, grads_slow, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_deterministic_kernels_on_cuda_only_and_restored():
