@@ -20,7 +20,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 __all__ = [
-    "canonical_pairs", "finish_sorted", "gathered_dots", "gathered_dots_grad_table", "gathered_dots_grad_users", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
+    "bag_sums", "bag_sums_grad_table", "canonical_pairs", "finish_sorted", "gathered_dots", "gathered_dots_grad_table", "gathered_dots_grad_users", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
     "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
 ]
 
@@ -725,7 +725,7 @@ def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
         out[a:b] = np.sort(out[a:b])
 
 
-# ------------------------------------------------------------------------------ training: hard logits
+# ----------------------------------------------------- training: hard logits and the history mean
 
 
 @njit(cache=True, parallel=True)
@@ -761,3 +761,31 @@ def gathered_dots_grad_table(grad, users, index, out):  # pragma: no cover - com
                 row = index[b, h]
                 for k in range(d):
                     out[row, k] += g * users[b, k]
+
+
+@njit(cache=True, parallel=True)
+def bag_sums(table, items, offsets, weights, out):  # pragma: no cover - compiled
+    """out[b] = sum over j in offsets[b]:offsets[b+1] of weights[j] table[items[j]] (the history mean)."""
+    d = table.shape[1]
+    for b in prange(offsets.shape[0] - 1):
+        for k in range(d):
+            out[b, k] = 0.0
+        for j in range(offsets[b], offsets[b + 1]):
+            w = weights[j]
+            if w != 0.0:
+                row = table[items[j]]
+                for k in range(d):
+                    out[b, k] += w * row[k]
+
+
+@njit(cache=True)
+def bag_sums_grad_table(grad, items, offsets, weights, out):  # pragma: no cover - compiled
+    """out[items[j]] += weights[j] grad[b] for every j of bag b, in order: one thread, repeatable sums."""
+    d = grad.shape[1]
+    for b in range(offsets.shape[0] - 1):
+        for j in range(offsets[b], offsets[b + 1]):
+            w = weights[j]
+            if w != 0.0:
+                row = items[j]
+                for k in range(d):
+                    out[row, k] += w * grad[b, k]

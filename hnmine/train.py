@@ -371,7 +371,7 @@ class TwoTower(nn.Module):
         """
         vectors = self.user(rows)
         if self.history:
-            hist_items, bag, _ = gather_csr(rows, indptr, hist)
+            hist_items, bag, counts = gather_csr(rows, indptr, hist)
             keep = torch.ones_like(hist_items, dtype=torch.bool)
             if drop is not None:
                 keep = hist_items != drop[bag]
@@ -381,10 +381,46 @@ class TwoTower(nn.Module):
             keep = keep.to(vectors.dtype)
             denom = torch.zeros(len(rows), dtype=vectors.dtype, device=vectors.device).index_add_(0, bag, keep)
             weights = keep / denom.clamp(min=1)[bag]
-            # gather + index_add rather than embedding_bag: its CPU backward sorts every index (~4x slower)
-            pooled = torch.zeros_like(vectors).index_add_(0, bag, self.item(hist_items) * weights[:, None])
+            pooled = bag_sums(self.item.weight, hist_items, bag, counts, weights)
             vectors = vectors + self.proj(pooled)
         return F.normalize(vectors, dim=-1)
+
+
+class _BagSums(torch.autograd.Function):
+    """Weighted sums of table rows per bag (the history mean), as compiled loops on the CPU.
+
+    As gather, multiply and ``index_add_`` (and their backward) the history mean was the largest
+    part of a step; ``embedding_bag`` is no better (its CPU backward sorts every index).
+    """
+
+    @staticmethod
+    def forward(ctx, table, items, offsets, weights):  # type: ignore[override]
+        table_c = table.detach().contiguous()
+        out = torch.empty((len(offsets) - 1, table.shape[1]), dtype=table.dtype)
+        kernels.bag_sums(table_c.numpy(), items.numpy(), offsets.numpy(), weights.numpy(), out.numpy())
+        ctx.save_for_backward(items, offsets, weights)
+        ctx.table_shape = table.shape
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        items, offsets, weights = ctx.saved_tensors
+        grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype)
+        kernels.bag_sums_grad_table(grad.contiguous().numpy(), items.numpy(), offsets.numpy(), weights.numpy(),
+                                    grad_table.numpy())
+        return grad_table, None, None, None
+
+
+def bag_sums(table: torch.Tensor, items: torch.Tensor, bag: torch.Tensor, counts: torch.Tensor,
+             weights: torch.Tensor) -> torch.Tensor:
+    """Per bag b, ``sum(weights[j] * table[items[j]])`` over the j with ``bag[j] == b`` (bags contiguous, ``counts`` long)."""
+    if table.device.type == "cpu" and table.dtype == torch.float32:
+        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+        torch.cumsum(counts, 0, out=offsets[1:])
+        return _BagSums.apply(table, items.contiguous(), offsets, weights.to(table.dtype).contiguous())
+    # gather + index_add rather than embedding_bag: its backward sorts every index
+    return torch.zeros((len(counts), table.shape[1]), dtype=table.dtype, device=table.device).index_add_(
+        0, bag, table[items] * weights[:, None])
 
 
 def gather_csr(rows: torch.Tensor, indptr: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -26,6 +26,7 @@ from hnmine.train import (
     TrainData,
     TwoTower,
     _sample_easy,
+    bag_sums,
     deterministic_kernels,
     gathered_dots,
     load_model,
@@ -260,6 +261,22 @@ def test_gathered_dots_match_the_gather_and_its_gradients():
     assert torch.allclose(fast, slow, atol=1e-5)
     for a, b in zip(grads_fast, grads_slow, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_bag_sums_match_index_add_and_its_gradients():
+    torch.manual_seed(0)
+    table = torch.randn(11, 6, requires_grad=True)
+    counts = torch.tensor([3, 0, 5, 1])
+    bag = torch.repeat_interleave(torch.arange(4), counts)
+    items = torch.randint(11, (int(counts.sum()),))
+    weights = torch.rand(len(items))
+    weights[1] = 0  # a dropped history item
+    fast = bag_sums(table, items, bag, counts, weights)
+    slow = torch.zeros(4, 6).index_add_(0, bag, table[items] * weights[:, None])
+    out_grad = torch.randn(4, 6)
+    (grad_fast,) = torch.autograd.grad(fast, table, out_grad)
+    (grad_slow,) = torch.autograd.grad(slow, table, out_grad)
+    assert torch.allclose(fast, slow, atol=1e-6) and torch.allclose(grad_fast, grad_slow, atol=1e-6)
 
 
 def test_deterministic_kernels_on_cuda_only_and_restored():
