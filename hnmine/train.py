@@ -349,11 +349,6 @@ class TwoTower(nn.Module):
         parts = where.split([rows.numel() for rows in row_sets])
         return self.item_vectors(distinct), [part.view(rows.shape) for part, rows in zip(parts, row_sets, strict=True)]
 
-    def item_vectors_of(self, *row_sets: torch.Tensor) -> list[torch.Tensor]:
-        """Unit vectors of each tensor of item rows (shape ``rows.shape + (d,)``), via :meth:`distinct_item_table`."""
-        table, local = self.distinct_item_table(*row_sets)
-        return [table[rows] for rows in local]
-
     def user_vectors(
         self,
         rows: torch.Tensor,

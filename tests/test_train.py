@@ -231,11 +231,12 @@ def test_train_is_reproducible_and_export_is_mine_input(tmp_path):
     assert set(result.metrics) == {"recall@20", "ndcg@20", "recall@50", "ndcg@50"}
 
 
-def test_item_vectors_of_matches_normalising_each_gather():
+def test_distinct_item_table_matches_normalising_each_gather():
     torch.manual_seed(0)
     model = TwoTower(5, 30, 8)
     rows = (torch.randint(30, (6,)), torch.randint(30, (4,)), torch.randint(30, (6, 3)))
-    fast = model.item_vectors_of(*rows)
+    table, local = model.distinct_item_table(*rows)
+    fast = [table[r] for r in local]
     weights = torch.randn(sum(r.numel() for r in rows) * 8)
     torch.dot(torch.cat([v.reshape(-1) for v in fast]), weights).backward()
     grad_fast = model.item.weight.grad.clone()
