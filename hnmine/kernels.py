@@ -1,9 +1,10 @@
-"""Compiled per-user loops of the retrieval and selection stages (numba), and the trainer's hard logits.
+"""Compiled per-user loops of the retrieval and selection stages (numba), and two of the trainer's.
 
 The window of a user needs a handful of passes over its few hundred candidates (drop positives,
 find the provable rescoring range, rescore, sort, cut the window). As numpy array passes over a
 whole chunk these cost more than the FAISS search itself; as one compiled loop per user, run in
-parallel over users, they cost a fraction of it (docs/performance.md).
+parallel over users, they cost a fraction of it (docs/performance.md). The trainer's hard-negative
+logits and history mean are here for the same reason (docs/training.md, "Step cost").
 
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled

@@ -821,12 +821,13 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             if hard is not None:
                 rows_hard = hard[u]
                 hard_valid = rows_hard >= 0
-                keys = u[:, None] * data.n_items + rows_hard.clamp(min=0)
+                rows_hard = rows_hard.clamp(min=0)  # empty slots (-1) read item 0; hard_valid masks them
+                keys = u[:, None] * data.n_items + rows_hard
                 idx = torch.searchsorted(pos_keys, keys).clamp(max=len(pos_keys) - 1)
                 is_pos = (pos_keys[idx] == keys) & hard_valid
                 masked_hard += int(is_pos.sum()) if epoch == 0 else 0
                 hard_valid = hard_valid & ~is_pos
-                table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard.clamp(min=0))
+                table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard)
                 hard_dots = gathered_dots(user_vec, table, hard_local)
             else:
                 table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
@@ -835,7 +836,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             row_offset: float | torch.Tensor = hard_offset
             if window is not None and hard_valid is not None:
                 bias, row_offset = mis_biases(torch.exp(-bias), window(u, cands),
-                                              _easy_count(config, data, tensors, rows_hard.clamp(min=0), len(batch)),
+                                              _easy_count(config, data, tensors, rows_hard, len(batch)),
                                               hard_valid, config.window_size())
             loss = sampled_softmax_loss(
                 user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols,
