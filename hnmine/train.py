@@ -761,6 +761,87 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
         return _train(config, device, progress or TrainProgress())
 
 
+class TrainStep:
+    """The loss of one batch: what :func:`train` minimises step after step.
+
+    Holds the tensors every step reads (positives, history, the easy samplers' tables, the hard
+    negatives, the positive keys that mask them) so the step itself is one call; the profiling
+    script times this same call. ``gen`` draws the history dropout and the easy negatives, in the
+    order the steps run, so a seeded run is the same run.
+    """
+
+    def __init__(self, config: TrainConfig, data: TrainData, model: TwoTower, device: torch.device,
+                 gen: torch.Generator) -> None:
+        self.config, self.data, self.model, self.device, self.gen = config, data, model, device, gen
+        self.tensors = {
+            "indptr": torch.from_numpy(data.indptr).to(device),
+            "hist": torch.from_numpy(data.hist).to(device),
+            "hist_indptr": torch.from_numpy(
+                data.hist_indptr if data.hist_indptr is not None else data.indptr).to(device),
+            "weight_p": torch.from_numpy(data.item_weight / data.item_weight.sum()).double(),
+            "pool": torch.from_numpy(data.pool).to(device),
+            "popularity": torch.from_numpy(data.popularity).to(device),
+        }
+        self.hard = torch.from_numpy(data.hard).to(device) if data.hard is not None else None
+        self.window = None
+        if self.hard is not None and config.hard_correction == "mis":
+            assert config.window_embeddings and config.rank_window  # validate() checked
+            self.window = WindowMembership(config.window_embeddings, config.rank_window, data, device)
+            if config.regime == "v2":
+                self.tensors["in_pool"] = torch.zeros(data.n_items, dtype=torch.bool, device=device)
+                self.tensors["in_pool"][self.tensors["pool"]] = True
+        # sorted, since the rows are sorted by (user, item): one searchsorted finds a pair
+        self.pos_keys = torch.from_numpy(data.users * data.n_items + data.items).to(device)
+        self.hard_offset = config.resolved_hard_offset()
+        self.users_all = torch.from_numpy(data.users).to(device)
+        self.items_all = torch.from_numpy(data.items).to(device)
+        self.masked_hard = 0  # hard negatives that are the user's positives, counted while counting is on
+
+    def loss(self, batch: torch.Tensor, count_masked: bool = False) -> torch.Tensor:
+        """Sampled-softmax loss of the interaction rows ``batch``."""
+        config, data, model, tensors = self.config, self.data, self.model, self.tensors
+        u, p = self.users_all[batch], self.items_all[batch]
+        user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p,
+                                      dropout=config.history_dropout, gen=self.gen)
+        cands, bias = _sample_easy(config, data, tensors, p, self.gen)
+        pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], self.items_all)
+        mask_rows, mask_cols = positive_mask(cands, pos_bag, pos_items)
+        hard_dots = hard_valid = None
+        if self.hard is not None:
+            rows_hard = self.hard[u]
+            hard_valid = rows_hard >= 0
+            rows_hard = rows_hard.clamp(min=0)  # empty slots (-1) read item 0; hard_valid masks them
+            keys = u[:, None] * data.n_items + rows_hard
+            idx = torch.searchsorted(self.pos_keys, keys).clamp(max=len(self.pos_keys) - 1)
+            is_pos = (self.pos_keys[idx] == keys) & hard_valid
+            if count_masked:
+                self.masked_hard += int(is_pos.sum())
+            hard_valid = hard_valid & ~is_pos
+            table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard)
+            hard_dots = gathered_dots(user_vec, table, hard_local)
+        else:
+            table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
+        pos_vec, cand_vec = table[pos_local], table[cand_local]
+        bias = bias.to(self.device)
+        row_offset: float | torch.Tensor = self.hard_offset
+        if self.window is not None and hard_valid is not None:
+            bias, row_offset = mis_biases(torch.exp(-bias), self.window(u, cands),
+                                          _easy_count(config, data, tensors, rows_hard, len(batch)),
+                                          hard_valid, config.window_size())
+        return sampled_softmax_loss(
+            user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols,
+            config.temperature, hard_dots, hard_valid, row_offset,
+        )
+
+
+def make_optimizer(model: TwoTower, lr: float) -> torch.optim.Optimizer:
+    """Adam; the fused kernel halves the optimizer step on CPU (torch >= 2.4), older torch falls back."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
 def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -> TrainReport:
     started = time.perf_counter()
     if config.threads:
@@ -768,39 +849,15 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
         kernels.set_threads(config.threads)
     data = load_train_data(config)
     model = _build_model(config, data, device)
-    gen = torch.Generator().manual_seed(config.seed)
+    step_loss = TrainStep(config, data, model, device, torch.Generator().manual_seed(config.seed))
     rng = np.random.default_rng(config.seed)
-    tensors = {
-        "indptr": torch.from_numpy(data.indptr).to(device),
-        "hist": torch.from_numpy(data.hist).to(device),
-        "hist_indptr": torch.from_numpy(data.hist_indptr if data.hist_indptr is not None else data.indptr).to(device),
-        "weight_p": torch.from_numpy(data.item_weight / data.item_weight.sum()).double(),
-        "pool": torch.from_numpy(data.pool).to(device),
-        "popularity": torch.from_numpy(data.popularity).to(device),
-    }
-    hard = torch.from_numpy(data.hard).to(device) if data.hard is not None else None
-    window = None
-    if hard is not None and config.hard_correction == "mis":
-        assert config.window_embeddings and config.rank_window  # validate() checked
-        window = WindowMembership(config.window_embeddings, config.rank_window, data, device)
-        if config.regime == "v2":
-            tensors["in_pool"] = torch.zeros(data.n_items, dtype=torch.bool, device=device)
-            tensors["in_pool"][tensors["pool"]] = True
-    pos_keys = torch.from_numpy(data.users * data.n_items + data.items).to(device)  # sorted: rows sorted by (u, i)
-    hard_offset = config.resolved_hard_offset()
-    try:  # the fused kernel halves the optimizer step on CPU (torch >= 2.4); older torch falls back
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=True)
-    except (RuntimeError, TypeError):
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr)
     n = len(data.users)
     steps = max(1, math.ceil(n / config.batch_size))
     total_steps = steps * config.epochs
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1), eta_min=config.lr_min)
     report = TrainReport(out=str(Path(config.out).absolute()), users=data.n_users, items=data.n_items,
                          interactions=n, hard_users=data.hard_users, hard_rows=data.hard_rows, device=str(device))
-    masked_hard = 0
-    users_all = torch.from_numpy(data.users).to(device)
-    items_all = torch.from_numpy(data.items).to(device)
     validator = Validator(config.valid, data) if config.valid else None
     best_score, best_state, since_best = -math.inf, None, 0
     for epoch in range(config.epochs):
@@ -810,38 +867,8 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
         loss_sum = 0.0
         model.train()
         for step in range(steps):
-            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            u, p = users_all[batch], items_all[batch]
-            user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p,
-                                          dropout=config.history_dropout, gen=gen)
-            cands, bias = _sample_easy(config, data, tensors, p, gen)
-            pos_items, pos_bag, _ = gather_csr(u, tensors["indptr"], items_all)
-            mask_rows, mask_cols = positive_mask(cands, pos_bag, pos_items)
-            hard_dots = hard_valid = None
-            if hard is not None:
-                rows_hard = hard[u]
-                hard_valid = rows_hard >= 0
-                rows_hard = rows_hard.clamp(min=0)  # empty slots (-1) read item 0; hard_valid masks them
-                keys = u[:, None] * data.n_items + rows_hard
-                idx = torch.searchsorted(pos_keys, keys).clamp(max=len(pos_keys) - 1)
-                is_pos = (pos_keys[idx] == keys) & hard_valid
-                masked_hard += int(is_pos.sum()) if epoch == 0 else 0
-                hard_valid = hard_valid & ~is_pos
-                table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard)
-                hard_dots = gathered_dots(user_vec, table, hard_local)
-            else:
-                table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
-            pos_vec, cand_vec = table[pos_local], table[cand_local]
-            bias = bias.to(device)
-            row_offset: float | torch.Tensor = hard_offset
-            if window is not None and hard_valid is not None:
-                bias, row_offset = mis_biases(torch.exp(-bias), window(u, cands),
-                                              _easy_count(config, data, tensors, rows_hard, len(batch)),
-                                              hard_valid, config.window_size())
-            loss = sampled_softmax_loss(
-                user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols,
-                config.temperature, hard_dots, hard_valid, row_offset,
-            )
+            loss = step_loss.loss(order[step * config.batch_size : (step + 1) * config.batch_size],
+                                  count_masked=epoch == 0)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -851,7 +878,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
         stats = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": time.perf_counter() - epoch_start,
                  "lr": scheduler.get_last_lr()[0]}
         if validator is not None:
-            stats.update(validator(model, tensors["hist_indptr"], tensors["hist"]))
+            stats.update(validator(model, step_loss.tensors["hist_indptr"], step_loss.tensors["hist"]))
             if stats["valid_recall@20"] > best_score:
                 best_score, since_best, report.best_epoch = stats["valid_recall@20"], 0, epoch + 1
                 if config.keep_best:
@@ -864,7 +891,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    report.hard_masked_positives = masked_hard
+    report.hard_masked_positives = step_loss.masked_hard
     save_model(config.out, model, data, config)
     report.seconds = time.perf_counter() - started
     return report

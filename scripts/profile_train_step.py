@@ -3,8 +3,8 @@
     python scripts/profile_train_step.py runs/g/round_01/mined --num-hard-sample 50 [--profile]
     python scripts/profile_train_step.py runs/g/round_01/mined --num-hard-sample 0 --regime mixed --num-sample 2048 --dim 128
 
-MINED is a round's mined/ directory (pos_edge, item and hard_neg_edge parquet). The step is the one
-`hnmine.train.train` runs (same functions, same order) without the epoch loop, so its cost can be
+MINED is a round's mined/ directory (pos_edge, item and hard_neg_edge parquet). The step is
+`hnmine.train.TrainStep`, the one `hnmine.train.train` runs, without the epoch loop, so its cost can be
 compared across options; 3 warm-up steps, then the mean of 10.
 """
 
@@ -41,40 +41,12 @@ def main() -> None:
     )
     data = T.load_train_data(config)
     model = T._build_model(config, data, torch.device("cpu"))
-    gen = torch.Generator().manual_seed(0)
-    tensors = {
-        "indptr": torch.from_numpy(data.indptr), "hist": torch.from_numpy(data.hist),
-        "hist_indptr": torch.from_numpy(data.hist_indptr if data.hist_indptr is not None else data.indptr),
-        "weight_p": torch.from_numpy(data.item_weight / data.item_weight.sum()).double(),
-        "pool": torch.from_numpy(data.pool), "popularity": torch.from_numpy(data.popularity),
-    }
-    hard = torch.from_numpy(data.hard) if data.hard is not None else None
-    pos_keys = torch.from_numpy(data.users * data.n_items + data.items)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    users_all, items_all = torch.from_numpy(data.users), torch.from_numpy(data.items)
+    step_loss = T.TrainStep(config, data, model, torch.device("cpu"), torch.Generator().manual_seed(0))
+    optimizer = T.make_optimizer(model, 1e-3)
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(data.users)))
 
     def step(i: int) -> None:
-        batch = order[i * config.batch_size : (i + 1) * config.batch_size]
-        u, p = users_all[batch], items_all[batch]
-        user_vec = model.user_vectors(u, tensors["hist_indptr"], tensors["hist"], drop=p,
-                                      dropout=config.history_dropout, gen=gen)
-        cands, bias = T._sample_easy(config, data, tensors, p, gen)
-        pos_items, pos_bag, _ = T.gather_csr(u, tensors["indptr"], items_all)
-        mask_rows, mask_cols = T.positive_mask(cands, pos_bag, pos_items)
-        hard_dots = hard_valid = None
-        if hard is not None:
-            rows_hard = hard[u]
-            keys = u[:, None] * data.n_items + rows_hard.clamp(min=0)
-            idx = torch.searchsorted(pos_keys, keys).clamp(max=len(pos_keys) - 1)
-            hard_valid = (rows_hard >= 0) & (pos_keys[idx] != keys)
-            table, (pos_local, cand_local, hard_local) = model.distinct_item_table(p, cands, rows_hard.clamp(min=0))
-            hard_dots = T.gathered_dots(user_vec, table, hard_local)
-        else:
-            table, (pos_local, cand_local) = model.distinct_item_table(p, cands)
-        pos_vec, cand_vec = table[pos_local], table[cand_local]
-        loss = T.sampled_softmax_loss(user_vec, pos_vec, cand_vec, bias, mask_rows, mask_cols, config.temperature,
-                                      hard_dots, hard_valid, config.resolved_hard_offset())
+        loss = step_loss.loss(order[i * config.batch_size : (i + 1) * config.batch_size])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
