@@ -258,6 +258,8 @@ def run(
     positives: Annotated[Path, typer.Option(help="Training positives (parquet, CSV, LightGCN txt).")],
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run there is resumed).")],
     iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 3,
+    round_patience: Annotated[Optional[int], typer.Option(help="Stop before --iterations once this many rounds "
+        "in a row have not beaten the best validation Recall@20 (needs --valid-fraction).")] = None,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
         "positives as validation (0: none; --rank-window auto needs it).")] = 0.1,
@@ -302,7 +304,7 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
-    from hnmine.loop import RunConfig, metrics_table
+    from hnmine.loop import RunConfig, best_round, metrics_table
     from hnmine.loop import run as run_loop
     from hnmine.train import TrainConfig
 
@@ -315,7 +317,8 @@ def run(
         seed=seed, device=device, threads=threads,
     )
     config = RunConfig(
-        positives=str(positives), out=str(out), iterations=iterations, test=str(test) if test else None,
+        positives=str(positives), out=str(out), iterations=iterations, round_patience=round_patience,
+        test=str(test) if test else None,
         valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
         refine_lr_min=refine_lr_min, ks=_ks(k),
         rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
@@ -331,4 +334,11 @@ def run(
     with pl.Config(tbl_rows=100, tbl_cols=100, float_precision=4, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, tbl_width_chars=200):
         typer.echo(str(table))
-    typer.echo(f"wrote {out / 'metrics.json'} and {out / 'metrics.png'}")
+    best = best_round(results)
+    if best is not None:
+        value, first = best.metrics["valid"]["recall@20"], results[0].metrics["valid"]["recall@20"]
+        gain = f", {100 * (value / first - 1):+.2f}% over round 0" if first else ""
+        typer.echo(f"best round by validation recall@20: {best.round} ({value:.4f}{gain}): "
+                   f"{out / f'round_{best.round:02d}' / 'model.pt'}")
+    typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
+               + (f" and {out / 'best_round.json'}" if best is not None else ""))

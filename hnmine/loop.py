@@ -11,12 +11,14 @@ Layout of ``out/``::
         mined/  (hnmine mine's output: hard_neg_edge, pos_edge, user, item, manifest.json)
         model.pt  embeddings/  metrics.json  manifest.json
     metrics.json  metrics.png
+    best_round.json          the round with the best validation Recall@20 (the model to use)
 
 A round is complete when its ``manifest.json`` exists (written last). A rerun skips complete
 rounds, deletes an incomplete one and goes on from there, so an interrupted run resumes.
 Round r >= 1 trains from round r-1's model (``init="warm"``) or from scratch (``"scratch"``);
 ``hard=False`` keeps the same schedule without hard negatives: the control that separates the
-effect of mining from the effect of training longer.
+effect of mining from the effect of training longer. ``round_patience`` ends the run early once that
+many rounds in a row have not beaten the best validation Recall@20.
 """
 
 from __future__ import annotations
@@ -44,10 +46,12 @@ from hnmine.mine import MineConfig, mine, parse_rank_window
 from hnmine.positives import Positives, read_positives
 from hnmine.train import TrainConfig, TrainProgress, train
 
-__all__ = ["RoundResult", "RunConfig", "metrics_table", "plot_metrics", "run"]
+__all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
 
 INITS = ("warm", "scratch")
 AUTO_WINDOW = "auto"
+# rounds are chosen on the validation split only: choosing on test would tune on test data
+BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 # What a run saved before an option existed did, where that differs from today's default: such a
 # run resumes only with the option set to this value (--history-dropout 0 --no-keep-best).
 LEGACY_TRAIN = {"history_dropout": 0.0, "keep_best": False}
@@ -60,6 +64,9 @@ class RunConfig:
     positives: str
     out: str
     iterations: int = 3
+    # stop before --iterations once this many rounds in a row have not beaten the best validation
+    # Recall@20 (the mining gain grows for several rounds on some data and peaks early on other)
+    round_patience: int | None = None
     test: str | None = None
     # a validation split by default: --rank-window auto measures false negatives on it, and every
     # round's validation metrics are what windows and weights should be chosen on
@@ -90,6 +97,11 @@ class RunConfig:
     def validate(self) -> None:
         if self.iterations < 1:
             raise InputError("--iterations must be at least 1")
+        if self.round_patience is not None:
+            if self.round_patience < 1:
+                raise InputError("--round-patience must be at least 1")
+            if self.valid_fraction == 0:
+                raise InputError("--round-patience compares rounds on the validation split: pass --valid-fraction")
         if self.init not in INITS:
             raise InputError("--init must be warm or scratch")
         if not 0 <= self.valid_fraction < 1:
@@ -117,6 +129,7 @@ class RunConfig:
         """The options a resumed run must share with the original (all but the number of rounds)."""
         values = asdict(self)
         values.pop("iterations")
+        values.pop("round_patience")  # like --iterations: how far to go, not what a round does
         values.pop("out")  # a run directory may be moved or copied
         values["train"].pop("device")
         values["train"].pop("threads")
@@ -214,6 +227,34 @@ def _auto_window(config: RunConfig, prev: Path, train_positives: Positives,
                           "window_rate_met": met}
 
 
+def best_round(results: list[RoundResult]) -> RoundResult | None:
+    """The round with the highest validation Recall@20 (the earliest of equals); None without validation."""
+    scored = [res for res in results if BEST_METRIC in res.metrics.get(BEST_SPLIT, {})]
+    if not scored:
+        return None
+    return max(scored, key=lambda res: (res.metrics[BEST_SPLIT][BEST_METRIC], -res.round))
+
+
+def _patience_spent(results: list[RoundResult], patience: int | None) -> bool:
+    best = best_round(results)
+    return patience is not None and best is not None and results[-1].round - best.round >= patience
+
+
+def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool) -> dict[str, Any] | None:
+    best = best_round(results)
+    if best is None:
+        return None
+    first = results[0].metrics[BEST_SPLIT][BEST_METRIC]
+    value = best.metrics[BEST_SPLIT][BEST_METRIC]
+    round_dir = out / f"round_{best.round:02d}"
+    return {
+        "round": best.round, "split": BEST_SPLIT, "metric": BEST_METRIC, "value": value,
+        "gain_over_round_0": value / first - 1 if first else None,
+        "metrics": best.metrics, "rounds_run": len(results), "stopped_early": stopped_early,
+        "model": str(round_dir / "model.pt"), "embeddings": str(round_dir / "embeddings"),
+    }
+
+
 def _load_results(out: Path, rounds: int) -> list[RoundResult]:
     return [RoundResult(**json.loads((out / f"round_{r:02d}" / "metrics.json").read_text())) for r in range(rounds)]
 
@@ -233,7 +274,15 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
     # Test ranking masks every known positive (train and validation), as in the published protocol.
     full_positives = train_positives if valid is None else Positives(
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
+    stopped_early = False
     for r in range(done, config.iterations):
+        if r > 1 and _patience_spent(results, config.round_patience):
+            best = best_round(results)
+            assert best is not None
+            progress.log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
+                         f"for {config.round_patience} round(s) (--round-patience)")
+            stopped_early = True
+            break
         round_dir = out / f"round_{r:02d}"
         round_dir.mkdir(parents=True)
         started = time.time()
@@ -301,6 +350,9 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         progress.log("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
     _write_json(out / "metrics.json", [res.to_dict() for res in results])
+    record = _best_round_record(out, results, stopped_early)
+    if record is not None:
+        _write_json(out / "best_round.json", record)
     plot_metrics(results, out / "metrics.png")
     return results
 
@@ -334,6 +386,7 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     rounds = [res.round for res in results]
+    best = best_round(results)
     for ax, metric in zip(axes, ("recall", "ndcg"), strict=True):
         keys = sorted({(split, k) for res in results for split, m in res.metrics.items() for k in m
                        if k.startswith(metric)})
@@ -341,6 +394,8 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
             ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
         ax.set_xlabel("round")
         ax.set_title(metric.upper() if metric == "ndcg" else "Recall")
+        if best is not None:
+            ax.axvline(best.round, color="grey", linestyle=":", linewidth=1, label=f"best (valid {BEST_METRIC})")
         ax.set_xticks(rounds)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

@@ -330,6 +330,11 @@ def test_cli_run_two_rounds_then_resume(tmp_path):
     assert 0 <= metrics[1]["hard_negatives"]["false_negative_rate_test"] < 0.05
     assert (out / "metrics.png").stat().st_size > 1000
     assert "test recall@20" in result.output
+    best = json.loads((out / "best_round.json").read_text())
+    chosen = max(metrics, key=lambda m: (m["metrics"]["valid"]["recall@20"], -m["round"]))
+    assert best["round"] == chosen["round"] and best["split"] == "valid" and not best["stopped_early"]
+    assert best["model"].endswith(f"round_{chosen['round']:02d}/model.pt")
+    assert f"best round by validation recall@20: {chosen['round']}" in result.output
 
     # an interrupted round (no manifest) is redone; complete ones are kept
     round0 = (out / "round_00" / "manifest.json").stat().st_mtime_ns
@@ -386,6 +391,44 @@ def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
     valid = pl.read_parquet(tmp_path / "run" / "data" / "valid.parquet")
     train_rows = pl.read_parquet(tmp_path / "run" / "data" / "train.parquet")
     assert valid.height > 0 and train_rows.join(valid, on=["user_id", "item_id"]).height == 0
+
+
+def _round(r: int, valid: float | None):
+    from hnmine.loop import RoundResult
+
+    metrics = {"test": {"recall@20": 0.5}} | ({"valid": {"recall@20": valid}} if valid is not None else {})
+    return RoundResult(round=r, metrics=metrics, hard_negatives={}, train_seconds=0, mine_seconds=0, epochs=1, loss=None)
+
+
+def test_best_round_is_chosen_on_validation_only():
+    from hnmine.loop import best_round
+
+    assert best_round([_round(0, 0.20), _round(1, 0.22), _round(2, 0.22), _round(3, 0.21)]).round == 1
+    assert best_round([_round(0, None), _round(1, None)]) is None  # never chosen on test
+
+
+def test_round_patience_stops_a_resumed_run_and_records_the_best_round(tmp_path):
+    from hnmine.loop import RunConfig, run
+
+    out = tmp_path / "run"
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
+                       num_hard=4, train=tiny_config(tmp_path))
+    run(config)
+    # make round 1 worse than round 0 on validation: with --round-patience 1 no round 2 is trained
+    path = out / "round_01" / "metrics.json"
+    saved = json.loads(path.read_text())
+    first = json.loads((out / "round_00" / "metrics.json").read_text())["metrics"]["valid"]["recall@20"]
+    saved["metrics"]["valid"]["recall@20"] = first / 2
+    path.write_text(json.dumps(saved))
+    results = run(replace(config, iterations=5, round_patience=1))
+    assert [r.round for r in results] == [0, 1] and not (out / "round_02").exists()
+    best = json.loads((out / "best_round.json").read_text())
+    assert best["round"] == 0 and best["stopped_early"] and best["rounds_run"] == 2
+    assert best["gain_over_round_0"] == 0.0
+    with pytest.raises(InputError, match="--round-patience"):
+        run(replace(config, round_patience=0))
+    with pytest.raises(InputError, match="validation split"):
+        run(replace(config, round_patience=2, valid_fraction=0.0))
 
 
 def test_cap_history_keeps_a_seeded_subset_of_each_users_items():
