@@ -257,9 +257,11 @@ def evaluate(
 def run(
     positives: Annotated[Path, typer.Option(help="Training positives (parquet, CSV, LightGCN txt).")],
     out: Annotated[Path, typer.Option(help="Run directory (created; an existing run there is resumed).")],
-    iterations: Annotated[int, typer.Option(help="Rounds: round 0 without hard negatives, then mine + retrain.")] = 3,
-    round_patience: Annotated[Optional[int], typer.Option(help="Stop before --iterations once this many rounds "
-        "in a row have not beaten the best validation Recall@20 (needs --valid-fraction).")] = None,
+    iterations: Annotated[int, typer.Option(help="Rounds at most: round 0 without hard negatives, then mine + "
+        "retrain (see --round-patience).")] = 12,
+    round_patience: Annotated[int, typer.Option(help="Stop before --iterations once this many rounds in a row "
+        "have not beaten the best validation Recall@20 (0: run every round; off without a validation "
+        "split).")] = 3,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
         "positives as validation (0: none; --rank-window auto needs it).")] = 0.1,

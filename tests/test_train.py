@@ -426,9 +426,10 @@ def test_round_patience_stops_a_resumed_run_and_records_the_best_round(tmp_path)
     assert best["round"] == 0 and best["stopped_early"] and best["rounds_run"] == 2
     assert best["gain_over_round_0"] == 0.0
     with pytest.raises(InputError, match="--round-patience"):
-        run(replace(config, round_patience=0))
-    with pytest.raises(InputError, match="validation split"):
-        run(replace(config, round_patience=2, valid_fraction=0.0))
+        run(replace(config, round_patience=-1))
+    # 0 turns it off: the same directory goes on to round 2
+    assert [r.round for r in run(replace(config, iterations=3, round_patience=0))] == [0, 1, 2]
+    assert json.loads((out / "best_round.json").read_text())["stopped_early"] is False
 
 
 def test_cap_history_keeps_a_seeded_subset_of_each_users_items():
