@@ -261,7 +261,7 @@ def run(
         "retrain (see --round-patience).")] = 12,
     round_patience: Annotated[int, typer.Option(help="Stop before --iterations once this many rounds in a row "
         "have not beaten the best validation Recall@20 (0: run every round; off without a validation "
-        "split).")] = 3,
+        "split).")] = 0,
     test: Annotated[Optional[Path], typer.Option(help="Test positives to report metrics on.")] = None,
     valid_fraction: Annotated[float, typer.Option(help="Hold out this share of each user's "
         "positives as validation (0: none; --rank-window auto needs it).")] = 0.1,
