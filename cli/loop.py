@@ -306,7 +306,7 @@ def run(
     quiet: Quiet = False,
 ) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
-    from hnmine.loop import RunConfig, best_round, metrics_table
+    from hnmine.loop import RunConfig, metrics_table
     from hnmine.loop import run as run_loop
     from hnmine.train import TrainConfig
 
@@ -336,11 +336,11 @@ def run(
     with pl.Config(tbl_rows=100, tbl_cols=100, float_precision=4, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, tbl_width_chars=200):
         typer.echo(str(table))
-    best = best_round(results)
-    if best is not None:
-        value, first = best.metrics["valid"]["recall@20"], results[0].metrics["valid"]["recall@20"]
-        gain = f", {100 * (value / first - 1):+.2f}% over round 0" if first else ""
-        typer.echo(f"best round by validation recall@20: {best.round} ({value:.4f}{gain}): "
-                   f"{out / f'round_{best.round:02d}' / 'model.pt'}")
+    best_path = out / "best_round.json"
+    if best_path.exists():  # written by the run when it has a validation split
+        best = json.loads(best_path.read_text())
+        gain = "" if best["gain_over_round_0"] is None else f", {100 * best['gain_over_round_0']:+.2f}% over round 0"
+        typer.echo(f"best round by validation {best['metric']}: {best['round']} ({best['value']:.4f}{gain}): "
+                   f"{best['model']}")
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
-               + (f" and {out / 'best_round.json'}" if best is not None else ""))
+               + (f" and {best_path}" if best_path.exists() else ""))

@@ -274,7 +274,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
     stopped_early = False
     for r in range(done, config.iterations):
-        if r > 1 and _patience_spent(results, config.round_patience):
+        if _patience_spent(results, config.round_patience):
             best = best_round(results)
             assert best is not None
             progress.log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
