@@ -233,11 +233,6 @@ def best_round(results: list[RoundResult]) -> RoundResult | None:
     return max(scored, key=lambda res: (res.metrics[BEST_SPLIT][BEST_METRIC], -res.round))
 
 
-def _patience_spent(results: list[RoundResult], patience: int) -> bool:
-    best = best_round(results)
-    return patience > 0 and best is not None and results[-1].round - best.round >= patience
-
-
 def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool) -> dict[str, Any] | None:
     best = best_round(results)
     if best is None:
@@ -274,9 +269,8 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
     stopped_early = False
     for r in range(done, config.iterations):
-        if _patience_spent(results, config.round_patience):
-            best = best_round(results)
-            assert best is not None
+        best = best_round(results)
+        if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
             progress.log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
                          f"for {config.round_patience} round(s) (--round-patience)")
             stopped_early = True
