@@ -85,7 +85,7 @@ def synthetic(out_dir: Path, n_users: int, n_items: int, seed: int = 0, clusters
 
 
 def gowalla(out_dir: Path) -> dict:
-    """SVD embeddings (d=64) of the real Gowalla train split (``hnmine svd``)."""
+    """SVD factors (d=64) of the real Gowalla train split (``hnmine svd --form factors``, as measured)."""
     if not (out_dir / "item.parquet").exists():
         subprocess.run(
             [
@@ -97,6 +97,8 @@ def gowalla(out_dir: Path) -> dict:
                 str(GOWALLA / "train.txt"),
                 "--dim",
                 str(DIM),
+                "--form",
+                "factors",
                 "--out-dir",
                 str(out_dir),
             ],
