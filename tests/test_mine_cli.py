@@ -235,7 +235,7 @@ def test_item_cap_limits_reuse_of_an_item(sample_embeddings, tmp_path):
 
 
 def test_help_shows_examples(cli):
-    for command in ("mine", "svd"):
+    for command in ("mine", "svd", "blend"):
         result = cli(command, "--help")
         assert result.exit_code == 0 and "Example" in result.output and f"hnmine {command}" in result.output
 
