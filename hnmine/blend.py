@@ -55,7 +55,10 @@ def _unit_rows(vectors: np.ndarray) -> np.ndarray:
 def _score_scale(users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> float:
     u = rng.integers(len(users), size=_SCALE_PAIRS)
     i = rng.integers(len(items), size=_SCALE_PAIRS)
-    scale = float(np.std(np.einsum("nd,nd->n", users[u].astype(np.float64), items[i].astype(np.float64))))
+    step = 8192  # bounds the gathered rows' memory at wide vectors
+    scores = np.concatenate([np.einsum("nd,nd->n", users[u[k:k + step]].astype(np.float64),
+                                       items[i[k:k + step]].astype(np.float64)) for k in range(0, _SCALE_PAIRS, step)])
+    scale = float(np.std(scores))
     return scale if scale > 0 else 1.0
 
 
