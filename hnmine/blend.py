@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hnmine.embeddings import Embeddings, read_embeddings, write_embeddings
+from hnmine.embeddings import Embeddings, normalize_rows, read_embeddings, write_embeddings
 from hnmine.errors import InputError
 
 __all__ = ["BlendReport", "blend_embeddings", "write_blend"]
@@ -47,11 +47,6 @@ def _common(a: Embeddings, b: Embeddings, what: str) -> tuple[np.ndarray, np.nda
     return both["id"].to_numpy(), both["row_a"].to_numpy(), both["row_b"].to_numpy()
 
 
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.where(norms > 0, norms, 1)
-
-
 def _score_scale(users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> float:
     u = rng.integers(len(users), size=_SCALE_PAIRS)
     i = rng.integers(len(items), size=_SCALE_PAIRS)
@@ -75,7 +70,7 @@ def blend_embeddings(
     user_ids, ua, ub = _common(a_users, b_users, "user")
     item_ids, ia, ib = _common(a_items, b_items, "item")
     rng = np.random.default_rng(seed)
-    au, bu = _unit_rows(a_users.vectors[ua]), _unit_rows(b_users.vectors[ub])
+    au, bu = normalize_rows(a_users.vectors[ua]), normalize_rows(b_users.vectors[ub])
     ai, bi = a_items.vectors[ia], b_items.vectors[ib]
     scale_a, scale_b = _score_scale(au, ai, rng), _score_scale(bu, bi, rng)
     users = np.hstack([au * (weight / scale_a), bu * ((1 - weight) / scale_b)]).astype(np.float32)
