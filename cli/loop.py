@@ -282,6 +282,14 @@ def run(
     num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 50,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
+    absolute_margin: Annotated[Optional[float], typer.Option(help="Each round: keep window items scoring <= "
+        "ref - m (ref: --margin-reference of the user's positives' scores; see hnmine mine).")] = None,
+    relative_margin: Annotated[Optional[float], typer.Option(help="Each round: keep window items scoring <= "
+        "ref - |ref|*m (0.3: below 70% of ref).")] = None,
+    margin_reference: Annotated[str, typer.Option(help="min|median|mean|max of the user's positives' "
+        "scores.")] = "median",
+    max_item_negatives: Annotated[Optional[int], typer.Option(help="Each round: cap on how many users may "
+        "get one item as a hard negative.")] = None,
     dim: Dim = 64,
     history: History = True,
     max_history: MaxHistory = None,
@@ -324,7 +332,9 @@ def run(
         valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
         refine_lr_min=refine_lr_min, ks=_ks(k),
         rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
-        num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, train=tcfg,
+        num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, absolute_margin=absolute_margin,
+        relative_margin=relative_margin, margin_reference=margin_reference, max_item_negatives=max_item_negatives,
+        train=tcfg,
     )
     try:
         results = run_loop(config, ConsoleTrainProgress(quiet))

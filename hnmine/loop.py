@@ -92,6 +92,12 @@ class RunConfig:
     max_false_negative_rate: float = 0.007
     strategy: str = "uniform"
     edge_weight: str = "uniform"
+    # hnmine mine's false-negative filters, applied in every round: drop window items scoring above a
+    # margin under the user's positives' scores (--margin-reference), and cap the users per item
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    margin_reference: str = "median"
+    max_item_negatives: int | None = None
     # training (see TrainConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
 
@@ -120,8 +126,22 @@ class RunConfig:
             if not 0 <= self.max_false_negative_rate < 1:
                 raise InputError("--max-false-negative-rate must be in [0, 1)")
         window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
-        MineConfig(users="", items="", positives="", out="", rank_window=window, num_hard=self.num_hard,
-                   strategy=self.strategy, edge_weight=self.edge_weight).validate()
+        MineConfig(users="", items="", positives="", out="", rank_window=window, **self._mine_options()).validate()
+        if self.train.hard_correction == "mis" and self.filtered:
+            # MIS reads window membership off score thresholds; a filtered window is not that interval
+            raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
+                             "with --absolute-margin, --relative-margin or --max-item-negatives")
+
+    @property
+    def filtered(self) -> bool:
+        return (self.absolute_margin is not None or self.relative_margin is not None
+                or self.max_item_negatives is not None)
+
+    def _mine_options(self) -> dict[str, Any]:
+        """The MineConfig options every round shares (window, paths and seed are per round)."""
+        return dict(num_hard=self.num_hard, strategy=self.strategy, edge_weight=self.edge_weight,
+                    absolute_margin=self.absolute_margin, relative_margin=self.relative_margin,
+                    margin_reference=self.margin_reference, max_item_negatives=self.max_item_negatives)
 
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the original (all but the number of rounds)."""
@@ -297,8 +317,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
             report = mine(MineConfig(
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
-                num_hard=config.num_hard, strategy=config.strategy, edge_weight=config.edge_weight,
-                seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+                **config._mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
             ), command=["hnmine", "run", *sys.argv[1:]])
             mine_seconds = time.perf_counter() - mark
             mined = round_dir / "mined"

@@ -106,3 +106,41 @@ def test_evaluate_suggests_the_window_the_heldout_positives_allow(tmp_path):
                                       "--max-false-negative-rate", "0.002"])
     assert result.exit_code == 0, result.output
     assert f"--rank-window {strict['rank_window']}" in result.output
+
+
+def test_run_applies_the_margin_filter_in_every_round(tmp_path):
+    """--relative-margin reaches the miner: every mined negative scores below 70% of the user.s best positive."""
+    import polars as pl
+
+    out = tmp_path / "run"
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0,
+                       rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
+                       train=tiny_config(tmp_path, regime="shared"))
+    run(config)
+    mined = out / "round_01" / "mined"
+    assert json.loads((mined / "manifest.json").read_text())["options"]["relative_margin"] == 0.3
+    emb = out / "round_00" / "embeddings"
+    users = pl.read_parquet(emb / "user.parquet")
+    items = pl.read_parquet(emb / "item.parquet")
+    user_row = {u: i for i, u in enumerate(users["id"].to_list())}
+    item_row = {t: i for i, t in enumerate(items["id"].to_list())}
+    u_vec, i_vec = np.stack(users["embedding"].to_numpy()), np.stack(items["embedding"].to_numpy())
+    train = pl.read_parquet(out / "data" / "train.parquet")
+    scores = (u_vec[[user_row[u] for u in train["user_id"]]] * i_vec[[item_row[t] for t in train["item_id"]]]).sum(1)
+    reference = train.with_columns(score=pl.Series(scores)).group_by("user_id").agg(ref=pl.col("score").max())
+    hard = pl.read_parquet(mined / "hard_neg_edge.parquet").join(reference, on="user_id")
+    assert hard.height > 0
+    assert (hard["score"] <= hard["ref"] - hard["ref"].abs() * 0.3 + 1e-5).all()
+    # without the filter the same round mines negatives above that line
+    unfiltered = RunConfig(**{**config.__dict__, "out": str(tmp_path / "plain"), "relative_margin": None})
+    run(unfiltered)
+    plain = pl.read_parquet(tmp_path / "plain" / "round_01" / "mined" / "hard_neg_edge.parquet").join(reference, on="user_id")
+    assert (plain["score"] > plain["ref"] - plain["ref"].abs() * 0.3).any()
+
+
+def test_mis_correction_refuses_a_filtered_window(tmp_path):
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--relative-margin",
+                                      "0.3", "--hard-correction", "mis", "--out", str(tmp_path / "r"), *TINY])
+    assert result.exit_code == 2
+    assert "--hard-correction mis" in result.output and "\n" not in result.output.strip()
+    assert not (tmp_path / "r").exists()
