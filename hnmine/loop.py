@@ -126,7 +126,7 @@ class RunConfig:
             if not 0 <= self.max_false_negative_rate < 1:
                 raise InputError("--max-false-negative-rate must be in [0, 1)")
         window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
-        MineConfig(users="", items="", positives="", out="", rank_window=window, **self._mine_options()).validate()
+        MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options()).validate()
         if self.train.hard_correction == "mis" and self.filtered:
             # MIS reads window membership off score thresholds; a filtered window is not that interval
             raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
@@ -137,7 +137,7 @@ class RunConfig:
         return (self.absolute_margin is not None or self.relative_margin is not None
                 or self.max_item_negatives is not None)
 
-    def _mine_options(self) -> dict[str, Any]:
+    def mine_options(self) -> dict[str, Any]:
         """The MineConfig options every round shares (window, paths and seed are per round)."""
         return dict(num_hard=self.num_hard, strategy=self.strategy, edge_weight=self.edge_weight,
                     absolute_margin=self.absolute_margin, relative_margin=self.relative_margin,
@@ -317,7 +317,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
             report = mine(MineConfig(
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
-                **config._mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+                **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
             ), command=["hnmine", "run", *sys.argv[1:]])
             mine_seconds = time.perf_counter() - mark
             mined = round_dir / "mined"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
+import polars as pl
 import pytest
 from hnmine.cli.main import app
 from hypothesis import given, settings
@@ -109,9 +111,7 @@ def test_evaluate_suggests_the_window_the_heldout_positives_allow(tmp_path):
 
 
 def test_run_applies_the_margin_filter_in_every_round(tmp_path):
-    """--relative-margin reaches the miner: every mined negative scores below 70% of the user.s best positive."""
-    import polars as pl
-
+    """--relative-margin reaches the miner: every mined negative scores below 70% of the user's best positive."""
     out = tmp_path / "run"
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0,
                        rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
@@ -132,7 +132,7 @@ def test_run_applies_the_margin_filter_in_every_round(tmp_path):
     assert hard.height > 0
     assert (hard["score"] <= hard["ref"] - hard["ref"].abs() * 0.3 + 1e-5).all()
     # without the filter the same round mines negatives above that line
-    unfiltered = RunConfig(**{**config.__dict__, "out": str(tmp_path / "plain"), "relative_margin": None})
+    unfiltered = replace(config, out=str(tmp_path / "plain"), relative_margin=None)
     run(unfiltered)
     plain = pl.read_parquet(tmp_path / "plain" / "round_01" / "mined" / "hard_neg_edge.parquet").join(reference, on="user_id")
     assert (plain["score"] > plain["ref"] - plain["ref"].abs() * 0.3).any()
