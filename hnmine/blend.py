@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hnmine.embeddings import Embeddings, normalize_rows, read_embeddings, write_embeddings
+from hnmine.embeddings import Embeddings, normalize_rows, read_embeddings, write_embedding_dir
 from hnmine.errors import InputError
 
 __all__ = ["BlendReport", "blend_embeddings", "write_blend"]
@@ -88,8 +88,5 @@ def write_blend(a_dir: str | Path, b_dir: str | Path, out_dir: str | Path, weigh
     users, items, report = blend_embeddings(read_embeddings(a / "user.parquet"), read_embeddings(a / "item.parquet"),
                                             read_embeddings(b / "user.parquet"), read_embeddings(b / "item.parquet"),
                                             weight, seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_embeddings(out / "user.parquet", users.ids, users.vectors)
-    write_embeddings(out / "item.parquet", items.ids, items.vectors)
+    write_embedding_dir(out_dir, users.ids, users.vectors, items.ids, items.vectors)
     return report

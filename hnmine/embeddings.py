@@ -324,6 +324,26 @@ def read_embeddings(
     return EmbeddingSource(path, id_column=id_column, vector_column=vector_column, ids_path=ids_path).read_all()
 
 
+def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
+                        item_vectors: np.ndarray) -> tuple[Path, Path]:
+    """Write ``user.parquet`` and ``item.parquet`` into ``out_dir`` (the input form of ``hnmine mine``).
+
+    Each file is written under a temporary name and renamed into place, so a reader never sees a
+    half-written table, and a failure leaves any previous file of that name as it was.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = out / "user.parquet", out / "item.parquet"
+    for path, ids, vectors in ((paths[0], user_ids, user_vectors), (paths[1], item_ids, item_vectors)):
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            write_embeddings(tmp, ids, vectors)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return paths
+
+
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str = "id",
                      vector_column: str = "embedding") -> None:
     """Write ids and vectors as parquet with a fixed-size-list float32 column (hnmine's input form)."""

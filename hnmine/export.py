@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hnmine.embeddings import write_embeddings
+from hnmine.embeddings import write_embedding_dir
 from hnmine.train import load_model, model_vectors
 
 __all__ = ["ExportReport", "export_embeddings"]
@@ -28,9 +28,5 @@ def export_embeddings(model_path: str | Path, out_dir: str | Path) -> ExportRepo
     """Write ``user.parquet`` and ``item.parquet`` (columns id, embedding) into ``out_dir``."""
     loaded = load_model(model_path)
     users, items = model_vectors(loaded)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    user_path, item_path = out / "user.parquet", out / "item.parquet"
-    write_embeddings(user_path, loaded.user_ids, users)
-    write_embeddings(item_path, loaded.item_ids, items)
+    user_path, item_path = write_embedding_dir(out_dir, loaded.user_ids, users, loaded.item_ids, items)
     return ExportReport(str(user_path), str(item_path), len(users), len(items), loaded.dim)

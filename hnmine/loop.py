@@ -127,15 +127,12 @@ class RunConfig:
                 raise InputError("--max-false-negative-rate must be in [0, 1)")
         window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
         MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options()).validate()
-        if self.train.hard_correction == "mis" and self.filtered:
+        filtered = (self.absolute_margin is not None or self.relative_margin is not None
+                    or self.max_item_negatives is not None)
+        if self.train.hard_correction == "mis" and filtered:
             # MIS reads window membership off score thresholds; a filtered window is not that interval
             raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
                              "with --absolute-margin, --relative-margin or --max-item-negatives")
-
-    @property
-    def filtered(self) -> bool:
-        return (self.absolute_margin is not None or self.relative_margin is not None
-                or self.max_item_negatives is not None)
 
     def mine_options(self) -> dict[str, Any]:
         """The MineConfig options every round shares (window, paths and seed are per round)."""

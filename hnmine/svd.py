@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from hnmine.embeddings import write_embeddings
+from hnmine.embeddings import write_embedding_dir
 from hnmine.errors import InputError
 from hnmine.positives import Positives
 
@@ -86,9 +86,4 @@ def write_svd_embeddings(
     )
     user_vecs, item_vecs = svd_embeddings(coded["u"].to_numpy(), coded["i"].to_numpy(), len(users), len(items), dim,
                                           seed, form=form, item_degree_power=item_degree_power)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    user_path, item_path = out / "user.parquet", out / "item.parquet"
-    write_embeddings(user_path, users.to_numpy(), user_vecs)
-    write_embeddings(item_path, items.to_numpy(), item_vecs)
-    return user_path, item_path
+    return write_embedding_dir(out_dir, users.to_numpy(), user_vecs, items.to_numpy(), item_vecs)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hnmine.blend import blend_embeddings, write_blend
-from hnmine.embeddings import Embeddings, read_embeddings, write_embeddings
+from hnmine.embeddings import Embeddings, read_embeddings, write_embedding_dir, write_embeddings
 from hnmine.errors import InputError
 from tests.conftest import SAMPLE
 
@@ -73,3 +73,13 @@ def test_bad_weight_and_disjoint_ids_fail_in_one_line(cli, tmp_path):
     assert result.exit_code == 2 and "--weight must be between 0 and 1" in result.output
     with pytest.raises(InputError, match=r"missing/user\.parquet: file not found"):
         write_blend(tmp_path / "missing", tmp_path / "a", tmp_path / "o", 0.5)
+
+
+def test_embedding_dir_is_replaced_whole_or_not_at_all(tmp_path):
+    """A failed write leaves the previous tables readable and no temporary file behind."""
+    ids = np.arange(3)
+    write_embedding_dir(tmp_path, ids, np.ones((3, 4)), ids, np.zeros((3, 4)))
+    with pytest.raises((IndexError, ValueError)):
+        write_embedding_dir(tmp_path, ids, np.ones(3), ids, np.zeros((3, 4)))  # 1-D: not a vector table
+    assert read_embeddings(tmp_path / "user.parquet").vectors.shape == (3, 4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["item.parquet", "user.parquet"]
