@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from hnmine.cli.main import app, fail, log_line
+from hnmine.cli.main import WaitLock, app, fail, log_line
 
 from hnmine.errors import InputError
 from hnmine.loop import RunProgress
@@ -206,7 +206,7 @@ def export(
     try:
         report = export_embeddings(model, out_dir)
     except InputError as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"wrote {report.user_path} ({report.users:,} users) and {report.item_path} ({report.items:,} items), "
                f"dim {report.dim}")
 
@@ -311,6 +311,7 @@ def run(
     seed: Seed = 0,
     device: Device = "auto",
     threads: Threads = None,
+    wait_lock: WaitLock = 0.0,
     quiet: Quiet = False,
 ) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
@@ -334,12 +335,12 @@ def run(
         rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
         num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, absolute_margin=absolute_margin,
         relative_margin=relative_margin, margin_reference=margin_reference, max_item_negatives=max_item_negatives,
-        train=tcfg,
+        train=tcfg, wait_lock=wait_lock,
     )
     try:
         results = run_loop(config, ConsoleTrainProgress(quiet))
     except InputError as exc:
-        fail(str(exc))
+        fail(exc)
     table = metrics_table(results)
     import polars as pl
 

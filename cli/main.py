@@ -33,10 +33,15 @@ MINE_EXAMPLE = """Example:
 """
 
 
-def fail(message: str) -> None:
-    """One line on stderr, exit code 2: the contract for bad input."""
+def fail(message: str | InputError) -> None:
+    """One line on stderr, exit code 2 (an error's own code: 75 for a held lock): the contract for bad input."""
     typer.echo(f"hnmine: error: {message}", err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=message.exit_code if isinstance(message, InputError) else 2)
+
+
+# declared once: mine and run both take it
+WaitLock = Annotated[float, typer.Option(help="Seconds to wait while another hnmine process writes the same output "
+                                              "(holds its lock); then, or at once with 0, exit 75.")]
 
 
 def load_config(path: Path | None, section: str) -> dict[str, Any]:
@@ -197,6 +202,7 @@ def mine(
     pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,
     formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing hnmine output at --out.")] = False,
+    wait_lock: WaitLock = 0.0,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
@@ -244,7 +250,7 @@ def mine(
             return
         report = run_mine(cfg, progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
     except InputError as exc:
-        fail(str(exc))
+        fail(exc)
     if json_summary:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -294,7 +300,7 @@ def svd(
         user_path, item_path = write_svd_embeddings(table, out_dir, dim=dim, seed=seed, form=form,
                                                        item_degree_power=item_degree_power)
     except InputError as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"wrote {user_path} and {item_path}")
 
 
@@ -325,7 +331,7 @@ def blend(
     try:
         report = write_blend(a, b, out_dir, weight, seed)
     except InputError as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(f"wrote {out_dir}/user.parquet ({report.users:,} users) and {out_dir}/item.parquet "
                f"({report.items:,} items), dim {report.dim}; dropped {report.users_dropped:,} users and "
                f"{report.items_dropped:,} items found in one model only")

@@ -88,5 +88,5 @@ def write_blend(a_dir: str | Path, b_dir: str | Path, out_dir: str | Path, weigh
     users, items, report = blend_embeddings(read_embeddings(a / "user.parquet"), read_embeddings(a / "item.parquet"),
                                             read_embeddings(b / "user.parquet"), read_embeddings(b / "item.parquet"),
                                             weight, seed)
-    write_embedding_dir(out_dir, users.ids, users.vectors, items.ids, items.vectors)
+    write_embedding_dir(out_dir, users.ids, users.vectors, items.ids, items.vectors, tool="hnmine blend")
     return report

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
+from hnmine.publish import Publication
 
 __all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
 
@@ -325,23 +326,21 @@ def read_embeddings(
 
 
 def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
-                        item_vectors: np.ndarray) -> tuple[Path, Path]:
-    """Write ``user.parquet`` and ``item.parquet`` into ``out_dir`` (the input form of ``hnmine mine``).
+                        item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[Path, Path]:
+    """Publish ``user.parquet`` and ``item.parquet`` in ``out_dir`` (the input form of ``hnmine mine``).
 
-    Each file is written under a temporary name and renamed into place, so a reader never sees a
-    half-written table, and a failure leaves any previous file of that name as it was.
+    The directory is published like a mined output (:class:`hnmine.publish.Publication`): both
+    tables with a ``manifest.json`` (``format: embeddings``) and ``_SUCCESS``, swapped in at once
+    under the directory's lock. A previous embeddings directory is replaced without ``--overwrite``;
+    anything hnmine did not write there (other files, a foreign ``user.parquet``) is refused.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = out / "user.parquet", out / "item.parquet"
-    for path, ids, vectors in ((paths[0], user_ids, user_vectors), (paths[1], item_ids, item_vectors)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            write_embeddings(tmp, ids, vectors)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-    return paths
+    with Publication(out_dir, overwrite=True, fmt="embeddings") as publication, \
+            publication.staging_dir() as staging:
+        write_embeddings(staging / "user.parquet", user_ids, user_vectors)
+        write_embeddings(staging / "item.parquet", item_ids, item_vectors)
+        dim = int(np.shape(item_vectors)[1])
+        target = publication.commit({"tool": tool, "users": len(user_ids), "items": len(item_ids), "dim": dim})
+    return target / "user.parquet", target / "item.parquet"
 
 
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str = "id",

@@ -13,6 +13,10 @@ Layout of ``out/``::
     metrics.json  metrics.png
     best_round.json          the round with the best validation Recall@20 (the model to use)
 
+``run.json`` carries ``"tool": "hnmine run"`` and a ``format_version``: only a directory holding
+hnmine's run.json (or nothing) is used as a run directory, and a run holds the directory's lock
+(``.<name>.lock`` beside it) throughout, so two runs never write one directory.
+
 A round is complete when its ``manifest.json`` exists (written last). A rerun skips complete
 rounds, deletes an incomplete one and goes on from there, so an interrupted run resumes.
 Round r >= 1 trains from round r-1's model (``init="warm"``) or from scratch (``"scratch"``);
@@ -24,6 +28,7 @@ many rounds in a row have not beaten the best validation Recall@20.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import time
@@ -44,6 +49,7 @@ from hnmine.evaluate import (
 from hnmine.export import export_embeddings
 from hnmine.mine import MineConfig, mine, parse_rank_window
 from hnmine.positives import Positives, read_positives
+from hnmine.publish import OutputLock, resolve_output
 from hnmine.train import TrainConfig, TrainProgress, train
 
 __all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
@@ -55,6 +61,8 @@ BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 # What a run saved before an option existed did, where that differs from today's default: such a
 # run resumes only with the option set to this value (--history-dropout 0 --no-keep-best).
 LEGACY_TRAIN = {"history_dropout": 0.0, "keep_best": False}
+# run.json's marker: a directory whose run.json lacks it (or names another tool) is not a run
+RUN_TOOL, RUN_FORMAT_VERSION = "hnmine run", 1
 
 
 @dataclass
@@ -100,6 +108,8 @@ class RunConfig:
     max_item_negatives: int | None = None
     # training (see TrainConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
+    # seconds to wait for another run holding the run directory's lock (0: fail at once, exit 75)
+    wait_lock: float = 0.0
 
     def validate(self) -> None:
         if self.iterations < 1:
@@ -146,6 +156,7 @@ class RunConfig:
         values.pop("iterations")
         values.pop("round_patience")  # like --iterations: how far to go, not what a round does
         values.pop("out")  # a run directory may be moved or copied
+        values.pop("wait_lock")
         values["train"].pop("device")
         values["train"].pop("threads")
         values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
@@ -184,7 +195,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
     run_json = out / "run.json"
     identity = config.identity()
     if run_json.exists():
-        saved = json.loads(run_json.read_text())
+        saved = _saved_identity(out, run_json)
         saved.pop("out", None)
         saved.get("train", {}).pop("hard_window", None)  # runs saved before it left the identity
         # options added since the run started are compatible while left at their defaults
@@ -200,7 +211,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: exists and is not an hnmine run (no run.json); use another --out")
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -215,10 +226,26 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         positives.table.write_parquet(train_path.with_suffix(".tmp"))
         train_path.with_suffix(".tmp").replace(train_path)
     if not run_json.exists():
-        _write_json(run_json, identity)
+        _write_json(run_json, {"tool": RUN_TOOL, "format_version": RUN_FORMAT_VERSION, **identity})
     valid = read_positives(valid_path) if valid_path.exists() else None
     test = read_positives(config.test) if config.test else None
     return train_path, valid, test
+
+
+def _saved_identity(out: Path, run_json: Path) -> dict[str, Any]:
+    """run.json's options, if hnmine wrote it (its marker, or the options a run before the marker saved)."""
+    try:
+        saved = json.loads(run_json.read_bytes())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict):
+        tool, version = saved.pop("tool", None), saved.pop("format_version", None)
+        marked = tool == RUN_TOOL and type(version) is int and 1 <= version <= RUN_FORMAT_VERSION
+        legacy = tool is None and version is None and isinstance(saved.get("train"), dict)
+        if marked or legacy:
+            return saved
+    raise InputError(f"{out}: exists and is not an hnmine run (its run.json was not written by hnmine run); "
+                     "use another --out")
 
 
 def _complete_rounds(out: Path) -> int:
@@ -227,7 +254,7 @@ def _complete_rounds(out: Path) -> int:
     while (out / f"round_{done:02d}" / "manifest.json").exists():
         done += 1
     for stale in out.glob("round_*"):
-        if stale.is_dir() and not (stale / "manifest.json").exists():
+        if re.fullmatch(r"round_\d{2,}", stale.name) and stale.is_dir() and not (stale / "manifest.json").exists():
             shutil.rmtree(stale)
     return done
 
@@ -270,8 +297,17 @@ def _load_results(out: Path, rounds: int) -> list[RoundResult]:
 
 
 def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundResult]:
-    """Run (or resume) the loop; returns every round's result and writes metrics.json/.png."""
+    """Run (or resume) the loop; returns every round's result and writes metrics.json/.png.
+
+    ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run.
+    """
     config.validate()
+    out = resolve_output(config.out)
+    with OutputLock(out, config.wait_lock):
+        return _run(replace(config, out=str(out)), progress)
+
+
+def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
     progress = progress or RunProgress()
     out = Path(config.out)
     train_path, valid, test = _prepare(config, out)

@@ -106,6 +106,8 @@ class MineConfig:
     pop_exponent: float = 0.75
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
     overwrite: bool = False
+    # seconds to wait for another hnmine writing the same --out (0: fail at once, exit 75)
+    wait_lock: float = 0.0
 
     def window(self) -> tuple[int, int]:
         return parse_rank_window(self.rank_window)
@@ -351,15 +353,24 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
-    """Run the whole job and publish ``config.out`` atomically; returns the summary."""
-    progress = progress or Progress()
+    """Run the whole job and publish ``config.out`` atomically; returns the summary.
+
+    The output's lock is held from before the inputs are read until the output is published, so a
+    second writer of the same ``--out`` fails fast (docs/reliability.md).
+    """
     config.validate()
+    with Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication:
+        return _mine(config, publication, progress, command)
+
+
+def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
+          command: list[str] | None) -> MineReport:
+    progress = progress or Progress()
     timer = _Timer()
     started = time.time()
     mark = time.perf_counter()
     lo, hi = config.window()
     width = hi - lo + 1
-    publication = Publication(config.out, overwrite=config.overwrite)
     inputs = _read_inputs(config)
     features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
     attrs, attr_fields, without_features = item_attrs(
@@ -374,7 +385,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
 
-    report = MineReport(out=str(Path(config.out).absolute()), users=len(inputs.user_ids), items=len(inputs.items),
+    report = MineReport(out=str(publication.target), users=len(inputs.user_ids), items=len(inputs.items),
                         dim=inputs.items.dim, positives=inputs.positives.pos_edge.height,
                         duplicate_positives=inputs.duplicates,
                         unknown_user_positives=inputs.positives.unknown_user_rows,
@@ -394,7 +405,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     empty_reasons: Counter[str] = Counter()
     max_depth = 0
 
-    with publication as staging:
+    with publication.staging_dir() as staging:
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: pq.ParquetWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (

@@ -1,42 +1,75 @@
-"""Atomic publication of an output directory.
+"""Atomic publication of an output directory, one writer at a time.
 
-Everything is written into a hidden staging directory beside the target; on success a
-``manifest.json`` and a ``_SUCCESS`` marker are added and the staging directory replaces the target
-in one rename (an atomic exchange where the kernel supports it). On failure the staging directory is
-removed. A reader therefore sees either the previous complete output or the new complete output,
-never a mix, and ``_SUCCESS`` is always present in a published directory.
+Protocol (docs/reliability.md shows it by example):
+
+1. ``--out`` is resolved: a symbolic link is followed and the output is published at the real
+   location (the link keeps pointing at it); a dangling link is refused.
+2. The writer takes an exclusive ``flock`` on ``.<name>.lock`` beside the target, holding its pid,
+   host and start time. A second writer fails fast naming the holder (or waits ``wait_lock``
+   seconds). The kernel drops the lock when its process dies, so a dead holder's lock is taken over.
+3. Holding the lock, it removes hidden staging left by dead runs (``.<name>.tmp-*``: only a lock
+   holder creates them, so with the lock held none is live).
+4. Everything is written into a staging directory beside the target; ``commit`` adds a
+   ``manifest.json`` (tool, ``format``, ``format_version`` and every file with its size) and a
+   ``_SUCCESS`` marker, then swaps staging and target in one ``renameat2(RENAME_EXCHANGE)``.
+5. The directory swapped out is checked again after the swap: only an empty directory or an hnmine
+   output of the same format, holding only the files its manifest lists, may be replaced; anything
+   else is swapped back and refused. So foreign data put there while hnmine ran is never deleted.
+
+A reader therefore sees either the previous complete output or the new complete output, never a
+mix, and ``_SUCCESS`` is always present in a published directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
+import fcntl
 import json
+import math
 import os
+import re
 import shutil
+import socket
+import sys
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from hnmine.errors import InputError
+from hnmine.errors import InputError, OutputLockedError
 
-__all__ = ["MANIFEST", "SUCCESS_MARKER", "Publication"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "SUCCESS_MARKER", "OutputLock", "Publication", "output_format",
+           "resolve_output"]
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
+# Version of the manifest's marker fields (format, format_version, files); a newer one is not replaced.
+FORMAT_VERSION = 1
+# What `hnmine mine` wrote before manifests carried a format: recognised by these file names.
+_LEGACY_MINE_FILES = {f"{table}.{ext}" for table in ("hard_neg_edge", "pos_edge", "user", "item")
+                      for ext in ("parquet", "txt")}
+_RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths with renameat2(RENAME_EXCHANGE); False where unsupported."""
+def _renameat2(a: Path, b: Path, flags: int) -> int:
+    """renameat2(a, b, flags): 0, the errno, or ENOSYS where libc lacks it."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
-        return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return result == 0
+        return errno.ENOSYS
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0:
+        return 0
+    return ctypes.get_errno()
+
+
+def _unsupported(code: int) -> bool:
+    return code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,54 +80,316 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class Publication:
-    """``with Publication(out, overwrite=...) as staging: ...; publication.commit(manifest)``.
+def resolve_output(path: str | Path) -> Path:
+    """The absolute path an output at ``path`` is written to: symbolic links followed.
 
-    Refuses a target that exists unless ``overwrite`` is set, and even then only if the target is
-    empty or a previous hnmine output (it has a manifest), so a typo cannot replace a home directory.
+    A dangling link (or a link loop) is refused: following it would create a directory somewhere
+    the user did not name, and replacing it would delete the link.
+    """
+    given = Path(path).absolute()
+    if given.is_symlink() and not given.exists():
+        raise InputError(f"{path}: is a symbolic link to a missing path ({os.readlink(given)}); "
+                         "point --out at a directory or a new path")
+    return Path(os.path.realpath(given))
+
+
+def _listed_files(path: Path) -> dict[str, int] | None:
+    """Every file under ``path`` (relative name -> size); None if it holds a link or special file."""
+    files: dict[str, int] = {}
+    for entry in sorted(path.rglob("*")):
+        if entry.is_symlink() or not (entry.is_file() or entry.is_dir()):
+            return None
+        if entry.is_file():
+            files[entry.relative_to(path).as_posix()] = entry.stat().st_size
+    return files
+
+
+def output_format(path: str | Path) -> str | None:
+    """The ``format`` of the hnmine output at ``path``, or None when it is not one.
+
+    An hnmine output has ``_SUCCESS`` and a ``manifest.json`` whose ``tool`` is an hnmine command,
+    with a ``format``, a known ``format_version``, and ``files`` listing every other file in the
+    directory at its size: a file hnmine did not write (or one rewritten since) makes it foreign.
+    """
+    path = Path(path)
+    manifest, marker = path / MANIFEST, path / SUCCESS_MARKER
+    if path.is_symlink() or not path.is_dir() or manifest.is_symlink() or marker.is_symlink():
+        return None
+    if not manifest.is_file() or not marker.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_bytes())
+        found = _listed_files(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("tool"), str) or found is None:
+        return None
+    found.pop(MANIFEST)
+    found.pop(SUCCESS_MARKER)
+    version = data.get("format_version")
+    if version is None and data["tool"] == "hnmine mine" and {"options", "summary"} <= data.keys():
+        return "mine" if set(found) <= _LEGACY_MINE_FILES else None
+    if not data["tool"].startswith("hnmine ") or type(version) is not int or not 1 <= version <= FORMAT_VERSION:
+        return None
+    listed, fmt = data.get("files"), data.get("format")
+    if not isinstance(fmt, str) or not isinstance(listed, dict) or found != listed:
+        return None
+    return fmt
+
+
+def _refusal(path: Path, shown: Path, fmt: str, overwrite: bool) -> str | None:
+    """Why the directory at ``path`` may not be replaced by a ``fmt`` output; None when it may."""
+    if not os.path.lexists(path):
+        return None
+    if path.is_symlink() or not path.is_dir():
+        return f"{shown}: output path exists and is not a directory"
+    if not any(path.iterdir()):
+        return None
+    found = output_format(path)
+    if found is None:
+        return (f"{shown}: exists and is not an hnmine output (no {MANIFEST} with hnmine's format and "
+                f"{SUCCESS_MARKER}, or files hnmine did not write); refusing to replace it")
+    if found != fmt:
+        return f"{shown}: holds an hnmine {found} output, not a {fmt} output; refusing to replace it"
+    if not overwrite:
+        return f"{shown}: output directory exists; pass --overwrite to replace it"
+    return None
+
+
+def _holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    except (ValueError, TypeError, KeyError):
+        return "holder unknown"
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``.<name>.lock`` beside ``target``: one hnmine writer at a time.
+
+    The file holds the holder's pid, host, start time and command as JSON. ``wait`` seconds: how
+    long to wait for another holder before raising :class:`OutputLockedError`. The file is removed
+    on release; a locker re-checks after locking that the file it locked is still the one at the
+    path, so removal never lets two writers in.
     """
 
-    def __init__(self, target: str | Path, *, overwrite: bool = False) -> None:
-        self.target = Path(target).absolute()
-        if self.target.exists():
-            if not self.target.is_dir():
-                raise InputError(f"{self.target}: output path exists and is not a directory")
-            contents = list(self.target.iterdir())
-            if contents and not overwrite:
-                raise InputError(f"{self.target}: output directory exists; pass --overwrite to replace it")
-            if contents and not (self.target / MANIFEST).exists():
-                raise InputError(f"{self.target}: exists and is not an hnmine output (no {MANIFEST}); refusing to replace it")
-        self.staging = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:12]}"
-        self.committed = False
+    def __init__(self, target: str | Path, wait: float = 0.0) -> None:
+        if not (isinstance(wait, int | float) and math.isfinite(wait) and wait >= 0):
+            raise InputError(f"--wait-lock must be a number of seconds >= 0, not {wait}")
+        self.target = Path(target)
+        self.path = self.target.parent / f".{self.target.name}.lock"
+        self.wait = float(wait)
+        self.fd: int | None = None
+        self.previous = ""  # what a dead holder left in the file (empty if none)
+        self.created: list[Path] = []  # parent directories acquire() made, innermost first
 
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.staging.mkdir()
-        return self.staging
+    def acquire(self) -> OutputLock:
+        """Lock (creating the target's missing parent directories), or raise naming the holder."""
+        parent = self.target.parent
+        missing = [p for p in (parent, *parent.parents) if not os.path.lexists(p)]
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"{self.target}: cannot create the directory {exc.filename or parent} "
+                             f"({exc.strerror})") from None
+        self.created = missing
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise InputError(f"{self.target}: cannot create the lock file {self.path} ({exc.strerror})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise OutputLockedError(
+                        f"{self.target}: locked by another hnmine process ({holder}; lock file {self.path}); "
+                        "wait for it to finish or pass --wait-lock SECONDS") from None
+                time.sleep(min(0.2, max(deadline - time.monotonic(), 0.01)))
+                continue
+            except OSError as exc:
+                os.close(fd)
+                raise InputError(f"{self.target}: cannot lock {self.path} ({exc.strerror})") from None
+            try:
+                current = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)  # the holder removed it between our open and flock: lock the new one
+                continue
+            self.previous = os.pread(fd, 4096, 0).decode("utf-8", "replace")
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": sys.argv}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+            self.fd = fd
+            return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        os.close(self.fd)
+        self.fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove staging directories of ``target`` left by killed runs; call only holding its lock.
+
+    Only names hnmine creates (``.<name>.tmp-<12 hex>``, ``.<name>.old-<12 hex>``) are touched. An
+    ``.old-`` directory is a previous output displaced mid-swap: put back if the target is missing.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(tmp|old)-[0-9a-f]{{12}}")
+    removed = []
+    for entry in sorted(target.parent.iterdir()):
+        match = pattern.fullmatch(entry.name)
+        if not match or entry.is_symlink() or not entry.is_dir():
+            continue
+        if match.group(1) == "old" and not os.path.lexists(target):
+            os.rename(entry, target)
+            continue
+        shutil.rmtree(entry)
+        removed.append(entry)
+    return removed
+
+
+class Publication:
+    """``with Publication(out, overwrite=...) as pub:`` then ``with pub.staging_dir() as staging:
+    ...; pub.commit(manifest)``.
+
+    The constructor refuses at once a target that exists unless ``overwrite`` is set, and even then
+    anything but an empty directory or an hnmine output of the same ``fmt`` (:func:`output_format`),
+    so a typo cannot replace a home directory. Entering takes the lock (waiting up to ``wait_lock``
+    seconds), checks again and removes stale staging; ``commit`` checks a third time, atomically.
+    """
+
+    def __init__(self, target: str | Path, *, overwrite: bool = False, fmt: str = "mine",
+                 wait_lock: float = 0.0) -> None:
+        self.given = Path(target)
+        self.target = resolve_output(target)
+        self.overwrite = overwrite
+        self.format = fmt
+        self.lock = OutputLock(self.target, wait_lock)
+        self._check(self.target)
+        self.staging: Path | None = None
+        self.committed = False
+        self.stale_removed: list[Path] = []
+
+    def _check(self, path: Path) -> None:
+        reason = _refusal(path, self.given, self.format, self.overwrite)
+        if reason:
+            raise InputError(reason)
+
+    def __enter__(self) -> Publication:
+        self.lock.acquire()
+        try:
+            self._check(self.target)
+            self.stale_removed = remove_stale_staging(self.target)
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    @contextlib.contextmanager
+    def staging_dir(self) -> Iterator[Path]:
+        """A fresh hidden staging directory beside the target; removed unless committed."""
+        if self.lock.fd is None:
+            raise RuntimeError("Publication.staging_dir() outside `with Publication(...)`")
+        self.staging = self.target.parent / f".{self.target.name}.tmp-{uuid.uuid4().hex[:12]}"
+        try:
+            self.staging.mkdir()
+        except OSError as exc:
+            raise InputError(f"{self.given}: cannot write the staging directory {self.staging} "
+                             f"({exc.strerror})") from None
+        try:
+            yield self.staging
+        finally:
+            self._remove_staging()
 
     def commit(self, manifest: dict[str, Any]) -> Path:
-        """Write the manifest and marker, then move the staging directory into place."""
-        (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        for path in self.staging.rglob("*"):
+        """Write the manifest and marker, then swap the staging directory into place."""
+        staging = self.staging
+        if staging is None or self.lock.fd is None:
+            raise RuntimeError("Publication.commit() outside staging_dir()")
+        files = _listed_files(staging)
+        if files is None:
+            raise RuntimeError(f"{staging}: an output holds only regular files and directories")
+        manifest = {**manifest, "format": self.format, "format_version": FORMAT_VERSION, "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        for path in staging.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
-        (self.staging / SUCCESS_MARKER).write_text("")
-        _fsync_dir(self.staging)
-        if self.target.exists():
-            if _exchange(self.staging, self.target):
-                shutil.rmtree(self.staging)  # now holds the previous output
-            else:
-                old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:12]}"
-                os.rename(self.target, old)
-                os.rename(self.staging, self.target)
-                shutil.rmtree(old)
-        else:
-            os.rename(self.staging, self.target)
+        (staging / SUCCESS_MARKER).write_text("")
+        _fsync_dir(staging)
+        self._swap_in(staging)
         _fsync_dir(self.target.parent)
         self.committed = True
         return self.target
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self.staging.exists():
+    def _swap_in(self, staging: Path) -> None:
+        """Move ``staging`` to the target; whatever is displaced is checked again before deletion."""
+        target = self.target
+        if not os.path.lexists(target):
+            code = _renameat2(staging, target, _RENAME_NOREPLACE)
+            if code == 0:
+                return
+            if _unsupported(code):
+                try:
+                    os.rename(staging, target)  # replaces at most an empty directory made meanwhile
+                    return
+                except OSError:
+                    pass
+            elif code != errno.EEXIST:
+                raise OSError(code, os.strerror(code), str(target))
+        self._check(target)  # it appeared, or was there: refuse early what the swap would refuse
+        code = _renameat2(staging, target, _RENAME_EXCHANGE)
+        if code == 0:
+            displaced = staging  # staging now holds what was at the target
+            reason = _refusal(displaced, self.given, self.format, self.overwrite)
+            if reason:
+                _renameat2(staging, target, _RENAME_EXCHANGE)
+                raise InputError(reason)
+            shutil.rmtree(displaced)
+            return
+        if not _unsupported(code):
+            raise OSError(code, os.strerror(code), str(target))
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
+        os.rename(target, old)
+        reason = _refusal(old, self.given, self.format, self.overwrite)
+        if reason:
+            os.rename(old, target)
+            raise InputError(reason)
+        os.rename(staging, target)
+        shutil.rmtree(old)
+
+    def _remove_staging(self) -> None:
+        if self.staging is not None and os.path.lexists(self.staging):
             shutil.rmtree(self.staging, ignore_errors=True)
+        self.staging = None
+
+    def _release(self) -> None:
+        self.lock.release()
+        if not self.committed:
+            for directory in self.lock.created:  # innermost first; a non-empty one is kept
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._remove_staging()
+        self._release()

@@ -86,4 +86,4 @@ def write_svd_embeddings(
     )
     user_vecs, item_vecs = svd_embeddings(coded["u"].to_numpy(), coded["i"].to_numpy(), len(users), len(items), dim,
                                           seed, form=form, item_degree_power=item_degree_power)
-    return write_embedding_dir(out_dir, users.to_numpy(), user_vecs, items.to_numpy(), item_vecs)
+    return write_embedding_dir(out_dir, users.to_numpy(), user_vecs, items.to_numpy(), item_vecs, tool="hnmine svd")

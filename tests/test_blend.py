@@ -82,4 +82,5 @@ def test_embedding_dir_is_replaced_whole_or_not_at_all(tmp_path):
     with pytest.raises((IndexError, ValueError)):
         write_embedding_dir(tmp_path, ids, np.ones(3), ids, np.zeros((3, 4)))  # 1-D: not a vector table
     assert read_embeddings(tmp_path / "user.parquet").vectors.shape == (3, 4)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["item.parquet", "user.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["_SUCCESS", "item.parquet", "manifest.json", "user.parquet"]
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*"))  # no staging or lock file left
