@@ -150,7 +150,7 @@ def _refusal(path: Path, shown: Path, fmt: str, overwrite: bool) -> str | None:
         return (f"{shown}: exists and is not an hnmine output (no {MANIFEST} with hnmine's format and "
                 f"{SUCCESS_MARKER}, or files hnmine did not write); refusing to replace it")
     if found != fmt:
-        return f"{shown}: holds an hnmine {found} output, not a {fmt} output; refusing to replace it"
+        return f"{shown}: holds hnmine's {found} output, not {fmt}; refusing to replace it"
     if not overwrite:
         return f"{shown}: output directory exists; pass --overwrite to replace it"
     return None
