@@ -83,16 +83,16 @@ def test_overwrite_refuses_a_foreign_manifest(cli, small_inputs, tmp_path, forei
 def test_overwrite_refuses_an_output_holding_files_hnmine_did_not_write(cli, small_inputs, tmp_path):
     out = tmp_path / "o"
     assert cli(*mine_args(small_inputs, out, *MINE_FAST)).exit_code == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["tool"] == "hnmine mine" and manifest["format"] == "mine" and manifest["format_version"] == 1
-    assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"manifest.json", "_SUCCESS"}
-    assert output_format(out) == "mine"
-
     (out / "notes.txt").write_text("mine, not hnmine's")
     before = tree(out)
     assert "not an hnmine output" in one_line_error(cli(*mine_args(small_inputs, out, *MINE_FAST, "--overwrite")))
     assert tree(out) == before
     (out / "notes.txt").unlink()
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["tool"] == "hnmine mine" and manifest["format"] == "mine" and manifest["format_version"] == 1
+    assert set(manifest["files"]) == {p.name for p in out.iterdir()} - {"manifest.json", "_SUCCESS"}
+    assert output_format(out) == "mine"
     original = (out / "user.txt").read_bytes()
     (out / "user.txt").write_text("rewritten by someone else")  # another size than the manifest lists
     assert output_format(out) is None
@@ -238,12 +238,11 @@ def test_second_writer_fails_fast_naming_the_holder_or_waits(small_inputs, tmp_p
     try:
         wait_for_line(holder, log, "mined 8/")
         holder.send_signal(signal.SIGSTOP)  # held mid-run: staging written, lock held
-        info = json.loads((tmp_path / ".o.lock").read_text())
-        assert info["pid"] == holder.pid and info["host"] == socket.gethostname() and "mine" in info["command"]
-
         second = hnmine(*mine_args(small_inputs, out, *MINE_FAST))
         assert second.returncode == 75, second.stderr
         assert second.stderr.count("\n") == 1 and f"locked by another hnmine process (pid {holder.pid} on " in second.stderr
+        info = json.loads((tmp_path / ".o.lock").read_text())
+        assert info["pid"] == holder.pid and info["host"] == socket.gethostname() and "mine" in info["command"]
         started = time.monotonic()
         assert hnmine(*mine_args(small_inputs, out, *MINE_FAST, "--wait-lock", "1")).returncode == 75
         assert time.monotonic() - started >= 1
