@@ -190,6 +190,10 @@ class OutputLock:
         try:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            blocker = next((p for p in reversed((parent, *parent.parents))
+                            if os.path.lexists(p) and not p.is_dir()), None)
+            if blocker is not None:
+                raise InputError(f"{self.target}: {blocker} is not a directory") from None
             raise InputError(f"{self.target}: cannot create the directory {exc.filename or parent} "
                              f"({exc.strerror})") from None
         self.created = missing

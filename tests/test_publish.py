@@ -190,6 +190,7 @@ def test_unwritable_out_is_one_line_and_writes_nothing(cli, small_inputs, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert not (tmp_path / "missing").exists() and (tmp_path / "file").read_text() == "x"
     assert "symbolic link to a missing path" in cli(*mine_args(small_inputs, tmp_path / "dangling")).stderr
+    assert f"{tmp_path / 'file'} is not a directory" in cli(*mine_args(small_inputs, tmp_path / "file" / "o")).stderr
 
 
 def test_symlinked_out_publishes_at_the_real_location(cli, small_inputs, tmp_path):
@@ -264,8 +265,13 @@ def test_kill_9_mid_run_keeps_the_previous_output_and_the_rerun_cleans_up(small_
     out, log = tmp_path / "o", tmp_path / "a.log"
     assert hnmine(*mine_args(small_inputs, out, *MINE_FAST)).returncode == 0
     previous = tree(out)
-    (tmp_path / ".o.tmp-notmine").mkdir()  # not a name hnmine gives its staging: left alone
+    interrupted = start_mine(small_inputs, out, tmp_path / "int.log", "--seed", "1", "--overwrite")
+    wait_for_line(interrupted, tmp_path / "int.log", "mined 8/")
+    interrupted.send_signal(signal.SIGINT)  # Ctrl-C: exit 130, and it cleans up after itself
+    assert interrupted.wait(timeout=120) == 130
+    assert leftovers(tmp_path, "o") == [] and tree(out) == previous
 
+    (tmp_path / ".o.tmp-notmine").mkdir()  # not a name hnmine gives its staging: left alone
     victim = start_mine(small_inputs, out, log, "--seed", "1", "--overwrite")
     wait_for_line(victim, log, "mined 8/")
     victim.send_signal(signal.SIGKILL)
