@@ -309,3 +309,9 @@ def test_run_directory_is_locked(tmp_path):
     resumed = hnmine(*args, "--out", out, "--quiet")  # the dead holder's lock is taken over
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "round_00" / "manifest.json").exists() and leftovers(tmp_path, "run") == []
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_wait_lock_must_be_seconds(cli, small_inputs, tmp_path, value):
+    assert "--wait-lock must be" in one_line_error(cli(*mine_args(small_inputs, tmp_path / "o", "--wait-lock", value)))
+    assert sorted(tmp_path.iterdir()) == []
