@@ -142,8 +142,11 @@ def _refusal(path: Path, shown: Path, fmt: str, overwrite: bool) -> str | None:
         return None
     if path.is_symlink() or not path.is_dir():
         return f"{shown}: output path exists and is not a directory"
-    if not any(path.iterdir()):
-        return None
+    try:
+        if not any(path.iterdir()):
+            return None
+    except OSError as exc:
+        return f"{shown}: cannot read the existing output directory ({exc.strerror})"
     found = output_format(path)
     if found is None:
         return (f"{shown}: exists and is not an hnmine output (no {MANIFEST} with hnmine's format and "
