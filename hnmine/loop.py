@@ -33,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from hnmine.checks import check_finite_options
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -102,6 +103,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
 
     def validate(self) -> None:
+        check_finite_options(self)
         if self.iterations < 1:
             raise InputError("--iterations must be at least 1")
         if self.round_patience < 0:
