@@ -374,8 +374,8 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     if inputs.positives.pos_edge.height == 0 and not config.allow_empty:
         raise InputError(
             f"{config.positives}: none of its {inputs.rows_read} positives has both its user in {config.users} and its "
-            f"item in {config.items} ({inputs.positives.unknown_user_positives} with an unknown user, "
-            f"{inputs.positives.unknown_item_positives} with an unknown item): pos_edge would be empty; check the id "
+            f"item in {config.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
+            f"{inputs.positives.unknown_item_rows} with an unknown item): pos_edge would be empty; check the id "
             "columns, or pass --allow-empty if that is expected")
     features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
     attrs, attr_fields, without_features = item_attrs(
