@@ -141,6 +141,8 @@ def print_report(report: MineReport) -> None:
         lines.append("score: " + ", ".join(f"{k} {v:.4g}" for k, v in report.score.items()))
     if report.rank:
         lines.append("rank: " + ", ".join(f"{k} {v:.4g}" for k, v in report.rank.items()))
+    if report.attr_fields != ["item_id"]:
+        lines.append(f"item features: {report.items_without_features:,} items without a feature row")
     if report.audit:
         lines.append(f"audit: window recall {report.audit['window_recall']:.4f} over {report.audit['users']} users")
     lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items()))
@@ -171,6 +173,7 @@ def mine(
     item_features_id_column: Annotated[str, typer.Option(help="Id column of the item feature table.")] = "id",
     attr_columns: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns, in attr_fields order (default: all but the id).")] = None,
     attr_delimiter: Annotated[str, typer.Option(help="Delimiter joining attrs, escapes allowed (the sampler's attr_delimiter).")] = "\\x02",
+    missing_item_features: Annotated[str, typer.Option(help="Items absent from --item-features: fill (their id attr is the node id, other attrs empty) or error.")] = "fill",
     rank_window: Annotated[str, typer.Option(help="LO:HI, 1-based ranks among the user's non-positive items.")] = "101:500",
     num_hard: Annotated[int, typer.Option(help="Hard negatives per user.")] = 10,
     strategy: Annotated[str, typer.Option(help="uniform|top|softmax|softmax-v|all.")] = "uniform",
@@ -203,6 +206,7 @@ def mine(
     formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing hnmine output at --out.")] = False,
     wait_lock: WaitLock = 0.0,
+    allow_empty: Annotated[bool, typer.Option(help="Publish even if hard_neg_edge or pos_edge has no rows (an error otherwise).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,

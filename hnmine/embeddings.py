@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from hnmine.checks import check_ids
 from hnmine.errors import InputError
 from hnmine.publish import Publication
 
@@ -216,6 +217,7 @@ class EmbeddingSource:
         """All ids in row order (int64 or str), checked for nulls and duplicates."""
         if self.is_npy:
             ids = _read_ids_file(self.ids_path, self.id_column)
+            check_ids(ids, str(self.ids_path), self.id_column)
             if len(ids) != self.num_rows:
                 raise InputError(
                     f"{self.ids_path}: has {len(ids)} ids but {self.path} has {self.num_rows} rows"
@@ -225,6 +227,8 @@ class EmbeddingSource:
                 _ids_to_numpy(pq.read_table(f, columns=[self.id_column])[self.id_column], str(f), self.id_column)
                 for f in self.files
             ]
+            for file, part in zip(self.files, parts):
+                check_ids(part, str(file), self.id_column)
             kinds = {p.dtype.kind for p in parts}
             if len(kinds) > 1:
                 raise InputError(f"{self.path}: files disagree on the type of column '{self.id_column}'")

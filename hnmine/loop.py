@@ -38,6 +38,7 @@ from typing import Any
 
 import polars as pl
 
+from hnmine.checks import check_finite_options
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -112,6 +113,7 @@ class RunConfig:
     wait_lock: float = 0.0
 
     def validate(self) -> None:
+        check_finite_options(self)
         if self.iterations < 1:
             raise InputError("--iterations must be at least 1")
         if self.round_patience < 0:

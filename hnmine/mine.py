@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from hnmine.checks import ScoreRange, check_finite_options
 from hnmine.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.errors import InputError
 from hnmine.graphlearn import TextTableWriter
@@ -45,6 +46,7 @@ from hnmine.tables import (
 __all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", "plan"]
 
 FORMATS = ("parquet", "graphlearn")
+MISSING_ITEM_FEATURES = ("fill", "error")
 
 
 def parse_rank_window(text: str) -> tuple[int, int]:
@@ -79,6 +81,9 @@ class MineConfig:
     item_features_id_column: str = "id"
     attr_columns: list[str] | None = None
     attr_delimiter: str = "\x02"
+    # items absent from --item-features: "fill" gives them their node id as the id attr (the
+    # consumer takes a negative's item id from the attrs), "error" refuses them
+    missing_item_features: str = "fill"
     rank_window: str = "101:500"
     num_hard: int = 10
     strategy: str = "uniform"
@@ -108,12 +113,15 @@ class MineConfig:
     overwrite: bool = False
     # seconds to wait for another hnmine writing the same --out (0: fail at once, exit 75)
     wait_lock: float = 0.0
+    # an output without hard negatives or without positive edges is an error unless this is set
+    allow_empty: bool = False
 
     def window(self) -> tuple[int, int]:
         return parse_rank_window(self.rank_window)
 
     def validate(self) -> None:
         """Reject impossible option values before any input is read."""
+        check_finite_options(self)
         self.window()
         checks: list[tuple[bool, str]] = [
             (self.num_hard >= 1, "--num-hard must be at least 1"),
@@ -133,6 +141,8 @@ class MineConfig:
             (bool(self.formats) and set(self.formats) <= set(FORMATS), f"--formats must be a subset of {', '.join(FORMATS)}"),
             (len(self.attr_delimiter) == 1, "--attr-delimiter must be one character"),
             (self.attr_delimiter not in "\t\n\r", "--attr-delimiter cannot be TAB or a newline"),
+            (self.missing_item_features in MISSING_ITEM_FEATURES,
+             f"--missing-item-features must be one of {', '.join(MISSING_ITEM_FEATURES)}"),
             (self.audit_sample >= 0, "--audit-sample must be >= 0"),
             (self.nprobe >= 1 and self.hnsw_m >= 2 and self.ef_search >= 1, "index parameters must be positive"),
         ]
@@ -372,15 +382,23 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     lo, hi = config.window()
     width = hi - lo + 1
     inputs = _read_inputs(config)
+    if inputs.positives.pos_edge.height == 0 and not config.allow_empty:
+        raise InputError(
+            f"{config.positives}: none of its {inputs.rows_read} positives has both its user in {config.users} and its "
+            f"item in {config.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
+            f"{inputs.positives.unknown_item_rows} with an unknown item): pos_edge would be empty; check the id "
+            "columns, or pass --allow-empty if that is expected")
     features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
     attrs, attr_fields, without_features = item_attrs(
         inputs.items.ids, features, id_column=config.item_features_id_column, attr_columns=config.attr_columns,
         delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
+        missing=config.missing_item_features, items_source=config.items,
     )
     fingerprints = {name: _fingerprint(getattr(config, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     mark = timer.add("read", mark)
     item_vectors = _prepared(inputs.items.vectors, config.metric)
+    score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
     index = ItemIndex(item_vectors, config.index_spec(), config.threads)
     audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
@@ -418,6 +436,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             queries = _prepared(chunk.vectors, config.metric)
             if queries.shape[1] != inputs.items.dim:
                 raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
+            score_range.check(queries, chunk.ids, first_row, config.users,
+                              "vector" if inputs.users.is_npy else config.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
             max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
             window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
@@ -473,6 +493,12 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             text_writer.close(schema=_hard_neg_schema(inputs.user_ids, inputs.items.ids))
         report.rows = _write_node_tables(staging, config, inputs, attrs)
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
+        if report.rows["hard_neg_edge"] == 0 and not config.allow_empty:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
+            raise InputError(
+                f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.users} (empty because of: "
+                f"{reasons or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
+                "if an empty hard_neg_edge is expected")
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
@@ -561,7 +587,8 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
     tables = {
         "pos_edge": inputs.positives.pos_edge.with_columns(pl.col("weight").cast(pl.Float32)),
         "user": user_node_table(inputs.user_ids),
-        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.pop_exponent, attrs),
+        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.pop_exponent, attrs,
+                                source=config.items),
     }
     for name, frame in tables.items():
         if "parquet" in config.formats:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hnmine.checks import FLOAT32_MAX, check_ids
 from hnmine.errors import InputError
 
 __all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
@@ -138,11 +139,12 @@ def read_positives(
         nulls = table[column].is_null()
         if nulls.any():
             raise InputError(f"{path}: column '{names[column]}' is null at row {int(nulls.arg_true()[0])}")
+        check_ids(table[column], str(path), names[column])
     if not table.schema["weight"].is_numeric():
         raise InputError(f"{path}: column '{names['weight']}' has type {table.schema['weight']}; expected numbers")
     table = table.with_columns(pl.col("weight").cast(pl.Float64))
     weights = table["weight"]
-    bad = weights.is_null() | ~weights.is_finite() | (weights < 0)
+    bad = weights.is_null() | ~weights.is_finite() | (weights < 0) | (weights > FLOAT32_MAX)  # pos_edge is float32
     if bad.any():
         row = int(bad.arg_true()[0])
         raise InputError(f"{path}: column '{names['weight']}' has invalid weight {weights[row]} at row {row}")

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from hnmine.checks import FLOAT32_MAX, check_ids
 from hnmine.errors import InputError
 from hnmine.selection import Selection
 
@@ -78,9 +79,20 @@ def user_node_table(user_ids: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame([_ids_series("id", user_ids), pl.Series("weight", np.ones(len(user_ids)), dtype=pl.Float32)])
 
 
-def item_node_table(item_ids: np.ndarray, popularity: np.ndarray, pop_exponent: float, attrs: pl.Series) -> pl.DataFrame:
-    """Item nodes with weight = popularity ** pop_exponent (0 ** 0 = 1: b=0 gives uniform weights)."""
-    weight = np.power(popularity.astype(np.float64), pop_exponent)
+def item_node_table(item_ids: np.ndarray, popularity: np.ndarray, pop_exponent: float, attrs: pl.Series,
+                    source: str = "items") -> pl.DataFrame:
+    """Item nodes with weight = popularity ** pop_exponent (0 ** 0 = 1: b=0 gives uniform weights).
+
+    A weight beyond float32 (a large exponent on a popular item) is refused, naming the item of ``source``.
+    """
+    with np.errstate(over="ignore"):
+        weight = np.power(popularity.astype(np.float64), pop_exponent)
+    over = np.flatnonzero(~(weight <= FLOAT32_MAX))
+    if over.size:
+        row = int(over[np.argmax(popularity[over])])
+        raise InputError(
+            f"--pop-exponent {pop_exponent}: item {item_ids[row]} ({source} row {row}) has {int(popularity[row])} positives "
+            f"and would get weight {weight[row]:.3g}, beyond float32 ({int(over.size)} items); use a smaller exponent")
     return pl.DataFrame(
         [_ids_series("id", item_ids), pl.Series("weight", weight, dtype=pl.Float32), attrs.alias("attrs")]
     )
@@ -112,6 +124,7 @@ def read_item_features(path: str | Path, id_column: str) -> pl.DataFrame:
         raise InputError(f"{path}: cannot read item features ({str(exc).splitlines()[0]})") from None
     if id_column not in table.columns:
         raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.columns)})")
+    check_ids(table[id_column], str(path), id_column)
     duplicated = table[id_column].is_duplicated()
     if duplicated.any():
         raise InputError(f"{path}: column '{id_column}' has duplicate id {table[id_column][int(duplicated.arg_true()[0])]}")
@@ -126,12 +139,17 @@ def item_attrs(
     attr_columns: list[str] | None = None,
     delimiter: str = "\x02",
     source: str = "item features",
+    missing: str = "fill",
+    items_source: str = "items",
 ) -> tuple[pl.Series, list[str], int]:
     """The ``attrs`` string per item, in item order; returns (attrs, attr fields, items without features).
 
     Without a feature table each item's attrs is its id (pair it with ``attr_fields: "item_id"``).
     Missing values and items absent from the table get empty values, never a missing field: the
-    consumer rejects a row whose attr count differs from its ``attr_fields``.
+    consumer rejects a row whose attr count differs from its ``attr_fields``. The id column itself
+    is different: TorchEasyRec takes a negative's item id from the attrs, and an empty value there
+    becomes a null item id. So with ``missing="fill"`` an item absent from the table gets its node id
+    as the id attr; with ``missing="error"`` an absent item is refused.
     """
     ids = _ids_series("id", item_ids)
     if features is None:
@@ -146,16 +164,27 @@ def item_attrs(
         raise InputError(f"{source}: no attribute columns besides '{id_column}'")
     # The join key gets a private name: the id column may itself be an attr (TorchEasyRec configs list
     # the item id in attr_fields), and an attr column may be called "id".
-    key = "__hnmine_item_key__"
+    key, present = "__hnmine_item_key__", "__hnmine_present__"
     keyed = features.select(pl.col(id_column).cast(ids.dtype, strict=False).alias(key), *columns)
     for column in columns:
         as_text = keyed[column].cast(pl.String)
         check_text_safe(as_text, f"{source}: column '{column}'", delimiter, keyed[key])
-    joined = pl.DataFrame([ids.alias(key)]).join(keyed, on=key, how="left", maintain_order="left")
-    missing = int(joined.select(pl.all_horizontal(pl.col(c).is_null() for c in columns)).to_series().sum())
-    attrs = joined.select(
-        pl.concat_str([pl.col(c).cast(pl.String).fill_null("") for c in columns], separator=delimiter)
-    ).to_series()
+    joined = pl.DataFrame([ids.alias(key)]).join(keyed.with_columns(pl.lit(True).alias(present)), on=key,
+                                                 how="left", maintain_order="left")
+    absent = joined[present].is_null()
+    without = int(absent.sum())
+    if without and missing == "error":
+        row = int(absent.arg_true()[0])
+        raise InputError(
+            f"{source}: no feature row for item {ids[row]} ({items_source} row {row}), nor for {without - 1} more of the "
+            f"{len(ids)} items; add them, or pass --missing-item-features fill")
+
+    def value(column: str) -> pl.Expr:
+        text = pl.col(column).cast(pl.String)
+        # the node id stands in for an absent item's id attr: the consumer reads it as the item id
+        return pl.coalesce(text, pl.col(key).cast(pl.String)) if column == id_column else text.fill_null("")
+
+    attrs = joined.select(pl.concat_str([value(c) for c in columns], separator=delimiter)).to_series()
     if len(columns) == 1:
         # One attr field: an empty value leaves the attrs column empty, which GraphLearn parses as zero
         # attributes and drops the whole item row (only a log line says so). Refuse it instead.
@@ -166,4 +195,4 @@ def item_attrs(
                 f"{source}: column '{columns[0]}' is the only attr column and item {ids[row]} has an empty value "
                 f"({int(empty.sum())} items empty or without a feature row); GraphLearn drops an item whose only "
                 "attr is empty, so fill these values or add another attr column")
-    return attrs.alias("attrs"), columns, missing
+    return attrs.alias("attrs"), columns, without

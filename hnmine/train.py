@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hnmine import kernels
+from hnmine.checks import check_finite_options
 from hnmine.errors import InputError
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.mine import parse_rank_window
@@ -116,6 +117,7 @@ class TrainConfig:
     patience: int | None = None
 
     def validate(self) -> None:
+        check_finite_options(self)
         checks = [
             (self.dim >= 1, "--dim must be at least 1"),
             (self.epochs >= 0, "--epochs must be >= 0"),

@@ -16,7 +16,8 @@ samplers make:
 Usage: python graphlearn_probe.py SPEC.json OUT.json (run it in a scratch directory: GraphLearn
 writes its log files into the working directory).
 
-SPEC keys: dir (the hnmine output directory), attr_types (GraphLearn attr types, e.g. ["string"]),
+SPEC keys: dir (the hnmine output directory), attr_types (GraphLearn attr types; the test passes
+what TorchEasyRec declares: "string" for every attr field),
 attr_delimiter, num_hard_samples (list of num_hard_sample values to try), node_weight_draws,
 cond_pairs ([[user, item], ...] positive pairs to condition on), cond_expand, cond_batch (pairs per
 request; GraphLearn excludes the positives of every earlier user of the request too, and after a few

@@ -19,7 +19,10 @@ virtual environment (``.venv-gl39/``), make the calls the four samplers make (se
   alarm rate instead);
 - the conditional sampler over pos_edge never returns a positive of the user and only draws items
   from pos_edge;
-- item attributes come back equal to what was written (non-ASCII text and empty values included).
+- item attributes, declared the way TorchEasyRec declares them (every attr field a GraphLearn
+  ``string``, converted to the training-data field's type afterwards, an empty value to null), come
+  back equal to what was written (non-ASCII text and empty values included), and the item id attr is
+  never null.
 
 Python 3.9 is needed: set ``HNMINE_PYTHON39`` to its interpreter if it is neither
 ``/root/.pyenv/versions/3.9.18/bin/python`` nor ``python3.9`` on PATH. Without it the tests fail.
@@ -40,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,6 +123,23 @@ def gl_python() -> str:
 
 def hnmine(*args: str) -> subprocess.CompletedProcess:
     return _run([sys.executable, "-m", "hnmine", *map(str, args)], "hnmine " + str(args[0]), cwd=REPO, timeout=600)
+
+
+def torcheasyrec_attr_types(field_types: list[str]) -> list[str]:
+    """The GraphLearn attr types TorchEasyRec's four samplers declare for ``attr_fields``: ``string`` for
+    every field of the training data, whatever its type (``BaseSampler.__init__`` in
+    tzrec/datasets/sampler.py; only TDMSampler's own ``tree_level`` is declared ``int``)."""
+    return ["string"] * len(field_types)
+
+
+def torcheasyrec_values(texts: list[str], field_type: str) -> list[object]:
+    """Sampled attr strings as TorchEasyRec hands them to the model (``_to_arrow_array``): for a
+    non-string field an empty string becomes null, the rest is cast (pyarrow, safe=False)."""
+    arrow_type = {"string": pa.string(), "int64": pa.int64(), "double": pa.float64()}[field_type]
+    array = pa.array(texts, type=pa.string())
+    if field_type != "string":
+        array = pc.if_else(pc.equal(array, ""), pa.nulls(len(array), pa.string()), array).cast(arrow_type, safe=False)
+    return array.to_pylist()
 
 
 def probe(gl_python: str, out_dir: Path, work: Path, *, attr_types: list[str], num_hard_samples: list[int],
@@ -252,8 +274,12 @@ def graphlearn_node_weight_probabilities(weights: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- the checks
 
 
-def check_consumer(out_dir: Path, result: dict, attr_types: list[str], label: str) -> None:
-    """Everything GraphLearn loaded and sampled, against hnmine's parquet and text tables."""
+def check_consumer(out_dir: Path, result: dict, field_types: list[str], label: str, id_attr: int | None = None) -> None:
+    """Everything GraphLearn loaded and sampled, against hnmine's parquet and text tables.
+
+    ``field_types`` are the training-data types of the sampler's ``attr_fields`` (``int64``, ``double``
+    or ``string``); ``id_attr`` the position of the item id among them, if listed.
+    """
     tables = {name: pl.read_parquet(out_dir / f"{name}.parquet") for name in ("user", "item", "pos_edge", "hard_neg_edge")}
     facts: dict[str, object] = {"graphlearn": result["graphlearn_version"], "probe_seconds": round(result["seconds"], 2)}
 
@@ -281,27 +307,21 @@ def check_consumer(out_dir: Path, result: dict, attr_types: list[str], label: st
     gl_item_weights = np.asarray(result["item"]["weights"])[gl_item_order]
     assert gl_item_weights.tolist() == items["weight"].cast(pl.Float64).to_list(), f"{label}: item weights differ"
 
-    # 2. attributes, field by field, as GraphLearn typed them (empty int -> 0, empty float -> 0.0)
+    # 2. attributes, as TorchEasyRec reads them: GraphLearn strings, then converted to the field's type
     written_attrs = [value.split(DELIM) for value in items["attrs"].to_list()]
-    assert all(len(fields) == len(attr_types) for fields in written_attrs)
-    columns = {kind: [i for i, t in enumerate(attr_types) if t == kind] for kind in ("string", "int", "float")}
-    for kind, key in (("string", "string_attrs"), ("int", "int_attrs"), ("float", "float_attrs")):
-        if not columns[kind]:
-            continue
-        got = [result["item"][key][i] for i in gl_item_order]
-        for row, (fields, values) in enumerate(zip(written_attrs, got, strict=True)):
-            for position, column in enumerate(columns[kind]):
-                text = fields[column]
-                if kind == "string":
-                    want: object = text
-                elif kind == "int":
-                    want = int(text) if text else 0
-                else:
-                    want = float(np.float32(text)) if text else 0.0
-                assert values[position] == want, (
-                    f"{label}: item {gl_item_ids[row]} attr {column} ({kind}): wrote {text!r}, GraphLearn gave "
-                    f"{values[position]!r}")
-    facts["attr_values_checked"] = len(written_attrs) * len(attr_types)
+    assert all(len(fields) == len(field_types) for fields in written_attrs)
+    got = [result["item"]["string_attrs"][i] for i in gl_item_order]
+    for column, field_type in enumerate(field_types):
+        written = [fields[column] for fields in written_attrs]
+        texts = [values[column] for values in got]
+        for item, want, text in zip(gl_item_ids, written, texts, strict=True):
+            assert text == want, f"{label}: item {item} attr {column}: wrote {want!r}, GraphLearn gave {text!r}"
+        values = torcheasyrec_values(texts, field_type)
+        if field_type != "string":  # null exactly where hnmine wrote an empty value
+            assert [v is None for v in values] == [t == "" for t in written], f"{label}: attr {column} nulls"
+        if column == id_attr:  # the negatives' item id: never null, always the node's own id
+            assert values == gl_item_ids.tolist(), f"{label}: the item id attr differs from the node id"
+    facts["attr_values_checked"] = len(written_attrs) * len(field_types)
 
     # 3. edges, as multisets (GraphLearn's iteration order is its own)
     for name, key in (("pos_edge", "pos_edge"), ("hard_neg_edge", "hard_neg_edge")):
@@ -471,9 +491,10 @@ def test_sample_data_in_graphlearn(gl_python, cli_svd_embeddings, tmp_path, edge
         pairs.update((int(user), int(i)) for i in user_items)
     assert set(zip(pos_edge["user_id"].to_list(), pos_edge["item_id"].to_list(), strict=True)) == pairs
     assert pos_edge.height == len(pairs)
-    result = probe(gl_python, out, tmp_path / "gl", attr_types=["int", "int"], num_hard_samples=[4, 10, 16],
-                   draws=2_000_000, cond_pairs=cond_pairs_from(pos_edge, 1000))
-    check_consumer(out, result, ["int", "int"], f"sample_data/{edge_weight}")
+    fields = ["int64", "int64"]  # location_id, popularity_bucket
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=torcheasyrec_attr_types(fields),
+                   num_hard_samples=[4, 10, 16], draws=2_000_000, cond_pairs=cond_pairs_from(pos_edge, 1000))
+    check_consumer(out, result, fields, f"sample_data/{edge_weight}")
 
 
 # --------------------------------------------------------------------------- a generated case
@@ -538,17 +559,17 @@ def test_generated_strings_in_graphlearn(gl_python, tmp_path, edge_weight):
     # users 0 and 1 have all but 5 and 2 of the pos_edge items as positives: GraphLearn's conditional
     # sampler gives up after a few retries and returns positives for them, so they are not asked
     ordinary = pos_edge.filter(pl.len().over("user_id") < 100)
-    types = ["string", "string", "int"]
-    result = probe(gl_python, out, tmp_path / "gl", attr_types=types, num_hard_samples=[2, 6, 10],
-                   draws=2_000_000, cond_pairs=cond_pairs_from(ordinary, 60), cond_expand=30,
-                   cond_uniform_pair=cond_pairs_from(ordinary, 1)[0], cond_uniform_draws=300_000)
-    check_consumer(out, result, types, f"generated/{edge_weight}")
+    fields = ["string", "string", "int64"]  # title, tags, price
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=torcheasyrec_attr_types(fields),
+                   num_hard_samples=[2, 6, 10], draws=2_000_000, cond_pairs=cond_pairs_from(ordinary, 60),
+                   cond_expand=30, cond_uniform_pair=cond_pairs_from(ordinary, 1)[0], cond_uniform_draws=300_000)
+    check_consumer(out, result, fields, f"generated/{edge_weight}")
     # the string attributes, spelled out
     by_id = dict(zip(result["item"]["ids"], result["item"]["string_attrs"], strict=True))
     first = int(items["id"][1])
-    assert by_id[first] == ["東京タワー 1", "k1:v\x1dk1:w ü"]
-    assert by_id[int(items["id"][0])] == ["Café crème 0", ""]
-    assert by_id[int(items["id"][-1])] == ["", ""]  # no feature row: all empty, row still loaded
+    assert by_id[first] == ["東京タワー 1", "k1:v\x1dk1:w ü", "13"]
+    assert by_id[int(items["id"][0])] == ["Café crème 0", "", ""]
+    assert by_id[int(items["id"][-1])] == ["", "", ""]  # no feature row: all empty, row still loaded
 
 
 def test_single_empty_attr_never_reaches_graphlearn(gl_python, tmp_path):
@@ -576,7 +597,8 @@ def test_single_empty_attr_never_reaches_graphlearn(gl_python, tmp_path):
            "--item-features", tmp_path / "filled.parquet", "--attr-columns", "title",
            "--rank-window", "3:20", "--num-hard", "6", "--out", out, "--quiet")
     pos_edge = pl.read_parquet(out / "pos_edge.parquet")
-    result = probe(gl_python, out, tmp_path / "gl", attr_types=["string"], num_hard_samples=[6], draws=200_000,
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=torcheasyrec_attr_types(["string"]),
+                   num_hard_samples=[6], draws=200_000,
                    cond_pairs=cond_pairs_from(pos_edge.filter(pl.len().over("user_id") < 100), 20))
     check_consumer(out, result, ["string"], "generated/single-attr")
 
@@ -588,8 +610,30 @@ def test_item_id_as_attr_in_graphlearn(gl_python, cli_svd_embeddings, tmp_path):
            "--positives", "sample_data/train.txt", "--item-features", "sample_data/item_features.csv",
            "--attr-columns", "id,location_id,popularity_bucket", "--num-hard", "10", "--out", out, "--quiet")
     pos_edge = pl.read_parquet(out / "pos_edge.parquet")
-    types = ["int", "int", "int"]
-    result = probe(gl_python, out, tmp_path / "gl", attr_types=types, num_hard_samples=[10], draws=200_000,
-                   cond_pairs=cond_pairs_from(pos_edge, 64))
-    check_consumer(out, result, types, "sample_data/id-attr")
-    assert [row[0] for row in result["item"]["int_attrs"]] == result["item"]["ids"]
+    fields = ["int64", "int64", "int64"]  # item_id, location_id, popularity_bucket
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=torcheasyrec_attr_types(fields),
+                   num_hard_samples=[10], draws=200_000, cond_pairs=cond_pairs_from(pos_edge, 64))
+    check_consumer(out, result, fields, "sample_data/id-attr", id_attr=0)
+
+
+def test_item_id_attr_of_items_without_features_in_graphlearn(gl_python, tmp_path):
+    """Items absent from the feature table still carry their item id attr: the samplers take a
+    negative's item id from the attrs, and an empty one would reach the trainer as a null item id."""
+    inputs = make_generated(tmp_path / "in")  # its last 6 items have no feature row
+    out = tmp_path / "mined"
+    hnmine("mine", "--users", inputs["users"], "--items", inputs["items"], "--positives", inputs["positives"],
+           "--item-features", inputs["features"], "--attr-columns", "id,title,price",
+           "--rank-window", "3:20", "--num-hard", "6", "--out", out, "--quiet")
+    assert json.loads((out / "manifest.json").read_text())["summary"]["items_without_features"] == 6
+    pos_edge = pl.read_parquet(out / "pos_edge.parquet")
+    fields = ["int64", "string", "int64"]  # item_id, title, price
+    result = probe(gl_python, out, tmp_path / "gl", attr_types=torcheasyrec_attr_types(fields),
+                   num_hard_samples=[6], draws=200_000,
+                   cond_pairs=cond_pairs_from(pos_edge.filter(pl.len().over("user_id") < 100), 20))
+    check_consumer(out, result, fields, "generated/id-attr-without-features", id_attr=0)
+    # the hard negatives as the trainer gets them: every one with an item id, the node's own
+    by_id = dict(zip(result["item"]["ids"], result["item"]["string_attrs"], strict=True))
+    hard_items = pl.read_parquet(out / "hard_neg_edge.parquet")["item_id"].unique().to_list()
+    assert torcheasyrec_values([by_id[i][0] for i in hard_items], "int64") == hard_items
+    absent = pl.read_parquet(inputs["items"])["id"].to_list()[-6:]
+    assert [by_id[i] for i in absent] == [[str(i), "", ""] for i in absent]
