@@ -84,9 +84,15 @@ def check_ids(ids: pl.Series | np.ndarray | pa.Array | pa.ChunkedArray, where: s
 
 
 def check_finite_options(config: Any) -> None:
-    """Refuse NaN or infinite values in a config dataclass's float options (``--max-score nan``)."""
+    """Refuse NaN or infinite values in a config dataclass's float options (``--max-score nan``).
+
+    ``wait_lock`` is a duration, not a value that reaches a table: ``inf`` means wait as long as it
+    takes, and the lock itself refuses NaN or a negative wait.
+    """
     assert is_dataclass(config)
     for spec in fields(config):
+        if spec.name == "wait_lock":
+            continue
         value = getattr(config, spec.name)
         if isinstance(value, float) and not math.isfinite(value):
             raise InputError(f"--{spec.name.replace('_', '-')} {value} is not a finite number")
