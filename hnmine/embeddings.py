@@ -75,6 +75,12 @@ def _ids_to_numpy(column: pa.ChunkedArray | pa.Array, where: str, id_column: str
                              "int64 range; ids must fit int64 or be strings")
         return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # TAB and line breaks would split a row of the GraphLearn text tables: refuse them where read
+        unsafe = pc.match_substring_regex(column, "[\t\n\r]")
+        if pc.any(unsafe).as_py():
+            row = int(pc.index(unsafe, True).as_py())
+            raise InputError(f"{where}: column '{id_column}' at row {row}: id {column[row].as_py()!r} contains a TAB or "
+                             "a line break, which the GraphLearn text tables cannot hold")
         return np.asarray(column.to_pylist(), dtype=object)
     raise InputError(f"{where}: column '{id_column}' has type {kind}; ids must be integers or strings")
 

@@ -771,6 +771,16 @@ def check_model_path(path: str | Path) -> None:
         raise InputError(f"{out}: {ancestor} is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"{out}: cannot create files in {ancestor} (permission denied)")
+    if ancestor == out.absolute().parent:  # try the temporary file the model is written to (exclusive: ours only)
+        probe = out.with_name(out.name + ".tmp")
+        try:
+            with probe.open("xb"):
+                pass
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write the model file ({exc.strerror})") from None
+        probe.unlink()
 
 
 def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainReport:
