@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hnmine.embeddings import EmbeddingSource, write_embeddings
+from hnmine.embeddings import EmbeddingSource
 from hnmine.errors import InputError
 from hnmine.positives import read_positives
 from hnmine.tables import read_item_features
