@@ -147,8 +147,8 @@ def evaluate(
     """
     if not ks or min(ks) < 1:
         raise InputError("--k values must be positive integers")
-    if not 0 <= max_false_negative_rate < 1:
-        raise InputError(f"--max-false-negative-rate must be in [0, 1), not {max_false_negative_rate}")
+    if not 0 <= max_false_negative_rate <= 1:
+        raise InputError(f"--max-false-negative-rate must be between 0 and 1, not {max_false_negative_rate}")
     user_emb = read_embeddings(users)
     item_emb = read_embeddings(items)
     if user_emb.dim != item_emb.dim:

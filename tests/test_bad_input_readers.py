@@ -312,7 +312,7 @@ def test_bad_run_options(args, expected, cli, tmp_path, inputs):
 def test_bad_evaluate_and_blend_options(cli, tmp_path, inputs):
     refused(cli("evaluate", "--users", inputs["users"], "--items", inputs["items"], "--train", inputs["positives"],
                 "--test", inputs["positives"], "--window-width", "5", "--max-false-negative-rate", "1.5"),
-            "--max-false-negative-rate must be in [0, 1)")
+            "--max-false-negative-rate must be between 0 and 1")
     emb = tmp_path / "emb"
     emb.mkdir()
     (emb / "user.parquet").write_bytes(inputs["users"].read_bytes())
