@@ -127,7 +127,7 @@ HardCorrection = Annotated[str, typer.Option(help="How hard logits are corrected
     "window); needs the mining embeddings and window).")]
 Seed = Annotated[int, typer.Option(help="Random seed (init, order, negatives).")]
 Device = Annotated[str, typer.Option(help="auto (GPU when present)|cpu|cuda.")]
-Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch (default: torch's choice).")]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch, at least 1 (default: torch's choice).")]
 Quiet = Annotated[bool, typer.Option(help="No progress output.")]
 
 

@@ -9,6 +9,9 @@ import codecs
 import json
 import sys
 import time
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -49,28 +52,68 @@ def load_config(path: Path | None, section: str) -> dict[str, Any]:
     if path is None:
         return {}
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         fail(f"{path}: config file not found")
+    except IsADirectoryError:
+        fail(f"{path}: is a directory, not a TOML config file")
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start}); a TOML config file must be UTF-8")
+    except OSError as exc:
+        fail(f"{path}: cannot read the config file ({exc.strerror})")
     except tomllib.TOMLDecodeError as exc:
         fail(f"{path}: invalid TOML ({exc})")
+    except RecursionError:
+        fail(f"{path}: invalid TOML (nested too deeply)")
     table = data.get(section, data)
     if not isinstance(table, dict):
         fail(f"{path}: [{section}] must be a table")
     return {key.replace("-", "_"): value for key, value in table.items() if not isinstance(value, dict)}
 
 
-def merge_config(ctx: typer.Context, config_path: Path | None, section: str, given: dict[str, Any]) -> dict[str, Any]:
-    """Command-line values win; config values fill in options left at their defaults."""
+# Options given as comma-separated text on the command line; a config file may give a list of strings.
+LIST_OPTIONS = ("attr_columns", "formats")
+
+
+def _config_value(path: Path | None, key: str, value: Any, hint: Any) -> Any:
+    """A config file's value for option ``key``, checked against the option's type (``hint``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
+    name = key.replace("_", "-")
+    if key in LIST_OPTIONS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind is Path and isinstance(value, str):
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                Path: "a path (a string)"}.get(kind, str(kind))
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:56] + " ..."
+    fail(f"{path}: option {name} must be {expected}, not {type(value).__name__} {shown}")
+
+
+def merge_config(ctx: typer.Context, config_path: Path | None, section: str, given: dict[str, Any],
+                 command: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Command-line values win; config values fill in options left at their defaults.
+
+    With ``command`` (the command's function), each config value is checked against the option's type.
+    """
     config = load_config(config_path, section)
     unknown = sorted(set(config) - set(given))
     if unknown:
         fail(f"{config_path}: unknown option(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(command) if command is not None else {}
     merged = dict(given)
     for key, value in config.items():
         source = ctx.get_parameter_source(key)
         if source is None or source.name == "DEFAULT":
-            merged[key] = value
+            merged[key] = _config_value(config_path, key, value, hints[key]) if key in hints else value
     return merged
 
 
@@ -200,7 +243,7 @@ def mine(
     ef_search: Annotated[int, typer.Option(help="hnsw: search beam (raised to at least the search depth).")] = 512,
     audit_sample: Annotated[int, typer.Option(help="Approximate index: compare this many users with exact search; window recall goes into manifest.json.")] = 0,
     chunk_size: Annotated[int, typer.Option(help="Users per chunk (bounds memory; the output does not depend on it).")] = 16384,
-    threads: Annotated[Optional[int], typer.Option(help="Threads of FAISS and the compiled loops (default: all cores).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="Threads of FAISS and the compiled loops, at least 1 (default: all cores).")] = None,
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (the consumer keeps each user's top num_hard_sample by weight).")] = "score",
     pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,
     formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
@@ -217,7 +260,7 @@ def mine(
     with manifest.json and _SUCCESS, into --out.
     """
     given = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet")}
-    options = merge_config(ctx, config, "mine", given)
+    options = merge_config(ctx, config, "mine", given, mine)
     for required in ("users", "items", "positives", "out"):
         if not options.get(required):
             fail(f"missing option --{required}")

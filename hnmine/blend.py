@@ -67,6 +67,8 @@ def blend_embeddings(
     """
     if not 0 <= weight <= 1:
         raise InputError(f"--weight must be between 0 and 1, not {weight}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, not {seed}")
     user_ids, ua, ub = _common(a_users, b_users, "user")
     item_ids, ia, ib = _common(a_items, b_items, "item")
     rng = np.random.default_rng(seed)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import fields, is_dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import numpy as np
 import polars as pl
@@ -51,11 +52,17 @@ def _shown(value: str, limit: int = 60) -> str:
 
 
 def check_ids(ids: pl.Series | np.ndarray | pa.Array | pa.ChunkedArray, where: str, column: str,
-              first_row: int = 0) -> None:
+              first_row: int = 0, locate: Callable[[int], str] | None = None) -> None:
     """Refuse null, empty and text-unsafe ids; integer ids pass untouched.
 
-    ``where`` is the input file, ``column`` its id column, ``first_row`` the file row of ``ids[0]``.
+    ``where`` is the input file, ``column`` its id column, ``first_row`` the file row of ``ids[0]``;
+    ``locate`` (text readers) turns a row index into the file's own position, such as ``line 7``.
     """
+    def refuse(row: int, what: str) -> NoReturn:
+        if locate is not None:
+            raise InputError(f"{where}: {locate(row)}: column '{column}' {what}")
+        raise InputError(f"{where}: column '{column}' at row {first_row + row}: {what}")
+
     if isinstance(ids, (pa.Array, pa.ChunkedArray)):
         ids = pl.Series(ids)
     elif isinstance(ids, np.ndarray):
@@ -68,19 +75,17 @@ def check_ids(ids: pl.Series | np.ndarray | pa.Array | pa.ChunkedArray, where: s
         ids = ids.cast(pl.String)
     nulls = ids.is_null()
     if nulls.any():
-        raise InputError(f"{where}: column '{column}' has a null id at row {first_row + int(nulls.arg_true()[0])}")
+        refuse(int(nulls.arg_true()[0]), "has a null id")
     empty = ids.str.len_bytes() == 0
     if empty.any():
-        raise InputError(f"{where}: column '{column}' has an empty id at row {first_row + int(empty.arg_true()[0])}")
+        refuse(int(empty.arg_true()[0]), "has an empty id")
     unsafe = ids.str.contains(_UNSAFE_PATTERN)
     if unsafe.any():
         row = int(unsafe.arg_true()[0])
         value = ids[row]
         char = next(c for c in value if c in UNSAFE_ID_CHARS)
-        raise InputError(
-            f"{where}: column '{column}' at row {first_row + row}: id {_shown(value)} contains "
-            f"{UNSAFE_ID_CHARS[char]}, which line-based readers of the text tables split on; ids must not hold "
-            "NUL, TAB, line or record separators")
+        refuse(row, f"has id {_shown(value)}, which contains {UNSAFE_ID_CHARS[char]} (line-based readers of the text "
+                    "tables split on it); ids must not hold NUL, TAB, line or record separators")
 
 
 def check_finite_options(config: Any) -> None:

@@ -12,6 +12,7 @@ the number of users. Items are read whole (:func:`read_embeddings`): the index n
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from hnmine.checks import check_ids
-from hnmine.errors import InputError
+from hnmine.errors import InputError, reading
 from hnmine.publish import Publication
 
 __all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
@@ -69,8 +70,11 @@ def _ids_to_numpy(column: pa.ChunkedArray | pa.Array, where: str, id_column: str
         raise InputError(f"{where}: column '{id_column}' has a null id at row {row}")
     kind = column.type
     if pa.types.is_integer(kind):
+        # uint64 ids are accepted while every value fits int64 (the type of every output id column)
         if pa.types.is_uint64(kind) and len(column) and pc.max(column).as_py() > np.iinfo(np.int64).max:
-            raise InputError(f"{where}: column '{id_column}' has ids beyond the int64 range")
+            row = int(pc.index(pc.greater(column, pa.scalar(np.iinfo(np.int64).max, pa.uint64())), True).as_py())
+            raise InputError(f"{where}: column '{id_column}' has id {column[row].as_py()} at row {row}, beyond the "
+                             "int64 range; ids must fit int64 or be strings")
         return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return np.asarray(column.to_pylist(), dtype=object)
@@ -139,11 +143,16 @@ def _check_unique(ids: np.ndarray, where: str, id_column: str) -> None:
         raise InputError(f"{where}: column '{id_column}' has duplicate id {ids[row]} (first at row {row})")
 
 
+_INTEGER = re.compile(r"-?[0-9]+")
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
 def _read_ids_file(path: Path, id_column: str) -> np.ndarray:
     if not path.exists():
         raise InputError(f"{path}: ids file not found")
     if path.suffix == ".npy":
-        ids = np.load(path, allow_pickle=False)
+        with reading(path, "as .npy"):
+            ids = np.load(path, allow_pickle=False)
         if ids.ndim != 1:
             raise InputError(f"{path}: ids array must be 1-D, got shape {ids.shape}")
         if ids.dtype.kind in "iu":
@@ -152,12 +161,18 @@ def _read_ids_file(path: Path, id_column: str) -> np.ndarray:
             return ids.astype(object)
         raise InputError(f"{path}: ids array has dtype {ids.dtype}; expected integers or strings")
     if path.suffix in (".parquet", ".pq"):
-        table = pq.read_table(path)
+        with reading(path, "as parquet"):
+            table = pq.read_table(path)
         if id_column not in table.column_names:
             raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.column_names)})")
         return _ids_to_numpy(table[id_column], str(path), id_column)
-    lines = path.read_text().splitlines()
-    if lines and all(s.strip().lstrip("-").isdigit() for s in lines if s.strip()):
+    with reading(path, "as text"):
+        lines = path.read_text(encoding="utf-8").splitlines()
+    if lines and all(_INTEGER.fullmatch(s.strip()) for s in lines if s.strip()):
+        for number, text in enumerate(lines, start=1):
+            if text.strip() and not _INT64_MIN <= int(text) <= _INT64_MAX:
+                raise InputError(f"{path}: line {number}: id {text.strip()} is beyond the int64 range; ids must "
+                                 "fit int64 or be strings")
         return np.asarray([int(s) for s in lines if s.strip()], dtype=np.int64)
     return np.asarray([s for s in lines if s.strip()], dtype=object)
 
@@ -187,10 +202,8 @@ class EmbeddingSource:
             if ids_path is None:
                 raise InputError(f"{self.path}: a .npy embedding matrix needs an ids file (--user-ids/--item-ids)")
             self.ids_path = Path(ids_path)
-            try:
+            with reading(self.path, "as a numeric .npy array"):
                 self._matrix = np.load(self.path, mmap_mode="r", allow_pickle=False)
-            except ValueError as exc:
-                raise InputError(f"{self.path}: not a numeric .npy array ({exc})") from None
             if self._matrix.ndim != 2 or self._matrix.dtype.kind not in "fiu":
                 raise InputError(
                     f"{self.path}: expected a 2-D float array, got shape {self._matrix.shape} dtype {self._matrix.dtype}"
@@ -201,11 +214,9 @@ class EmbeddingSource:
             self.files = _list_parquet_files(self.path)
             self.num_rows = 0
             for file in self.files:
-                try:
+                with reading(file, "as parquet"):
                     meta = pq.ParquetFile(file)
-                except (pa.ArrowInvalid, OSError) as exc:
-                    raise InputError(f"{file}: not a readable parquet file ({exc})") from None
-                names = meta.schema_arrow.names
+                    names = meta.schema_arrow.names
                 for column in (id_column, vector_column):
                     if column not in names:
                         raise InputError(f"{file}: no column '{column}' (columns: {', '.join(names)})")
@@ -223,12 +234,12 @@ class EmbeddingSource:
                     f"{self.ids_path}: has {len(ids)} ids but {self.path} has {self.num_rows} rows"
                 )
         else:
-            parts = [
-                _ids_to_numpy(pq.read_table(f, columns=[self.id_column])[self.id_column], str(f), self.id_column)
-                for f in self.files
-            ]
-            for file, part in zip(self.files, parts):
-                check_ids(part, str(file), self.id_column)
+            parts = []
+            for f in self.files:
+                with reading(f, "as parquet"):
+                    column = pq.read_table(f, columns=[self.id_column])[self.id_column]
+                parts.append(_ids_to_numpy(column, str(f), self.id_column))
+                check_ids(parts[-1], str(f), self.id_column)
             kinds = {p.dtype.kind for p in parts}
             if len(kinds) > 1:
                 raise InputError(f"{self.path}: files disagree on the type of column '{self.id_column}'")
@@ -263,9 +274,8 @@ class EmbeddingSource:
 
     def _validated_batches(self, rows: int) -> Iterator[Embeddings]:
         for file in self.files:
-            reader = pq.ParquetFile(file)
             file_row = 0
-            for batch in reader.iter_batches(batch_size=rows, columns=[self.id_column, self.vector_column]):
+            for batch in _batches(file, rows, [self.id_column, self.vector_column]):
                 batch_ids = _ids_to_numpy(batch.column(0), str(file), self.id_column)
                 vectors = _vectors_to_numpy(batch.column(1), str(file), self.vector_column, file_row, batch_ids)
                 yield Embeddings(batch_ids, vectors, str(file))
@@ -284,14 +294,22 @@ class EmbeddingSource:
         """The vector length, read from the first row."""
         if self.is_npy:
             return int(self._matrix.shape[1])
-        reader = pq.ParquetFile(self.files[0])
-        batch = next(reader.iter_batches(batch_size=1, columns=[self.vector_column]))
+        # the first row of the first file that has one (a file of a directory may be empty)
+        batch = next((b for f in self.files for b in _batches(f, 1, [self.vector_column]) if b.num_rows), None)
+        if batch is None:
+            raise InputError(f"{self.path}: embedding table is empty")
         kind = batch.schema.field(0).type
         if pa.types.is_fixed_size_list(kind):
             return int(kind.list_size)
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             raise InputError(f"{self.files[0]}: column '{self.vector_column}' has type {kind}; expected a list of floats")
         return int(pc.list_value_length(batch.column(0))[0].as_py() or 0)
+
+
+def _batches(file: Path, rows: int, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``file``; a page that cannot be decoded is an InputError naming the file."""
+    with reading(file, "as parquet"):
+        yield from pq.ParquetFile(file).iter_batches(batch_size=rows, columns=columns)
 
 
 def _take_rows(parts: list[Embeddings], rows: int) -> tuple[Embeddings, list[Embeddings]]:

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+
 
 class InputError(Exception):
     """Bad input: the message names the file, row or column and what is wrong.
@@ -23,3 +30,26 @@ class OutputLockedError(InputError):
     """
 
     exit_code = 75
+# What the parquet, CSV and numpy readers raise on bytes they cannot decode: corrupt pages behind an
+# intact footer, truncated files, invalid UTF-8, numbers too large for their type. polars reports some
+# of these as a Rust panic, which Python sees as a BaseException.
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    pa.ArrowException, pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError, EOFError,
+    OverflowError,
+)
+
+
+@contextmanager
+def reading(path: str | Path, what: str = "") -> Iterator[None]:
+    """Turn a reader library's failure on ``path`` into an :class:`InputError` naming the file.
+
+    ``what`` says what was being read (``"item nodes"``): ``<path>: cannot read item nodes (<reason>)``.
+    """
+    try:
+        yield
+    except InputError:
+        raise
+    except READ_ERRORS as exc:
+        lines = str(exc).strip().splitlines()
+        reason = (lines[0] if lines else type(exc).__name__)[:200]
+        raise InputError(f"{path}: cannot read{' ' + what if what else ''} ({reason})") from None

@@ -12,6 +12,7 @@ weights can be tuned without touching the test set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import polars as pl
 import torch
 
 from hnmine.embeddings import read_embeddings
-from hnmine.errors import InputError
+from hnmine.errors import InputError, reading
 from hnmine.positives import Positives, index_positives, read_positives
 
 __all__ = [
@@ -114,7 +115,8 @@ def false_negative_rate(hard_negatives: str | Path, heldout: Positives | pl.Data
     path = Path(hard_negatives)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    edges = pl.read_parquet(path)
+    with reading(path, "hard negatives"):
+        edges = pl.read_parquet(path, columns=["user_id", "item_id"])
     table = heldout.table if isinstance(heldout, Positives) else heldout
     if edges.height == 0:
         return {"rows": 0, "heldout_positives": 0, "rate": None}
@@ -145,6 +147,8 @@ def evaluate(
     """
     if not ks or min(ks) < 1:
         raise InputError("--k values must be positive integers")
+    if not 0 <= max_false_negative_rate <= 1:
+        raise InputError(f"--max-false-negative-rate must be between 0 and 1, not {max_false_negative_rate}")
     user_emb = read_embeddings(users)
     item_emb = read_embeddings(items)
     if user_emb.dim != item_emb.dim:
@@ -187,6 +191,14 @@ def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple
     held = (pl.col("slot") <= (pl.col("n") * fraction).floor()) & (pl.col("n") >= 2)
     train = keyed.filter(~held).drop("key", "slot", "n")
     valid = keyed.filter(held).drop("key", "slot", "n")
+    if valid.height == 0:  # reported against the file the positives came from, not a derived split
+        most = int(keyed["n"].max() or 0)
+        need = max(2, math.ceil(1 / fraction))  # the fewest positives of which one is held out
+        need -= need > 2 and math.floor((need - 1) * fraction) >= 1
+        raise InputError(
+            f"{positives.source}: too few positives to hold out a validation split: --valid-fraction {fraction} of "
+            f"each user's positives rounds down to none (users have at most {most}; a user needs {need}); pass more "
+            "positives, a larger --valid-fraction, or --valid-fraction 0 with --test and a fixed --rank-window")
     return (Positives(train, positives.source + "#train", train.height, 0),
             Positives(valid, positives.source + "#valid", valid.height, 0))
 

@@ -122,8 +122,8 @@ class RunConfig:
             raise InputError("--init must be warm or scratch")
         if not 0 <= self.valid_fraction < 1:
             raise InputError("--valid-fraction must be in [0, 1)")
-        if self.refine_epochs is not None and self.refine_epochs < 0:
-            raise InputError("--refine-epochs must be >= 0")
+        if self.refine_epochs is not None and self.refine_epochs < 1:
+            raise InputError("--refine-epochs must be at least 1")
         if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
             raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
         if self.test is None and self.valid_fraction == 0:

@@ -47,6 +47,8 @@ __all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", 
 
 FORMATS = ("parquet", "graphlearn")
 MISSING_ITEM_FEATURES = ("fill", "error")
+# The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
+MAX_COUNT = 2**31 - 1
 
 
 def parse_rank_window(text: str) -> tuple[int, int]:
@@ -135,7 +137,12 @@ class MineConfig:
             (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
             (self.index in ("auto", "flat", "exact", "ivf", "hnsw"), "--index must be auto, flat, exact, ivf or hnsw"),
             (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
-            (self.chunk_size >= 1, "--chunk-size must be at least 1"),
+            (1 <= self.chunk_size <= MAX_COUNT, f"--chunk-size must be between 1 and {MAX_COUNT}"),
+            (self.threads is None or 1 <= self.threads <= MAX_COUNT,
+             "--threads must be at least 1 (leave it out to use all cores)"),
+            (self.nlist is None or 1 <= self.nlist <= MAX_COUNT,
+             "--nlist must be at least 1 (leave it out for 4*sqrt(items))"),
+            (1 <= self.ef_construction <= MAX_COUNT, "--ef-construction must be at least 1"),
             (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),
             (bool(self.formats) and set(self.formats) <= set(FORMATS), f"--formats must be a subset of {', '.join(FORMATS)}"),
@@ -145,6 +152,8 @@ class MineConfig:
              f"--missing-item-features must be one of {', '.join(MISSING_ITEM_FEATURES)}"),
             (self.audit_sample >= 0, "--audit-sample must be >= 0"),
             (self.nprobe >= 1 and self.hnsw_m >= 2 and self.ef_search >= 1, "index parameters must be positive"),
+            (max(self.num_hard, self.nprobe, self.hnsw_m, self.ef_search, self.audit_sample,
+                 self.max_item_negatives or 0) <= MAX_COUNT, f"counts and sizes must be at most {MAX_COUNT}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -267,6 +276,9 @@ def _read_inputs(config: MineConfig) -> _Inputs:
     lo, hi = config.window()
     if hi > len(items):
         raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.items}")
+    if config.index == "ivf" and config.nlist is not None and config.nlist > len(items):
+        raise InputError(f"--nlist {config.nlist} is above the {len(items)} items in {config.items}: "
+                         "IVF needs at least one item per cluster")
     user_ids = users.read_ids()
     positives = read_positives(config.positives, fmt=config.positives_format, user_column=config.user_column,
                                item_column=config.item_column, weight_column=config.weight_column)

@@ -1,7 +1,9 @@
 """Stage 1, input: the users' positives (interactions), and their index by embedding row.
 
 Formats: parquet (file or directory), CSV/TSV with a header, and the LightGCN text format used by
-../shared/datasets (``user item item ...`` one user a line). Column names are configurable.
+../shared/datasets (``user item item ...`` one user a line, fields separated by any whitespace).
+Column names are configurable. Errors name the file and where in it: ``line N`` for CSV and
+LightGCN text (1-based line of the file, a CSV header is line 1), ``row N`` for parquet (0-based).
 
 :func:`index_positives` maps ids to embedding rows and builds a CSR (per user row, sorted item
 rows), which retrieval uses to exclude positives and count ranks among non-positives. Positives
@@ -10,6 +12,8 @@ whose user or item has no embedding are counted and reported, never silently dro
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from hnmine.checks import FLOAT32_MAX, check_ids
-from hnmine.errors import InputError
+from hnmine.errors import InputError, reading
 
 __all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
 
@@ -44,15 +48,19 @@ def detect_format(path: Path) -> str:
     raise InputError(f"{path}: cannot tell the positives format from the name; pass --positives-format")
 
 
+_INT64_MAX = 2**63 - 1
+
+
 def _read_lightgcn(path: Path) -> pl.DataFrame:
-    """``user item item ...`` lines (space separated) to one row per (user, item)."""
+    """``user item item ...`` lines (fields separated by spaces, TABs or any whitespace) to one row per
+    (user, item), with the file's 1-based ``line_no``."""
     lines = pl.read_csv(
         path, has_header=False, new_columns=["line"], separator="\x1f", quote_char=None,
         schema_overrides={"line": pl.String},
     )
     tokens = (
         lines.with_row_index("line_no", offset=1)
-        .with_columns(pl.col("line").str.strip_chars().str.split(" "))
+        .with_columns(pl.col("line").str.extract_all(r"\S+"))
         .filter(pl.col("line").list.len() > 0)
         .select(
             "line_no",
@@ -70,8 +78,55 @@ def _read_lightgcn(path: Path) -> pl.DataFrame:
     if bad.height:
         row = bad.row(0, named=True)
         value = row["user_id"] if row["u"] is None else row["item_id"]
-        raise InputError(f"{path}: line {row['line_no']}: '{value}' is not an integer id")
-    return casted.select(pl.col("u").alias("user_id"), pl.col("i").alias("item_id"), pl.lit(1.0).alias("weight"))
+        what = "is beyond the int64 range" if _looks_integer(value) else "is not an integer id"
+        raise InputError(f"{path}: line {row['line_no']}: '{value}' {what}")
+    return casted.select(pl.col("u").alias("user_id"), pl.col("i").alias("item_id"), pl.lit(1.0).alias("weight"),
+                         "line_no")
+
+
+def _looks_integer(value: str) -> bool:
+    return value.lstrip("+-").isascii() and value.lstrip("+-").isdigit()
+
+
+def _csv_line(path: Path, row: int, separator: str) -> int:
+    """The 1-based line of ``path`` where data row ``row`` (0-based, after the header) starts.
+
+    Only called to word an error: a quoted field may span lines, so the file is scanned as CSV.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as file:
+            reader = csv.reader(file, delimiter=separator)
+            start = 1
+            for index, _ in enumerate(reader):
+                if index == row + 1:
+                    return start
+                start = reader.line_num + 1
+    except (csv.Error, OSError):
+        pass
+    return row + 2
+
+
+def _csv_ids(column: pl.Series, name: str, path: Path, locate: Callable[[int], str]) -> pl.Series:
+    """A CSV id column read as text: int64 when every value is an integer, else the strings."""
+    text = column.str.strip_chars()
+    if column.null_count() == len(column) or not text.str.contains(r"^[+-]?[0-9]+$").fill_null(True).all():
+        return column
+    ints = text.cast(pl.Int64, strict=False)
+    over = ints.is_null() & column.is_not_null()
+    if over.any():
+        row = int(over.arg_true()[0])
+        raise InputError(f"{path}: {locate(row)}: column '{name}' has id {text[row]}, beyond the int64 range; ids "
+                         "must fit int64 or be strings")
+    return ints
+
+
+def _csv_weights(column: pl.Series, name: str, path: Path, locate: Callable[[int], str]) -> pl.Series:
+    weights = column.str.strip_chars().cast(pl.Float64, strict=False)
+    bad = weights.is_null() & column.is_not_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InputError(f"{path}: {locate(row)}: column '{name}' has {column[row]!r}; expected a number")
+    return weights
 
 
 def _may_repeat(table: pl.DataFrame) -> bool:
@@ -107,15 +162,22 @@ def read_positives(
     fmt = detect_format(path) if fmt == "auto" else fmt
     if path.is_file() and not path.read_bytes()[:4096].strip():
         raise InputError(f"{path}: positives table is empty")
-    try:
+    names = {"user_id": user_column, "item_id": item_column, "weight": weight_column or "weight"}
+    separator = "\t" if path.suffix == ".tsv" else ","
+    locate: Callable[[int], str] = lambda row: f"row {row}"  # noqa: E731  (parquet; text formats below)
+    with reading(path, f"as {fmt}"):
         if fmt == "lightgcn":
             table = _read_lightgcn(path)
+            line_numbers = table["line_no"]
+            table = table.drop("line_no")
+            locate = lambda row: f"line {line_numbers[row]}"  # noqa: E731
         else:
             if fmt == "parquet":
                 source = str(path / "**" / "*.parquet") if path.is_dir() else path
                 raw = pl.read_parquet(source)
-            else:
-                raw = pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema_length=10000)
+            else:  # read as text and typed here, so a bad value is reported with its line
+                raw = pl.read_csv(path, separator=separator, infer_schema=False)
+                locate = lambda row: f"line {_csv_line(path, row, separator)}"  # noqa: E731
             wanted = [user_column, item_column] + ([weight_column] if weight_column else [])
             for column in wanted:
                 if column not in raw.columns:
@@ -125,21 +187,32 @@ def read_positives(
                 pl.col(item_column).alias("item_id"),
                 (pl.col(weight_column) if weight_column else pl.lit(1.0)).alias("weight"),
             )
-    except InputError:
-        raise
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot read as {fmt} ({str(exc).splitlines()[0]})") from None
+            if fmt == "csv":
+                table = table.with_columns(
+                    _csv_ids(table["user_id"], user_column, path, locate),
+                    _csv_ids(table["item_id"], item_column, path, locate),
+                    _csv_weights(table["weight"], names["weight"], path, locate) if weight_column
+                    else pl.col("weight"),
+                )
     if table.height == 0:
         raise InputError(f"{path}: positives table is empty")
-    names = {"user_id": user_column, "item_id": item_column, "weight": weight_column or "weight"}
     for column in ("user_id", "item_id"):
         dtype = table.schema[column]
         if not (dtype.is_integer() or dtype == pl.String):
             raise InputError(f"{path}: column '{names[column]}' has type {dtype}; ids must be integers or strings")
         nulls = table[column].is_null()
         if nulls.any():
-            raise InputError(f"{path}: column '{names[column]}' is null at row {int(nulls.arg_true()[0])}")
-        check_ids(table[column], str(path), names[column])
+            raise InputError(f"{path}: {locate(int(nulls.arg_true()[0]))}: column '{names[column]}' is null")
+        if dtype.is_integer() and dtype != pl.Int64:  # uint64 ids are accepted while every value fits int64
+            over = table[column] > _INT64_MAX if dtype in (pl.UInt64, pl.Int128) else None
+            under = table[column] < -_INT64_MAX - 1 if dtype == pl.Int128 else None
+            for out_of_range in (over, under):
+                if out_of_range is not None and out_of_range.any():
+                    row = int(out_of_range.arg_true()[0])
+                    raise InputError(f"{path}: {locate(row)}: column '{names[column]}' has id {table[column][row]}, "
+                                     "beyond the int64 range; ids must fit int64 or be strings")
+            table = table.with_columns(pl.col(column).cast(pl.Int64))
+        check_ids(table[column], str(path), names[column], locate=locate)
     if not table.schema["weight"].is_numeric():
         raise InputError(f"{path}: column '{names['weight']}' has type {table.schema['weight']}; expected numbers")
     table = table.with_columns(pl.col("weight").cast(pl.Float64))
@@ -147,7 +220,7 @@ def read_positives(
     bad = weights.is_null() | ~weights.is_finite() | (weights < 0) | (weights > FLOAT32_MAX)  # pos_edge is float32
     if bad.any():
         row = int(bad.arg_true()[0])
-        raise InputError(f"{path}: column '{names['weight']}' has invalid weight {weights[row]} at row {row}")
+        raise InputError(f"{path}: {locate(row)}: column '{names['weight']}' has invalid weight {weights[row]}")
     rows_read = table.height
     if _may_repeat(table):
         table = table.group_by("user_id", "item_id", maintain_order=True).agg(pl.col("weight").max())

@@ -53,6 +53,10 @@ def svd_embeddings(
 
     if form not in FORMS:
         raise InputError(f"--form must be one of {', '.join(FORMS)}, not {form!r}")
+    if dim < 1:
+        raise InputError(f"--dim must be at least 1, not {dim}")
+    if not 0 <= seed < 2**63:
+        raise InputError(f"--seed must be between 0 and 2**63 - 1, not {seed}")
     if dim >= min(n_users, n_items):
         raise InputError(f"--dim {dim} must be below min(users, items) = {min(n_users, n_items)}")
     if not 0 <= item_degree_power <= 1:

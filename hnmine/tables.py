@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from hnmine.checks import FLOAT32_MAX, check_ids
-from hnmine.errors import InputError
+from hnmine.errors import InputError, reading
 from hnmine.selection import Selection
 
 __all__ = [
@@ -115,13 +115,11 @@ def read_item_features(path: str | Path, id_column: str) -> pl.DataFrame:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    try:
+    with reading(path, "item features"):
         if path.suffix in (".csv", ".tsv"):
             table = pl.read_csv(path, separator="\t" if path.suffix == ".tsv" else ",", infer_schema=False)
         else:
             table = pl.read_parquet(path)
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot read item features ({str(exc).splitlines()[0]})") from None
     if id_column not in table.columns:
         raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.columns)})")
     check_ids(table[id_column], str(path), id_column)

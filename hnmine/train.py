@@ -52,9 +52,9 @@ from torch import nn
 
 from hnmine import kernels
 from hnmine.checks import check_finite_options
-from hnmine.errors import InputError
+from hnmine.errors import InputError, reading
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
-from hnmine.mine import parse_rank_window
+from hnmine.mine import MAX_COUNT, parse_rank_window
 from hnmine.positives import index_positives, read_positives
 
 __all__ = [
@@ -120,7 +120,13 @@ class TrainConfig:
         check_finite_options(self)
         checks = [
             (self.dim >= 1, "--dim must be at least 1"),
-            (self.epochs >= 0, "--epochs must be >= 0"),
+            # 0 epochs would save an untrained (or merely copied) model and report success
+            (self.epochs >= 1, "--epochs must be at least 1"),
+            (self.threads is None or self.threads >= 1, "--threads must be at least 1 (leave it out for torch's choice)"),
+            (0 <= self.seed < 2**63, "--seed must be between 0 and 2**63 - 1"),
+            (max(self.dim, self.epochs, self.batch_size, self.num_sample, self.num_hard_sample, self.hard_window,
+                 self.max_history or 0, self.patience or 0, self.threads or 0) <= MAX_COUNT,
+             f"counts and sizes must be at most {MAX_COUNT}"),
             (self.batch_size >= 2, "--batch-size must be at least 2"),
             (self.lr > 0 and self.lr_min >= 0, "--lr must be positive and --lr-min >= 0"),
             (self.temperature > 0, "--temperature must be positive"),
@@ -227,10 +233,8 @@ def load_train_data(config: TrainConfig) -> TrainData:
         path = Path(config.item_nodes)
         if not path.exists():
             raise InputError(f"{path}: file not found")
-        try:
+        with reading(path, "item nodes"):
             nodes = pl.read_parquet(path, columns=["id", "weight"])
-        except (pl.exceptions.PolarsError, OSError) as exc:
-            raise InputError(f"{path}: cannot read item nodes ({str(exc).splitlines()[0]})") from None
         if nodes.schema["id"] != positives.schema["item_id"]:
             nodes = nodes.with_columns(pl.col("id").cast(positives.schema["item_id"], strict=False))
     user_ids = _sorted_ids(positives["user_id"])
@@ -298,10 +302,8 @@ def read_hard_negatives(
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
-    try:
+    with reading(path, "hard negatives"):
         edges = pl.read_parquet(path, columns=["user_id", "item_id", "weight"])
-    except (pl.exceptions.PolarsError, OSError) as exc:
-        raise InputError(f"{path}: cannot read hard negatives ({str(exc).splitlines()[0]})") from None
     user_type = pl.String if user_ids.dtype == object else pl.Int64
     item_type = pl.String if item_ids.dtype == object else pl.Int64
     ranked = (
@@ -755,9 +757,38 @@ def deterministic_kernels(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
+def check_model_path(path: str | Path) -> None:
+    """Refuse a model path that cannot be written, before any training time is spent on it."""
+    out = Path(path)
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; --out is the model file to write")
+    if out.is_symlink() and not out.exists():
+        raise InputError(f"{out}: is a symlink to a missing file ({os.readlink(out)}); give a plain file path")
+    ancestor = out.absolute().parent
+    while not ancestor.exists():
+        if ancestor.is_symlink():
+            raise InputError(f"{out}: {ancestor} is a symlink to a missing directory")
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{out}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot create files in {ancestor} (permission denied)")
+    if ancestor == out.absolute().parent:  # try the temporary file the model is written to (exclusive: ours only)
+        probe = out.with_name(out.name + ".tmp")
+        try:
+            with probe.open("xb"):
+                pass
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write the model file ({exc.strerror})") from None
+        probe.unlink()
+
+
 def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainReport:
     """Train and save ``config.out`` (a model file :func:`load_model` reads); returns the report."""
     config.validate()
+    check_model_path(config.out)
     device = pick_device(config.device)
     with deterministic_kernels(device):
         return _train(config, device, progress or TrainProgress())
@@ -927,7 +958,7 @@ def _unpack_ids(value: Any) -> np.ndarray:
 def save_model(path: str | Path, model: TwoTower, data: TrainData, config: TrainConfig) -> None:
     """One file: weights, ids, the users' histories (the user tower needs them) and the options."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_model_path(path)
     payload = {
         "format": "hnmine-two-tower-1",
         "state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -939,8 +970,15 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
         "config": {k: v for k, v in asdict(config).items()},
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed open as RuntimeError
+        tmp.unlink(missing_ok=True)
+        lines = str(exc).strip().splitlines()
+        raise InputError(f"{path}: cannot write the model file ({lines[0][:200] if lines else type(exc).__name__})") \
+            from None
 
 
 def load_model(path: str | Path) -> LoadedModel:

@@ -124,7 +124,7 @@ def test_positive_weight_beyond_float32_is_refused(cli, tmp_path, inputs):
     pl.DataFrame({"user_id": [u for u, _ in rows], "item_id": [i for _, i in rows], "w": weights}).write_csv(
         tmp_path / "pos.csv")
     message = refused(cli, tmp_path, {**inputs, "positives": tmp_path / "pos.csv"}, "--weight-column", "w")
-    assert "pos.csv: column 'w' has invalid weight 1e+39 at row 4" in message
+    assert "pos.csv: line 6: column 'w' has invalid weight 1e+39" in message
 
 
 # --------------------------------------------------------------------------- empty outputs
@@ -169,12 +169,12 @@ def string_id_users(inputs: dict[str, Path], target: Path, row: int, bad: str) -
 def test_unsafe_character_in_an_embedding_id_is_refused(cli, tmp_path, inputs, name):
     users = string_id_users(inputs, tmp_path / "users.parquet", 5, f"u{UNSAFE[name]}5")
     message = refused(cli, tmp_path, {**inputs, "users": users})
-    assert "users.parquet: column 'id' at row 5: id 'u" in message and "line-based readers" in message
+    assert "users.parquet: column 'id' at row 5: has id 'u" in message and "line-based readers" in message
 
 
 def test_empty_embedding_id_is_refused(cli, tmp_path, inputs):
     users = string_id_users(inputs, tmp_path / "users.parquet", 9, "")
-    assert "users.parquet: column 'id' has an empty id at row 9" in refused(cli, tmp_path, {**inputs, "users": users})
+    assert "users.parquet: column 'id' at row 9: has an empty id" in refused(cli, tmp_path, {**inputs, "users": users})
 
 
 def test_string_ids_that_are_safe_publish(cli, tmp_path, inputs):
@@ -192,7 +192,7 @@ def test_unsafe_item_id_from_an_npy_ids_file_is_refused(cli, tmp_path, inputs, n
     ids[3] = f"i{UNSAFE[name]}3"
     np.save(tmp_path / "item_ids.npy", ids)
     message = refused(cli, tmp_path, {**inputs, "items": tmp_path / "items.npy"}, "--item-ids", tmp_path / "item_ids.npy")
-    assert "item_ids.npy: column 'id' at row 3: id 'i" in message
+    assert "item_ids.npy: column 'id' at row 3: has id 'i" in message
 
 
 def test_unsafe_item_id_from_a_text_ids_file_is_refused(cli, tmp_path, inputs):
@@ -202,7 +202,7 @@ def test_unsafe_item_id_from_a_text_ids_file_is_refused(cli, tmp_path, inputs):
     ids[6] = "i\x006"
     (tmp_path / "item_ids.txt").write_text("\n".join(ids) + "\n")
     message = refused(cli, tmp_path, {**inputs, "items": tmp_path / "items.npy"}, "--item-ids", tmp_path / "item_ids.txt")
-    assert "item_ids.txt: column 'id' at row 6: id 'i\\x006' contains NUL" in message
+    assert "item_ids.txt: column 'id' at row 6: has id 'i\\x006', which contains NUL" in message
 
 
 @pytest.mark.parametrize("name", ["NEL", "PS", "TAB"])
@@ -215,11 +215,11 @@ def test_unsafe_id_in_csv_positives_is_refused(cli, tmp_path, inputs, name):
     (tmp_path / "pos.csv").write_text("\n".join(rows) + "\n")
     message = refused(cli, tmp_path, {**inputs, "users": users, "positives": tmp_path / "pos.csv"},
                       "--user-column", "uid")
-    assert "pos.csv: column 'uid' at row 2: id 'x" in message
+    assert "pos.csv: line 4: column 'uid' has id 'x" in message
 
 
-@pytest.mark.parametrize(("field", "expected"), [('"\x0c"', "contains FF (U+000C)"), ('""', "has an empty id at row 4"),
-                                               ("", "has a null id at row 4")])
+@pytest.mark.parametrize(("field", "expected"), [('"\x0c"', "contains FF (U+000C)"), ('""', "at row 4: has an empty id"),
+                                               ("", "at row 4: has a null id")])
 def test_unsafe_or_missing_id_in_item_features_is_refused(cli, tmp_path, inputs, field, expected):
     lines = (SAMPLE / "item_features.csv").read_text().splitlines()
     lines[5] = f"{field}," + lines[5].split(",", 1)[1]  # data row 4
