@@ -18,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hnmine import faults
 from hnmine.errors import InputError
 
 __all__ = ["MANIFEST", "SUCCESS_MARKER", "Publication"]
@@ -75,14 +76,17 @@ class Publication:
     def commit(self, manifest: dict[str, Any]) -> Path:
         """Write the manifest and marker, then move the staging directory into place."""
         (self.staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        faults.point("publish.manifest")
         for path in self.staging.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
         (self.staging / SUCCESS_MARKER).write_text("")
         _fsync_dir(self.staging)
+        faults.point("publish.success")
         if self.target.exists():
             if _exchange(self.staging, self.target):
+                faults.point("publish.exchanged")
                 shutil.rmtree(self.staging)  # now holds the previous output
             else:
                 old = self.target.parent / f".{self.target.name}.old-{uuid.uuid4().hex[:12]}"

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hnmine import kernels
+from hnmine import faults, kernels
 from hnmine.errors import InputError
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.mine import parse_rank_window
@@ -887,6 +887,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
                 since_best += 1
         report.epochs.append(stats)
         progress.end_epoch(stats)
+        faults.point("train.epoch")
         if config.patience is not None and validator is not None and since_best >= config.patience:
             break
     if best_state is not None:
