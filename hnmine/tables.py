@@ -15,7 +15,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -26,13 +25,13 @@ __all__ = [
     "EDGE_WEIGHTS",
     "ROW_GROUP_ROWS",
     "ParquetTableWriter",
-    "write_parquet_table",
     "check_text_safe",
     "hard_neg_edge_table",
     "item_attrs",
     "item_node_table",
     "read_item_features",
     "user_node_table",
+    "write_parquet_table",
 ]
 
 EdgeWeight = Literal["score", "rank", "order", "uniform"]
