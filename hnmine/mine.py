@@ -337,13 +337,17 @@ _ROOM_SHARE = 0.8
 
 
 def _bytes_per_user(depth: int, width: int, needed: int, dim: int) -> int:
-    """Memory one user of a chunk takes while it is mined (measured, docs/mine.md "Memory").
+    """Memory one user of a chunk takes while it is mined, an upper bound (docs/mine.md, "Memory").
 
     FAISS scores and rows, candidate rows and canonical scores to the search depth; the window and
     the selection's arrays over its width; the user's output rows as numpy, polars, arrow and text;
     its vector as arrow, numpy and prepared copy.
     """
-    return depth * 48 + width * 64 + needed * 160 + dim * 16 + 1024
+    return depth * 32 + width * 40 + needed * 160 + dim * 16 + 1024
+
+
+# Per chunk, whatever its size: FAISS's BLAS tiles, per-thread buffers of the compiled loops.
+_CHUNK_OVERHEAD = 64 << 20
 
 
 def _rss() -> tuple[int, int]:
@@ -386,15 +390,15 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
     chunk = max(1, min(config.chunk_size, n_users))
     if config.max_memory is not None:
         budget = parse_size(config.max_memory)
-        room = budget - fixed
+        room = budget - fixed - _CHUNK_OVERHEAD
         smallest = min(_MIN_CHUNK, n_users)
         if peak > budget or room * _ROOM_SHARE < smallest * per_user:
             raise InputError(
                 f"--max-memory {config.max_memory}: the inputs and the item index alone take "
-                f"{max(fixed, peak) / 2**20:,.0f} MiB (plus {smallest * per_user / 2**20:,.1f} MiB for a chunk of "
-                f"{smallest} users); allow more memory")
+                f"{max(fixed, peak) / 2**20:,.0f} MiB (plus {(_CHUNK_OVERHEAD + smallest * per_user) / 2**20:,.0f} MiB "
+                f"for a chunk of {smallest} users); allow more memory")
         chunk = min(chunk, int(room * _ROOM_SHARE // per_user))
-    return chunk, max(peak, fixed + chunk * per_user)
+    return chunk, max(peak, fixed + _CHUNK_OVERHEAD + chunk * per_user)
 
 
 def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
