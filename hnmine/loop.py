@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 
-from hnmine import faults
+from hnmine import faults, kernels
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -301,6 +302,10 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
     """Run (or resume) the loop; returns every round's result and writes metrics.json/.png."""
     config.validate()
     progress = progress or RunProgress()
+    if config.train.threads:
+        # every step, not only training: a resumed process must run each step as the first one did
+        torch.set_num_threads(config.train.threads)
+        kernels.set_threads(config.train.threads)
     out = Path(config.out)
     train_path, valid, test = _prepare(config, out)
     heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
@@ -343,6 +348,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
                 **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+                threads=config.train.threads,
             ), command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark
