@@ -208,3 +208,25 @@ def test_run_killed_at_every_step_resumes_to_the_same_bytes(tmp_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert run_files(out) == run_files(clean)
+
+
+def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(tmp_path):
+    """A kill between data/ and run.json (the order of earlier versions) left a directory every rerun
+    refused; it is an unfinished start, written anew. Anything else without run.json stays refused."""
+    from hnmine.errors import InputError
+    from hnmine.loop import RunConfig, _prepare
+
+    out = tmp_path / "run"
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "train.parquet").write_bytes(b"partial")
+    (out / "run.json.tmp").write_text("{")
+    config = RunConfig(positives=str(SAMPLE / "train.txt"), out=str(out), test=str(SAMPLE / "test.txt"))
+    train_path, valid, _ = _prepare(config, out)
+    assert json.loads((out / "run.json").read_text()) == json.loads(json.dumps(config.identity(), default=str))
+    assert read_positives(train_path).table.height + valid.table.height == read_positives(SAMPLE / "train.txt").table.height
+    foreign = tmp_path / "foreign"
+    (foreign / "data").mkdir(parents=True)
+    (foreign / "data" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not an hnmine run"):
+        _prepare(RunConfig(positives=str(SAMPLE / "train.txt"), out=str(foreign)), foreign)
+    assert (foreign / "data" / "notes.txt").read_text() == "mine"
