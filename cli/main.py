@@ -243,6 +243,7 @@ def mine(
     ef_search: Annotated[int, typer.Option(help="hnsw: search beam (raised to at least the search depth).")] = 512,
     audit_sample: Annotated[int, typer.Option(help="Approximate index: compare this many users with exact search; window recall goes into manifest.json.")] = 0,
     chunk_size: Annotated[int, typer.Option(help="Users per chunk (bounds memory; the output does not depend on it).")] = 16384,
+    max_memory: Annotated[Optional[str], typer.Option(help="Cap on resident memory, e.g. 2G or 500M: --chunk-size is lowered to stay under it (the output does not depend on it); refused if the inputs and index alone do not fit.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads of FAISS and the compiled loops, at least 1 (default: all cores).")] = None,
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (the consumer keeps each user's top num_hard_sample by weight).")] = "score",
     pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,

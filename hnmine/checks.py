@@ -12,8 +12,8 @@ overflow float32, so every published number is finite.
 from __future__ import annotations
 
 import math
-from dataclasses import fields, is_dataclass
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 from typing import Any, NoReturn
 
 import numpy as np

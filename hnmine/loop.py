@@ -37,7 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 
+from hnmine import faults, kernels
 from hnmine.checks import check_finite_options
 from hnmine.errors import InputError
 from hnmine.evaluate import (
@@ -193,7 +195,11 @@ def _write_json(path: Path, value: Any) -> None:
 
 
 def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Positives | None]:
-    """Write run.json and data/ on a fresh run; check them on a resumed one."""
+    """Write run.json, then data/, on a fresh run; check run.json and finish data/ on a resumed one.
+
+    run.json is written first (atomically), so a directory killed at any later point is recognised
+    as this run and resumes; data/ is complete once train.parquet exists (renamed into place last).
+    """
     run_json = out / "run.json"
     identity = config.identity()
     if run_json.exists():
@@ -213,22 +219,30 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         if saved != json.loads(json.dumps(identity, default=str)):
             changed = sorted(k for k in identity if saved.get(k) != json.loads(json.dumps(identity[k], default=str)))
             raise InputError(f"{out}: holds a run with other options ({', '.join(changed)}); use another --out")
-    elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+    elif out.exists() and (not out.is_dir() or not _only_run_leftovers(out)):
         raise InputError(f"{out}: exists and is not an hnmine run (no run.json); use another --out")
+    fresh = not run_json.exists()
+    if fresh:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(run_json, {"tool": RUN_TOOL, "format_version": RUN_FORMAT_VERSION, **identity})
+        faults.point("run.prepare.run_json")
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     train_path = data / "train.parquet"
     valid_path = data / "valid.parquet"
-    if not train_path.exists():
+    if fresh or not train_path.exists():
+        # without run.json, data/ (if any) is a leftover of a run killed before it wrote run.json
+        # (written in that order by earlier versions): its options are unknown, so it is rewritten
+        valid_path.unlink(missing_ok=True)
         positives = read_positives(config.positives, fmt=config.train.positives_format)
-        valid = None
         if config.valid_fraction > 0:
-            positives, valid = holdout_split(positives, config.valid_fraction, config.train.seed)
-            valid.table.write_parquet(valid_path)
+            positives, split = holdout_split(positives, config.valid_fraction, config.train.seed)
+            split.table.write_parquet(valid_path.with_suffix(".tmp"))
+            valid_path.with_suffix(".tmp").replace(valid_path)
+            faults.point("run.prepare.valid")
         positives.table.write_parquet(train_path.with_suffix(".tmp"))
         train_path.with_suffix(".tmp").replace(train_path)
-    if not run_json.exists():
-        _write_json(run_json, {"tool": RUN_TOOL, "format_version": RUN_FORMAT_VERSION, **identity})
+        faults.point("run.prepare.data")
     valid = read_positives(valid_path) if valid_path.exists() else None
     test = read_positives(config.test) if config.test else None
     return train_path, valid, test
@@ -248,6 +262,21 @@ def _saved_identity(out: Path, run_json: Path) -> dict[str, Any]:
             return saved
     raise InputError(f"{out}: exists and is not an hnmine run (its run.json was not written by hnmine run); "
                      "use another --out")
+
+
+def _only_run_leftovers(out: Path) -> bool:
+    """True if ``out`` holds nothing but what a run killed before writing run.json leaves behind."""
+    for entry in out.iterdir():
+        if entry.name == "run.json.tmp" and entry.is_file():
+            continue
+        if entry.name == "data" and entry.is_dir() and all(
+                part.is_file() and part.name in _DATA_FILES for part in entry.iterdir()):
+            continue
+        return False
+    return True
+
+
+_DATA_FILES = ("train.parquet", "valid.parquet", "train.tmp", "valid.tmp")
 
 
 def _complete_rounds(out: Path) -> int:
@@ -311,6 +340,10 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
 
 def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
     progress = progress or RunProgress()
+    if config.train.threads:
+        # every step, not only training: a resumed process must run each step as the first one did
+        torch.set_num_threads(config.train.threads)
+        kernels.set_threads(config.train.threads)
     out = Path(config.out)
     train_path, valid, test = _prepare(config, out)
     heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
@@ -353,7 +386,9 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
                 **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+                threads=config.train.threads,
             ), command=["hnmine", "run", *sys.argv[1:]])
+            faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark
             mined = round_dir / "mined"
             hard_stats.update({"rows": report.rows.get("hard_neg_edge", 0), "used": config.hard})
@@ -377,7 +412,9 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
         progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
         treport = train(tcfg, progress)
+        faults.point("run.round.trained")
         exported = export_embeddings(round_dir / "model.pt", round_dir / "embeddings")
+        faults.point("run.round.exported")
         metrics = {}
         for name, table in heldout.items():
             masked = train_positives if name == "valid" or valid is None else full_positives
@@ -386,16 +423,19 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
                              mine_seconds=mine_seconds, epochs=tcfg.epochs,
                              loss=treport.epochs[-1]["loss"] if treport.epochs else None)
         _write_json(round_dir / "metrics.json", result.to_dict())
+        faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
             "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
             "train": asdict(tcfg), "train_report": treport.to_dict(), "result": result.to_dict(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
+        faults.point("run.round.done")
         results.append(result)
         progress.log("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
     _write_json(out / "metrics.json", [res.to_dict() for res in results])
+    faults.point("run.metrics")
     record = _best_round_record(out, results, stopped_early)
     if record is not None:
         _write_json(out / "best_round.json", record)

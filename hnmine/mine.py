@@ -14,6 +14,8 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
+import resource
 import sys
 import time
 from collections import Counter
@@ -25,6 +27,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
+from hnmine import faults
 from hnmine.checks import ScoreRange, check_finite_options
 from hnmine.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.errors import InputError
@@ -36,14 +39,16 @@ from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, sear
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
     EDGE_WEIGHTS,
+    ParquetTableWriter,
     hard_neg_edge_table,
     item_attrs,
     item_node_table,
     read_item_features,
     user_node_table,
+    write_parquet_table,
 )
 
-__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", "plan"]
+__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", "parse_size", "plan"]
 
 FORMATS = ("parquet", "graphlearn")
 MISSING_ITEM_FEATURES = ("fill", "error")
@@ -61,6 +66,18 @@ def parse_rank_window(text: str) -> tuple[int, int]:
     if lo < 1 or hi < lo:
         raise InputError(f"--rank-window '{text}' must satisfy 1 <= LO <= HI")
     return lo, hi
+
+
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str, option: str = "--max-memory") -> int:
+    """``"2G"`` -> 2 GiB in bytes; K, M, G, T are powers of 1024 (``2GiB``, ``2gb`` and ``500M`` also read)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", str(text), re.IGNORECASE)
+    value = int(float(match[1]) * _SIZE_UNITS[match[2].upper()]) if match else 0
+    if value <= 0:
+        raise InputError(f"{option} '{text}' must be a positive size such as 2G or 500M")
+    return value
 
 
 @dataclass
@@ -108,6 +125,8 @@ class MineConfig:
     ef_search: int = 512
     audit_sample: int = 0
     chunk_size: int = 16384
+    # a cap on the process's resident memory: chunks are made small enough to stay under it
+    max_memory: str | None = None
     threads: int | None = None
     edge_weight: str = "score"
     pop_exponent: float = 0.75
@@ -160,6 +179,8 @@ class MineConfig:
                 raise InputError(message)
         if self.min_score is not None and self.max_score is not None and self.min_score > self.max_score:
             raise InputError("--min-score is above --max-score: no negative could pass")
+        if self.max_memory is not None:
+            parse_size(self.max_memory)
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(
@@ -190,6 +211,7 @@ class MineReport:
     unknown_item_positives: int = 0
     unknown_users: int = 0
     unknown_items: int = 0
+    chunk_size: int = 0
     users_complete: int = 0
     users_short: dict[str, int] = field(default_factory=dict)
     users_empty: dict[str, int] = field(default_factory=dict)
@@ -223,6 +245,7 @@ class MinePlan:
     index: str
     search_depth_max: int
     search_depth_mean: float
+    chunk_size: int
     chunks: int
     estimated_rows: int
     estimated_peak_memory_bytes: int
@@ -331,6 +354,77 @@ def _short_reason(
     return reason
 
 
+# A chunk under --max-memory: at least this many users (fewer make FAISS calls slow), and at most
+# this share of the room left beside the inputs and the index (the per-user estimate is a model).
+_MIN_CHUNK = 64
+_ROOM_SHARE = 0.8
+
+
+def _bytes_per_user(depth: int, width: int, needed: int, dim: int) -> int:
+    """Memory one user of a chunk takes while it is mined, an upper bound (docs/mine.md, "Memory").
+
+    FAISS scores and rows, candidate rows and canonical scores to the search depth; the window and
+    the selection's arrays over its width; the user's output rows as numpy, polars, arrow and text;
+    its vector as arrow, numpy and prepared copy.
+    """
+    return depth * 32 + width * 40 + needed * 160 + dim * 16 + 1024
+
+
+# Per chunk, whatever its size: FAISS's BLAS tiles, per-thread buffers of the compiled loops.
+_CHUNK_OVERHEAD = 64 << 20
+
+
+def _rss() -> tuple[int, int]:
+    """(resident bytes now, peak resident bytes so far) of this process."""
+    try:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+        return int(status["VmRSS"].split()[0]) * 1024, int(status["VmHWM"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak, peak
+
+
+def _user_read_bytes(source: EmbeddingSource) -> int:
+    """Memory the user vectors take while read, whatever the chunk: parquet reads a whole row group at
+    once; a .npy matrix is memory-mapped and every page read stays resident while memory is free."""
+    if source.is_npy:
+        return int(source._matrix.nbytes)
+    largest = 0
+    for file in source.files:
+        meta = pq.ParquetFile(file).metadata
+        for group in range(meta.num_row_groups):
+            largest = max(largest, meta.row_group(group).total_byte_size)
+    return 2 * largest
+
+
+def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int) -> tuple[int, int]:
+    """(users per chunk, estimated peak bytes): ``--chunk-size``, made smaller to fit ``--max-memory``.
+
+    What is resident now (inputs, index) is measured; what does not shrink with the chunk is added
+    (see :func:`_user_read_bytes`; the positives copied into pos_edge; with --max-item-negatives every
+    selected row, gathered at the end); one chunk is estimated per user (:func:`_bytes_per_user`).
+    """
+    n_users = len(inputs.user_ids)
+    lo, hi = config.window()
+    per_user = _bytes_per_user(depth_max, hi - lo + 1, needed, inputs.items.dim)
+    now, peak = _rss()
+    fixed = now + _user_read_bytes(inputs.users) + 2 * int(inputs.positives.pos_edge.estimated_size())
+    if config.max_item_negatives is not None:
+        fixed += n_users * needed * 2 * 160
+    chunk = max(1, min(config.chunk_size, n_users))
+    if config.max_memory is not None:
+        budget = parse_size(config.max_memory)
+        room = budget - fixed - _CHUNK_OVERHEAD
+        smallest = min(_MIN_CHUNK, n_users)
+        if peak > budget or room * _ROOM_SHARE < smallest * per_user:
+            raise InputError(
+                f"--max-memory {config.max_memory}: the inputs and the item index alone take "
+                f"{max(fixed, peak) / 2**20:,.0f} MiB (plus {(_CHUNK_OVERHEAD + smallest * per_user) / 2**20:,.0f} MiB "
+                f"for a chunk of {smallest} users); allow more memory")
+        chunk = min(chunk, int(room * _ROOM_SHARE // per_user))
+    return chunk, max(peak, fixed + _CHUNK_OVERHEAD + chunk * per_user)
+
+
 def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     """Read the inputs, time a search on a sample of users, and estimate the whole run."""
     config.validate()
@@ -340,7 +434,10 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
     index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads)
-    _, first = next(inputs.users.iter_chunks(min(sample_users, n_users), ids=inputs.user_ids))
+    depth_max = int(depths.max())
+    per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
+    chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
+    _, first = next(inputs.users.iter_chunks(min(sample_users, chunk), ids=inputs.user_ids))
     indptr, rows = inputs.positives.slice(0, len(first))
     queries = _prepared(first.vectors, config.metric)
     streams = user_streams(config.seed, id_keys(first.ids))
@@ -350,21 +447,13 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     window = retrieve_window(index, queries, indptr, rows, lo, hi)
     select_hard_negatives(window, streams, config.selection())
     per_user = (time.perf_counter() - start) / len(first)
-    chunk = min(config.chunk_size, n_users)
-    depth_max = int(depths.max())
-    memory = (
-        inputs.items.vectors.nbytes * (2 if config.index in ("auto", "flat", "exact") else 3)
-        + inputs.positives.item_rows.nbytes + inputs.positives.indptr.nbytes + inputs.positives.pos_edge.estimated_size()
-        + chunk * depth_max * 40 + chunk * (hi - lo + 1) * 40
-    )
-    per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
     return MinePlan(
         users=n_users, items=len(inputs.items), dim=dim, positives=inputs.positives.pos_edge.height,
         unknown_user_positives=inputs.positives.unknown_user_rows,
         unknown_item_positives=inputs.positives.unknown_item_rows,
         rank_window=f"{lo}:{hi}", num_hard=config.num_hard, index=config.index,
         search_depth_max=depth_max, search_depth_mean=round(float(depths.mean()), 1),
-        chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
+        chunk_size=chunk, chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
         estimated_peak_memory_bytes=int(memory), estimated_seconds=per_user * n_users,
         sampled_users=len(first),
     )
@@ -409,11 +498,16 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     fingerprints = {name: _fingerprint(getattr(config, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     mark = timer.add("read", mark)
+    faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
     index = ItemIndex(item_vectors, config.index_spec(), config.threads)
     audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
+    faults.point("mine.index")
+    needed = width if config.strategy == "all" else min(config.num_hard, width)
+    depth_max = int(search_depths(np.diff(inputs.positives.indptr), hi, len(inputs.items)).max(initial=0))
+    chunk_size, _ = _chunk_plan(config, inputs, depth_max, needed)
 
     report = MineReport(out=str(publication.target), users=len(inputs.user_ids), items=len(inputs.items),
                         dim=inputs.items.dim, positives=inputs.positives.pos_edge.height,
@@ -421,10 +515,9 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                         unknown_user_positives=inputs.positives.unknown_user_rows,
                         unknown_item_positives=inputs.positives.unknown_item_rows,
                         unknown_users=inputs.positives.unknown_users, unknown_items=inputs.positives.unknown_items,
-                        items_without_features=without_features, attr_fields=attr_fields)
+                        items_without_features=without_features, attr_fields=attr_fields, chunk_size=chunk_size)
     capped = config.max_item_negatives is not None
     selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
-    needed = width if config.strategy == "all" else min(config.num_hard, width)
     all_streams_keys = id_keys(inputs.user_ids)
     audit_rows = np.zeros(0, dtype=np.int64)
     if audit_index is not None:
@@ -437,12 +530,12 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
 
     with publication.staging_dir() as staging:
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
-        parquet_writer: pq.ParquetWriter | None = None
+        parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
             "graphlearn" in config.formats and not capped) else None
         write_parquet = capped or "parquet" in config.formats
         progress.start(len(inputs.user_ids))
-        for first_row, chunk in inputs.users.iter_chunks(config.chunk_size, ids=inputs.user_ids):
+        for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids):
             mark = time.perf_counter()
             stop = first_row + len(chunk)
             queries = _prepared(chunk.vectors, config.metric)
@@ -459,6 +552,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                 audit_hits += hits
                 audit_total += total
             mark = timer.add("retrieve", mark)
+            faults.point("mine.retrieve")
             streams = user_streams(config.seed, id_keys(chunk.ids))
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
                           if selection_config.uses_margins else None)
@@ -478,14 +572,15 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                                                          id_keys(inputs.items.ids[selection.item]))),
                 )
             mark = timer.add("select", mark)
+            faults.point("mine.select")
             if write_parquet:
-                arrow = table.to_arrow()
                 if parquet_writer is None:
-                    parquet_writer = pq.ParquetWriter(parquet_path, arrow.schema, compression="zstd")
-                parquet_writer.write_table(arrow)
+                    parquet_writer = ParquetTableWriter(parquet_path)
+                parquet_writer.write(table)
             if text_writer is not None:
                 text_writer.write(table)
             timer.add("write", mark)
+            faults.point("mine.write")
             progress.advance(len(chunk))
         progress.stop()
         mark = time.perf_counter()
@@ -497,13 +592,15 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             empty_after = len(inputs.user_ids) - final["user_id"].n_unique()
             short_reasons, empty_reasons = _recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
             if "parquet" in config.formats:
-                final.write_parquet(staging / "hard_neg_edge.parquet", compression="zstd")
+                write_parquet_table(final, staging / "hard_neg_edge.parquet")
             if "graphlearn" in config.formats:
                 text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge")
                 text_writer.write(final)
         if text_writer is not None:
             text_writer.close(schema=_hard_neg_schema(inputs.user_ids, inputs.items.ids))
+        faults.point("mine.write.edges")
         report.rows = _write_node_tables(staging, config, inputs, attrs)
+        faults.point("mine.write.nodes")
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
         if report.rows["hard_neg_edge"] == 0 and not config.allow_empty:
             reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
@@ -604,7 +701,7 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
     }
     for name, frame in tables.items():
         if "parquet" in config.formats:
-            frame.write_parquet(staging / f"{name}.parquet", compression="zstd")
+            write_parquet_table(frame, staging / f"{name}.parquet")
         if "graphlearn" in config.formats:
             writer = TextTableWriter(staging / f"{name}.txt", name)
             writer.write(frame)

@@ -39,6 +39,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hnmine import faults
 from hnmine.errors import InputError, OutputLockedError
 
 __all__ = ["FORMAT_VERSION", "MANIFEST", "SUCCESS_MARKER", "OutputLock", "Publication", "output_format",
@@ -334,12 +335,14 @@ class Publication:
             raise RuntimeError(f"{staging}: an output holds only regular files and directories")
         manifest = {**manifest, "format": self.format, "format_version": FORMAT_VERSION, "files": files}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        faults.point("publish.manifest")
         for path in staging.rglob("*"):
             if path.is_file():
                 with open(path, "rb") as handle:
                     os.fsync(handle.fileno())
         (staging / SUCCESS_MARKER).write_text("")
         _fsync_dir(staging)
+        faults.point("publish.success")
         self._swap_in(staging)
         _fsync_dir(self.target.parent)
         self.committed = True
@@ -368,6 +371,7 @@ class Publication:
             if reason:
                 _renameat2(staging, target, _RENAME_EXCHANGE)
                 raise InputError(reason)
+            faults.point("publish.exchanged")
             shutil.rmtree(displaced)
             return
         if not _unsupported(code):

@@ -15,6 +15,8 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hnmine.checks import FLOAT32_MAX, check_ids
 from hnmine.errors import InputError, reading
@@ -22,17 +24,82 @@ from hnmine.selection import Selection
 
 __all__ = [
     "EDGE_WEIGHTS",
+    "ROW_GROUP_ROWS",
+    "ParquetTableWriter",
     "check_text_safe",
     "hard_neg_edge_table",
     "item_attrs",
     "item_node_table",
     "read_item_features",
     "user_node_table",
+    "write_parquet_table",
 ]
 
 EdgeWeight = Literal["score", "rank", "order", "uniform"]
 EDGE_WEIGHTS: tuple[str, ...] = ("score", "rank", "order", "uniform")
 FORBIDDEN = ("\t", "\n", "\r")
+
+
+# Every published parquet table is cut into row groups of this many rows, whatever the chunk size
+# the rows were produced in: the bytes of a table depend only on its rows.
+ROW_GROUP_ROWS = 1 << 17
+
+
+class ParquetTableWriter:
+    """Appends frames to one parquet file in fixed-size row groups (zstd), independent of how rows arrive.
+
+    Rows are buffered until a full row group is available; each row group is written from one
+    contiguous arrow chunk, so neither row-group nor page boundaries follow the caller's chunking.
+    """
+
+    def __init__(self, path: str | Path, row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        self.path = Path(path)
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, frame: pl.DataFrame | pa.Table) -> None:
+        table = frame.to_arrow() if isinstance(frame, pl.DataFrame) else frame
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        self.rows += table.num_rows
+        if self._pending_rows >= self.row_group_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        assert self._writer is not None
+        if not self._pending:
+            return
+        table = pa.concat_tables(self._pending).combine_chunks()
+        full = table.num_rows if final else table.num_rows - table.num_rows % self.row_group_rows
+        for start in range(0, full, self.row_group_rows):
+            piece = table.slice(start, min(self.row_group_rows, full - start)).combine_chunks()
+            self._writer.write_table(piece, row_group_size=self.row_group_rows)
+        rest = table.slice(full)
+        self._pending = [rest] if rest.num_rows else []
+        self._pending_rows = rest.num_rows
+
+    def close(self, schema: pl.Schema | None = None) -> None:
+        """Write the last (partial) row group; a table that never got a row is written empty (``schema`` needed)."""
+        if self._writer is None:
+            if schema is None:
+                raise ValueError(f"{self.path}: no rows written and no schema to write an empty table")
+            self.write(pl.DataFrame(schema=schema))
+        self._flush(final=True)
+        assert self._writer is not None
+        self._writer.close()
+
+
+def write_parquet_table(frame: pl.DataFrame, path: str | Path) -> int:
+    """Write a whole table through :class:`ParquetTableWriter`; returns the row count."""
+    writer = ParquetTableWriter(path)
+    writer.write(frame)
+    writer.close()
+    return writer.rows
 
 
 def _ids_series(name: str, ids: np.ndarray) -> pl.Series:

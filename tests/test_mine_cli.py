@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from hnmine import MineConfig, mine, read_embeddings
+from hnmine.tables import ParquetTableWriter
 from tests.conftest import SAMPLE, SHARED, lightgcn_positives
 
 
@@ -111,13 +113,35 @@ def test_manifest_records_what_produced_the_output(sample_run):
 def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, tmp_path):
     user, item = sample_embeddings
     outputs = []
-    for chunk, threads in ((100000, 2), (97, 1), (1000, 2)):
+    for chunk, threads, cap in ((100000, 2, None), (97, 1, None), (1000, 2, None), (100000, 2, 5), (97, 1, 5)):
+        out = tmp_path / f"o{chunk}-{cap}"
         config = MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
-                            out=str(tmp_path / f"o{chunk}"), chunk_size=chunk, threads=threads, strategy="softmax-v",
-                            seed=7)
+                            out=str(out), chunk_size=chunk, threads=threads, strategy="softmax-v",
+                            seed=7, max_item_negatives=cap)
         mine(config)
-        outputs.append((tmp_path / f"o{chunk}" / "hard_neg_edge.txt").read_bytes())
+        # every table file byte for byte (the manifest records the options and timings themselves)
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"})
+    assert set(outputs[0]) == {"_SUCCESS", "hard_neg_edge.parquet", "hard_neg_edge.txt", "item.parquet", "item.txt",
+                               "pos_edge.parquet", "pos_edge.txt", "user.parquet", "user.txt"}
     assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[3] == outputs[4]
+
+
+def test_parquet_row_groups_do_not_follow_the_writes(tmp_path):
+    frame = pl.DataFrame({"user_id": np.arange(1000) % 37, "score": np.linspace(0, 1, 1000, dtype=np.float32)})
+    files = []
+    for i, sizes in enumerate(([1000], [1] * 7 + [993], [300, 0, 450, 250])):
+        writer = ParquetTableWriter(tmp_path / f"t{i}.parquet", row_group_rows=128)
+        start = 0
+        for size in sizes:
+            writer.write(frame.slice(start, size))
+            start += size
+        writer.close()
+        files.append((tmp_path / f"t{i}.parquet").read_bytes())
+    assert files[0] == files[1] == files[2]
+    meta = pq.ParquetFile(tmp_path / "t0.parquet").metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [128] * 7 + [104]
+    assert pl.read_parquet(tmp_path / "t1.parquet").equals(frame)
 
 
 def test_config_file_fills_options_and_command_line_wins(cli, sample_embeddings, tmp_path):
