@@ -315,7 +315,8 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads)
+    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
+                      queries=n_users)
     _, first = next(inputs.users.iter_chunks(min(sample_users, n_users), ids=inputs.user_ids))
     indptr, rows = inputs.positives.slice(0, len(first))
     queries = _prepared(first.vectors, config.metric)
@@ -370,7 +371,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     mark = timer.add("read", mark)
     item_vectors = _prepared(inputs.items.vectors, config.metric)
-    index = ItemIndex(item_vectors, config.index_spec(), config.threads)
+    index = ItemIndex(item_vectors, config.index_spec(), config.threads, queries=len(inputs.user_ids))
     audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
 
