@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -80,13 +81,25 @@ class Busy:
         self.proc.wait()
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, str]:
-    """Wall-clock seconds of a whole process, and its stdout (it must succeed)."""
+CPU_SECONDS: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None, name: str | None = None) -> tuple[float, str]:
+    """Wall-clock seconds of a whole process, and its stdout (it must succeed).
+
+    Its CPU seconds (user + system, all threads) go to ``CPU_SECONDS[name]``: on a loaded machine the
+    wall clock mostly measures the queue for the cores, the CPU time what the process itself cost.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    if name is not None:
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        CPU_SECONDS.setdefault(name, []).append(cpu)
     return seconds, done.stdout
 
 
@@ -105,8 +118,11 @@ def mine_cmd(users: Path, items: Path, positives: Path, out: Path, *extra: str) 
             "--json", *extra]
 
 
-def summarize(samples: dict[str, list[float]]) -> dict[str, dict]:
-    return {name: {"median": statistics.median(v), "min": min(v), "runs": v} for name, v in samples.items()}
+def summarize(samples: dict[str, list[float]], prefix: str = "") -> dict[str, dict]:
+    """Median, min and all runs of each variant, with its median CPU seconds (``CPU_SECONDS[prefix + name]``)."""
+    return {name: {"median": statistics.median(v), "min": min(v), "runs": v,
+                   "cpu_median": statistics.median(CPU_SECONDS.get(prefix + name, [float("nan")]))}
+            for name, v in samples.items()}
 
 
 def contention(args: argparse.Namespace) -> dict:
@@ -125,10 +141,11 @@ def contention(args: argparse.Namespace) -> dict:
         with Busy() if condition != "quiet" else _Nothing():
             for _ in range(args.repeat):
                 for name, (extra, env) in variants.items():
-                    seconds, stdout = timed(mine_cmd(users, items, positives, args.out / "mined", *extra), env)
+                    seconds, stdout = timed(mine_cmd(users, items, positives, args.out / "mined", *extra), env,
+                                            name=condition + name)
                     samples[name].append(seconds)
                     retrieve[name].append(json.loads(stdout)["timings"]["retrieve"])
-        table = summarize(samples)
+        table = summarize(samples, condition)
         for name in variants:
             table[name]["retrieve_median"] = statistics.median(retrieve[name])
         best = min(table[v]["median"] for v in variants if v.startswith("--threads"))
@@ -161,8 +178,8 @@ def process(args: argparse.Namespace) -> dict:
         with Busy() if condition != "quiet" else _Nothing():
             for _ in range(args.repeat):
                 for name, cmd in variants.items():
-                    samples[name].append(timed(cmd)[0])
-        table = summarize(samples)
+                    samples[name].append(timed(cmd, name=condition + name)[0])
+        table = summarize(samples, condition)
         raw = table[f"raw FAISS IndexFlatIP k={K}"]["median"]
         for name in variants:
             table[name]["vs_raw_faiss"] = table[name]["median"] / raw
@@ -187,11 +204,11 @@ def start(args: argparse.Namespace) -> dict:
         for _ in range(args.repeat):
             cache = work / f"cache-{len(first)}"
             env = {"HNMINE_CACHE_DIR": str(cache)}
-            first.append(timed(mine, env)[0])
-            later.append(timed(mine, env)[0])
-            later.append(timed(mine, env)[0])
-            helps["hnmine --help"].append(timed([HNMINE, "--help"])[0])
-            helps["hnmine mine --help"].append(timed([HNMINE, "mine", "--help"])[0])
+            first.append(timed(mine, env, name="first hnmine mine (empty cache)")[0])
+            later.append(timed(mine, env, name="later hnmine mine")[0])
+            later.append(timed(mine, env, name="later hnmine mine")[0])
+            for name, argv in (("hnmine --help", ["--help"]), ("hnmine mine --help", ["mine", "--help"])):
+                helps[name].append(timed([HNMINE, *argv], name=name)[0])
         results["figures"] = summarize({"first hnmine mine (empty cache)": first, "later hnmine mine": later,
                                         **helps})
         results["load_after"] = load_average()
@@ -206,12 +223,13 @@ def markdown(figure: str, results: dict) -> str:
     tables = results.get("conditions") or {"": results["figures"]}
     for condition, table in tables.items():
         ratio = next((key for key in ("vs_best_threads", "vs_raw_faiss") if key in next(iter(table.values()))), None)
-        lines += ["", f"| {condition or 'figure'} | median s | runs |" + (f" {ratio} |" if ratio else ""),
-                  "|---|---:|---|" + ("---:|" if ratio else "")]
+        lines += ["", f"| {condition or 'figure'} | median s | CPU s | runs (s) |" + (f" {ratio} |" if ratio else ""),
+                  "|---|---:|---:|---|" + ("---:|" if ratio else "")]
         for name, row in table.items():
             runs = " ".join(f"{x:.2f}" for x in row["runs"])
-            extra = f" retrieve {row['retrieve_median']:.2f} s" if "retrieve_median" in row else ""
-            lines.append(f"| {name} | {row['median']:.2f} | {runs}{extra} |" + (f" {row[ratio]:.2f} |" if ratio else ""))
+            extra = f"; retrieve {row['retrieve_median']:.2f}" if "retrieve_median" in row else ""
+            lines.append(f"| {name} | {row['median']:.2f} | {row['cpu_median']:.2f} | {runs}{extra} |"
+                         + (f" {row[ratio]:.2f} |" if ratio else ""))
     return "\n".join(lines)
 
 
