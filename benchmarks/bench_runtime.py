@@ -135,7 +135,7 @@ def contention(args: argparse.Namespace) -> dict:
         name, value = assignment.split("=", 1)
         variants[f"default, {name}={value}"] = ([], {name: value})
     results: dict = {"machine": machine(), "load_before": load_average(), "conditions": {}}
-    for condition in ("quiet", "one core busy"):
+    for condition in args.conditions.split(","):
         samples: dict[str, list[float]] = {v: [] for v in variants}
         retrieve: dict[str, list[float]] = {v: [] for v in variants}
         with Busy() if condition != "quiet" else _Nothing():
@@ -173,7 +173,7 @@ def process(args: argparse.Namespace) -> dict:
         f"raw FAISS IndexFlatIP k={K}": [sys.executable, str(script), str(users), str(items), str(K)],
     }
     results: dict = {"machine": machine(), "load_before": load_average(), "conditions": {}}
-    for condition in ("quiet", "one core busy"):
+    for condition in args.conditions.split(","):
         samples: dict[str, list[float]] = {v: [] for v in variants}
         with Busy() if condition != "quiet" else _Nothing():
             for _ in range(args.repeat):
@@ -238,6 +238,8 @@ def main() -> None:
     parser.add_argument("figure", choices=["contention", "process", "start"])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "runtime")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--conditions", default="quiet,one core busy",
+                        help="contention, process: comma-separated, of 'quiet' and 'one core busy'")
     parser.add_argument("--env", action="append", default=[], help="contention: a variant with NAME=VALUE set")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

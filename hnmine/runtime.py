@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "configure", "default_threads"]
+__all__ = ["cache_dir", "configure"]
 
 #: Variables :func:`configure` sets when the user has not; the values are hnmine's defaults.
 WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
@@ -43,10 +43,3 @@ def configure() -> None:
     if not os.environ.get("NUMBA_CACHE_DIR"):
         os.environ["NUMBA_CACHE_DIR"] = str(cache_dir() / "numba")
 
-
-def default_threads() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
