@@ -59,7 +59,8 @@ print(rows.shape, float(scores[:, -1].mean()))
 
 
 def load_average() -> str:
-    return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
+    """The 1, 5 and 15 minute load averages, e.g. ``"6.72 6.15 3.69"``."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def machine() -> dict:
