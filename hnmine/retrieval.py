@@ -48,6 +48,8 @@ _GUESS_STRIDE = 32
 # ``auto`` takes the bf16 engine from this many (user, item) pairs: below it, loading torch (~1.5 s)
 # costs more than the faster GEMM saves (Gowalla, 29,858 x 40,981: 12.5 ns less per 1,000 pairs).
 _AUTO_EXACT_PAIRS = 200_000_000
+# The last ``threads`` an index was given (FAISS, torch and numba keep one process-wide setting each).
+_threads: int | None = None
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
@@ -103,12 +105,10 @@ class ItemIndex:
             spec = replace(spec, kind="exact" if big and _wants_bf16(spec.precision) else "flat")
         self.spec = spec
         if threads:
+            global _threads
+            _threads = threads  # for torch too, should an exact index (an audit) follow a FAISS one
             kernels.set_threads(threads)
-            if spec.kind == "exact":
-                import torch
-
-                torch.set_num_threads(threads)
-            else:
+            if spec.kind != "exact":
                 import faiss
 
                 faiss.omp_set_num_threads(threads)
@@ -146,6 +146,8 @@ class ItemIndex:
         """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
         import torch
 
+        if _threads:
+            torch.set_num_threads(_threads)
         self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
         self.bf16 = False
         if _wants_bf16(self.spec.precision):
