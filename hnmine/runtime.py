@@ -7,7 +7,8 @@ they start:
 - ``OMP_WAIT_POLICY=PASSIVE``: an idle OpenMP thread sleeps instead of spinning. FAISS and torch each
   bring their own OpenMP runtime, and numba has its own pool; hnmine alternates between them many
   times a second, so with spinning (libgomp's default) the idle pool's threads burn the cores the
-  busy pool needs. On a shared machine that cost was 7x (docs/performance.md, "Shared cores").
+  busy pool needs: 3-5x slower on a shared machine (docs/performance.md, "Three spinning thread
+  pools on shared cores").
 - ``NUMBA_CACHE_DIR``: the compiled kernels are cached in a user cache directory
   (``$HNMINE_CACHE_DIR/numba``, else ``$XDG_CACHE_HOME/hnmine/numba``, else ``~/.cache/hnmine/numba``),
   so an install into a read-only location still compiles them once, not on every run.
