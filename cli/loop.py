@@ -14,7 +14,6 @@ import typer
 from hnmine.cli.main import WaitLock, app, fail, log_line
 
 from hnmine.errors import InputError
-from hnmine.loop import RunProgress
 
 TRAIN_EXAMPLE = (
     "Example:\n\n"
@@ -38,8 +37,11 @@ RUN_EXAMPLE = """Example:
 """
 
 
-class ConsoleTrainProgress(RunProgress):
-    """A rich bar over each epoch's steps on a terminal; one log line per epoch and stage either way."""
+class ConsoleTrainProgress:
+    """A rich bar over each epoch's steps on a terminal; one log line per epoch and stage either way.
+
+    Implements :class:`hnmine.loop.RunProgress` (not subclassed: that module imports torch).
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet

@@ -14,13 +14,15 @@ import typing
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import tomllib
 import typer
 
 from hnmine.errors import InputError
-from hnmine.mine import MineConfig, MineReport, Progress
+
+if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
+    from hnmine.mine import MineReport
 
 app = typer.Typer(
     name="hnmine",
@@ -123,8 +125,11 @@ def log_line(message: str, quiet: bool = False) -> None:
         typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
-class ConsoleProgress(Progress):
-    """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI)."""
+class ConsoleProgress:
+    """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI).
+
+    Implements :class:`hnmine.mine.Progress` (not subclassed, so that ``--help`` need not import it).
+    """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
@@ -278,6 +283,8 @@ def mine(
         if isinstance(options[key], str):
             options[key] = [part.strip() for part in options[key].split(",") if part.strip()]
     options["rank_window"] = str(options["rank_window"])
+    from hnmine.mine import MineConfig
+
     known = {f.name for f in fields(MineConfig)}
     cfg = MineConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known})
     from hnmine.mine import mine as run_mine

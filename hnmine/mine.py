@@ -433,7 +433,8 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads)
+    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
+                      queries=n_users)
     depth_max = int(depths.max())
     per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
     chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
@@ -501,7 +502,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
-    index = ItemIndex(item_vectors, config.index_spec(), config.threads)
+    index = ItemIndex(item_vectors, config.index_spec(), config.threads, queries=len(inputs.user_ids))
     audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
     faults.point("mine.index")

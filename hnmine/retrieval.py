@@ -25,14 +25,16 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import faiss
 import numba
 import numpy as np
-import torch
 
 from hnmine import kernels
+
+if TYPE_CHECKING:  # imported where used: a run loads FAISS or torch, whichever its engine needs
+    import faiss
+    import torch
 
 __all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "retrieve_window", "search_depths"]
 
@@ -43,6 +45,11 @@ _TILE_USERS = 1024
 _TILE_ITEMS = 1024
 # The bf16 engine guesses each user's bound from every 8th item (in norm order).
 _GUESS_STRIDE = 32
+# ``auto`` takes the bf16 engine from this many (user, item) pairs: below it, loading torch (~1.5 s)
+# costs more than the faster GEMM saves (Gowalla, 29,858 x 40,981: 12.5 ns less per 1,000 pairs).
+_AUTO_EXACT_PAIRS = 200_000_000
+# The last ``threads`` an index was given (FAISS, torch and numba keep one process-wide setting each).
+_threads: int | None = None
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
@@ -55,8 +62,10 @@ Precision = Literal["auto", "fp32", "bf16"]
 class IndexSpec:
     """Which index to search and its parameters.
 
-    ``auto`` is the fastest exact engine for this CPU: ``exact`` with bf16 tiles where the CPU has
-    AMX / AVX512-BF16, FAISS ``flat`` otherwise (the windows are the same either way).
+    ``auto`` is the fastest exact engine for this CPU and job: ``exact`` with bf16 tiles where the CPU
+    has AMX / AVX512-BF16 and the job scores at least ``_AUTO_EXACT_PAIRS`` (user, item) pairs (a
+    smaller job is done before torch has loaded), FAISS ``flat`` otherwise (the windows are the same
+    either way).
 
     ``precision`` is the ``exact`` engine's GEMM: ``bf16`` (AMX / AVX512-BF16 tiles, several times the
     fp32 rate) or ``fp32``; ``auto`` takes bf16 where the CPU has it. Either way every candidate is
@@ -84,16 +93,25 @@ class IndexSpec:
 
 
 class ItemIndex:
-    """A FAISS inner-product index over the item vectors (unit-normalised first for cosine)."""
+    """A FAISS inner-product index over the item vectors (unit-normalised first for cosine).
 
-    def __init__(self, vectors: np.ndarray, spec: IndexSpec = IndexSpec(), threads: int | None = None) -> None:
+    ``queries`` (how many users the job will search, if known) only informs ``auto``'s choice.
+    """
+
+    def __init__(self, vectors: np.ndarray, spec: IndexSpec = IndexSpec(), threads: int | None = None,
+                 queries: int | None = None) -> None:
         if spec.kind == "auto":
-            spec = replace(spec, kind="exact" if _wants_bf16(spec.precision) else "flat")
+            big = queries is None or queries * len(vectors) >= _AUTO_EXACT_PAIRS
+            spec = replace(spec, kind="exact" if big and _wants_bf16(spec.precision) else "flat")
         self.spec = spec
         if threads:
-            faiss.omp_set_num_threads(threads)
-            torch.set_num_threads(threads)
+            global _threads
+            _threads = threads  # for torch too, should an exact index (an audit) follow a FAISS one
             kernels.set_threads(threads)
+            if spec.kind != "exact":
+                import faiss
+
+                faiss.omp_set_num_threads(threads)
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = self.vectors.shape
         self.n_items = n
@@ -102,6 +120,8 @@ class ItemIndex:
         if spec.kind == "exact":
             self._prepare_exact()
             return
+        import faiss
+
         if spec.kind == "flat":
             # FAISS 1.15 only takes its BLAS path from ~2,000 queries per call (its default threshold
             # is 128,000); below that a call cost 3x as much per query here (Gowalla, k=548: 1,024
@@ -124,6 +144,10 @@ class ItemIndex:
 
     def _prepare_exact(self) -> None:
         """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
+        import torch
+
+        if _threads:
+            torch.set_num_threads(_threads)
         self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
         self.bf16 = False
         if _wants_bf16(self.spec.precision):
@@ -369,6 +393,8 @@ def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
     The bound assumes float32 accumulation; a backend that accumulated in bf16 would break it, and
     then the exact engine must use float32 (checked once per index, ~1 ms).
     """
+    import torch
+
     rows = vectors[np.linspace(0, len(vectors) - 1, min(sample, len(vectors))).astype(np.int64)]
     if len(rows) == 0:
         return True
@@ -383,6 +409,8 @@ def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
 def _score_blocks(q: torch.Tensor, items_t: torch.Tensor, buf: torch.Tensor, block_items: int):
     """Yield ``(b0, scores)``: the tile's scores against items ``b0..b0+block`` by one ``torch.mm`` into
     the reused, cache-sized buffer ``buf`` (each block is overwritten by the next)."""
+    import torch
+
     mt, n = q.shape[0], items_t.shape[1]
     for b0 in range(0, n, block_items):
         b1 = min(b0 + block_items, n)
@@ -421,6 +449,8 @@ def _retrieve_exact(
         queries = queries.copy()
     if index.bf16:
         return _retrieve_bf16(index, queries, indptr, pos_rows, lo, hi)
+    import torch
+
     margins = _noise_margin(queries, index._max_norm)
     items_t = index._items_t
     block_items = min(_TILE_ITEMS, n)
@@ -477,6 +507,8 @@ def _retrieve_bf16(
     from a guess of that bound taken on a sample of the catalog (:func:`_guess_bounds`), checked
     at the end: a user whose guess was too high (rare) is scanned again without one.
     """
+    import torch
+
     m = len(queries)
     n = index.n_items
     width = hi - lo + 1
@@ -559,6 +591,8 @@ def _guess_bounds(index: ItemIndex, q: torch.Tensor, slacks: np.ndarray, pos_cou
     before its bound rises (the first blocks, highest norms, hold most candidates). A guess is only a
     starting point: :func:`hnmine.kernels.finish_bounded` checks it.
     """
+    import torch
+
     n = index.n_items
     stride = _GUESS_STRIDE
     mt = q.shape[0]
