@@ -6,9 +6,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import polars as pl
-import pyarrow as pa
-
 
 class InputError(Exception):
     """Bad input: the message names the file, row or column and what is wrong.
@@ -30,13 +27,18 @@ class OutputLockedError(InputError):
     """
 
     exit_code = 75
-# What the parquet, CSV and numpy readers raise on bytes they cannot decode: corrupt pages behind an
-# intact footer, truncated files, invalid UTF-8, numbers too large for their type. polars reports some
-# of these as a Rust panic, which Python sees as a BaseException.
-READ_ERRORS: tuple[type[BaseException], ...] = (
-    pa.ArrowException, pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError, EOFError,
-    OverflowError,
-)
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What the parquet, CSV and numpy readers raise on bytes they cannot decode: corrupt pages behind
+    an intact footer, truncated files, invalid UTF-8, numbers too large for their type. polars reports
+    some of these as a Rust panic, which Python sees as a BaseException. (Imported here, not at the top,
+    so that ``hnmine --help`` loads neither library.)"""
+    import polars as pl
+    import pyarrow as pa
+
+    return (pa.ArrowException, pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError, ValueError,
+            EOFError, OverflowError)
 
 
 @contextmanager
@@ -49,7 +51,9 @@ def reading(path: str | Path, what: str = "") -> Iterator[None]:
         yield
     except InputError:
         raise
-    except READ_ERRORS as exc:
+    except BaseException as exc:
+        if not isinstance(exc, read_errors()):
+            raise
         lines = str(exc).strip().splitlines()
         reason = (lines[0] if lines else type(exc).__name__)[:200]
         raise InputError(f"{path}: cannot read{' ' + what if what else ''} ({reason})") from None
