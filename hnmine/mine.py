@@ -31,6 +31,7 @@ from hnmine.graphlearn import TextTableWriter
 from hnmine.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.positives import PositiveIndex, index_positives, read_positives
 from hnmine.publish import Publication
+from hnmine.report.sketch import WindowSketch
 from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
@@ -181,6 +182,8 @@ class MineReport:
     items_without_features: int = 0
     attr_fields: list[str] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    # a bounded sample of the window and the positives' scores, for `hnmine report` (hnmine/report/sketch.py)
+    window: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -393,6 +396,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     short_reasons: Counter[str] = Counter()
     empty_reasons: Counter[str] = Counter()
     max_depth = 0
+    sketch = WindowSketch(lo, width)
 
     with publication as staging:
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
@@ -420,6 +424,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
                           if selection_config.uses_margins else None)
             selection = select_hard_negatives(window, streams, selection_config, references)
+            sketch.add(window, chunk.ids, streams, queries, item_vectors, indptr, pos_rows)
             n_selected = np.bincount(selection.user, minlength=len(chunk))
             kept = np.minimum(n_selected, needed)
             reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
@@ -462,6 +467,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
             text_writer.close(schema=_hard_neg_schema(inputs.user_ids, inputs.items.ids))
         report.rows = _write_node_tables(staging, config, inputs, attrs)
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
+        report.window = sketch.summary(staging / "hard_neg_edge.parquet")
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
