@@ -10,13 +10,14 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["render_html"]
 
@@ -55,7 +56,7 @@ def _svg(fig: plt.Figure, key: str) -> str:
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": key}):
         fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
-    text = buf.getvalue()
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", buf.getvalue(), flags=re.S)  # a timestamp: same input, same page
     start = text.index("<svg")
     return f'<svg role="img" aria-label="{html.escape(key)}"' + text[start + 4 :]
 
@@ -400,7 +401,7 @@ def _run_sections(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         gain = best.get("gain_over_round_0")
         cards += [("best round", str(best["round"])), (f"best valid {best['metric']}", _fmt(best["value"])),
                   ("gain over round 0", "–" if gain is None else f"{100 * gain:+.2f}%")]
-    header = ["round"] + sorted({f"{split} {k}" for r in rounds for split, m in r["metrics"].items() for k in m})
+    header = ["round", *sorted({f"{split} {k}" for r in rounds for split, m in r["metrics"].items() for k in m})]
     rows = [[r["round"]] + [r["metrics"].get(h.split(" ")[0], {}).get(h.split(" ")[1]) for h in header[1:]]
             for r in rounds]
     table = _table(header, rows)

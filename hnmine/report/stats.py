@@ -290,8 +290,8 @@ def _popularity(root: Path, negatives: _Counter, summary: dict[str, Any], option
         "gini_negatives": _gini(neg_counts),
         "gini_positives": _gini(pos_counts),
         "top_shares": {f"top {100 * share:g}%": {
-            "negatives": float(neg_counts[: max(int(round(share * catalog)), 1)].sum() / total_neg),
-            "positives": float(pos_counts[: max(int(round(share * catalog)), 1)].sum() / total_pos),
+            "negatives": float(neg_counts[: max(round(share * catalog), 1)].sum() / total_neg),
+            "positives": float(pos_counts[: max(round(share * catalog), 1)].sum() / total_pos),
         } for share in TOP_SHARES},
         "deciles": {"negatives": [float(neg_counts[d].sum() / total_neg) for d in deciles],
                     "positives": [float(pos_counts[d].sum() / total_pos) for d in deciles]},
