@@ -251,7 +251,7 @@ def _fn_chart(s: dict[str, Any]) -> str:
                    f"user in {html.escape(fn['test'])}, by rank: the top of the window holds the most.")
 
 
-def _mined_sections(s: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str]]:
+def _mined_sections(s: dict[str, Any], prefix: str = "", title: str = "") -> list[tuple[str, str, str]]:
     u, p = s["users"], s["popularity"]
     lo, hi = s["rank_window"]
     cards = [("rows", _fmt(s["rows"])), ("rank window", f"{lo}:{hi}"),
@@ -288,7 +288,7 @@ def _mined_sections(s: dict[str, Any], prefix: str = "") -> list[tuple[str, str,
                      f"<p><code>{command}</code></p><p class='muted'>{html.escape(str(m.get('started_at')))} → "
                      f"{html.escape(str(m.get('finished_at')))}</p>" + options + "<h3>Inputs</h3>" + inputs
                      + "<h3>Seconds per stage</h3>" + timings + "<h3>Versions</h3>" + versions))
-    return sections
+    return [(k, title + t, b) for k, t, b in sections]
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -309,7 +309,7 @@ def _metrics_chart(s: dict[str, Any]) -> str:
         ax.set_xticks(x)
         ax.set_xlabel("round")
         ax.set_title("Recall@K" if metric == "recall" else "NDCG@K", fontsize=10)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     caption = ("Validation (solid) and test (dashed) per round; round 0 is trained without hard negatives. "
                + (f"★ and the dotted line: the best round by validation {s['best']['metric']} (round {best})."
                   if best is not None else "No validation split: no best round."))
@@ -321,7 +321,10 @@ def _churn_chart(s: dict[str, Any]) -> str:
     if not pairs:
         return '<p class="muted">Fewer than two rounds mined: nothing to compare.</p>'
     fig, ax = _fig()
-    ax.bar([f"{r - 1}→{r}" for r, _ in pairs], [c["mean_overlap"] or 0 for _, c in pairs], color=ACCENT)
+    bars = ax.bar([f"{r - 1}→{r}" for r, _ in pairs], [c["mean_overlap"] or 0 for _, c in pairs], color=ACCENT,
+                  width=0.5)
+    ax.bar_label(bars, labels=[_fmt(c["mean_overlap"], 3) for _, c in pairs], padding=2)
+    ax.set_xlim(-0.75, len(pairs) - 0.25)
     ax.set_ylim(0, 1)
     ax.set_xlabel("rounds")
     ax.set_ylabel("mean overlap (Jaccard)")
@@ -386,6 +389,7 @@ def _time_chart(s: dict[str, Any]) -> str:
     other = np.maximum(np.array([r["mine_seconds"] or 0.0 for r in rounds]) - mined_total, 0)
     if other.any():
         ax.bar(x, other, bottom=bottom, color="#bbbbbb", label="window choice, FN rate")
+    ax.margins(y=0.15)  # room for the legend above the tallest bar
     ax.set_xticks(x)
     ax.set_xlabel("round")
     ax.set_ylabel("seconds")
@@ -418,7 +422,7 @@ def _run_sections(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         sections.append(("latest", f"Round {latest['round']}'s mined negatives",
                          f"<p class='muted'>The sections below describe <code>{html.escape(latest['path'])}</code>, "
                          "the last round's mined output.</p>"))
-        sections += [(k, t, b) for k, t, b in _mined_sections(latest, prefix="latest-")]
+        sections += _mined_sections(latest, prefix="latest-", title=f"Round {latest['round']}: ")
     return sections
 
 

@@ -389,7 +389,7 @@ def run_stats(root: str | Path, test: str | Path | None = None, batch_rows: int 
                               "timings": summary.get("timings", {})}
             if test is not None:
                 fn = mined_stats(mined, test, batch_rows).get("false_negatives", {})
-                entry["false_negative_rate"]["report test"] = fn.get("rate")
+                entry["false_negative_rate"].setdefault("test", fn.get("rate"))  # the run's own, if it had one
             if previous is not None:
                 entry["churn"] = churn(previous / "hard_neg_edge.parquet", mined / "hard_neg_edge.parquet",
                                        mined / "user.parquet", batch_rows)
