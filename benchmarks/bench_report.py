@@ -9,7 +9,8 @@ Not a test. Usage (from the repository root, after ``make setup``)::
     .venv/bin/python benchmarks/bench_report.py --mined /tmp/g-mined \\
         --test ../shared/datasets/gowalla/test.txt --out bench-out/report
 
-Every measurement runs ``hnmine report`` in its own process; its peak RSS is the child's ``ru_maxrss``.
+Every measurement runs ``hnmine report`` in its own process; its peak RSS is the child's ``ru_maxrss``,
+its CPU seconds the child's user + system time (the wall clock of a loaded machine also counts the wait).
 The scaling cases are synthetic published outputs (hard_neg_edge, pos_edge, item, user, manifest)
 with 10 negatives per user over a fixed 40,981-item catalog, 10k to 1M users.
 """
@@ -32,7 +33,7 @@ HNMINE = Path(sys.executable).with_name("hnmine")
 
 def measure(args: list[str], repeat: int) -> dict:
     """Median wall seconds and the largest peak RSS (MiB) of ``hnmine report ARGS`` over ``repeat`` runs."""
-    times, peaks = [], []
+    times, cpus, peaks = [], [], []
     for _ in range(repeat):
         start = time.perf_counter()
         pid = os.fork()
@@ -43,7 +44,10 @@ def measure(args: list[str], repeat: int) -> dict:
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"hnmine report {' '.join(args)} failed")
         peaks.append(usage.ru_maxrss / 1024)
-    return {"seconds": float(np.median(times)), "peak_rss_mib": max(peaks), "repeat": repeat}
+        cpus.append(usage.ru_utime + usage.ru_stime)
+    # CPU seconds as well as wall: on a shared machine the wall clock also counts waiting for a core
+    return {"seconds": float(np.median(times)), "cpu_seconds": float(np.median(cpus)), "peak_rss_mib": max(peaks),
+            "repeat": repeat}
 
 
 def synthetic_output(out: Path, users: int, items: int = 40_981, per_user: int = 10, seed: int = 0) -> Path:

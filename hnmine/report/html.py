@@ -39,7 +39,7 @@ nav ul { display: flex; flex-wrap: wrap; gap: .25rem 1rem; padding: 0; list-styl
 .card .v { font-size: 1.3rem; font-weight: 600; }
 .card .k { color: var(--muted); font-size: .85rem; }
 figure { margin: 1rem 0; }
-figure svg { width: 100%; height: auto; display: block; }
+figure svg { width: 100%; height: auto; display: block; min-width: 560px; }  /* narrower: scroll sideways */
 figcaption { color: var(--muted); font-size: .9rem; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; font-size: .9rem; margin: .5rem 0; }
@@ -62,7 +62,8 @@ def _svg(fig: plt.Figure, key: str) -> str:
 
 
 def _figure(fig: plt.Figure, key: str, caption: str) -> str:
-    return f'<figure id="fig-{key}" class="chart">{_svg(fig, key)}<figcaption>{caption}</figcaption></figure>'
+    return (f'<figure id="fig-{key}" class="chart"><div class="scroll">{_svg(fig, key)}</div>'
+            f"<figcaption>{caption}</figcaption></figure>")
 
 
 def _fig(panels: int = 1, height: float = 3.2) -> tuple[plt.Figure, Any]:
