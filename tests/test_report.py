@@ -25,7 +25,7 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 MINED_SECTIONS = ["overview", "hardness", "margins", "users", "popularity", "false-negatives", "manifest"]
 MINED_FIGURES = ["score", "rank", "margin", "users", "popularity", "per-item", "false-negatives"]
 RUN_SECTIONS = ["overview", "metrics", "churn", "drift", "fn-rounds", "time", "latest-hardness"]
-RUN_FIGURES = ["run-metrics", "churn", "drift", "fn-rounds", "time", "latest-score"]
+RUN_FIGURES = ["run-metrics", "churn", "drift", "fn-rounds", "time", "score", "popularity"]
 
 
 @pytest.fixture(scope="module")
