@@ -243,3 +243,16 @@ def test_output_without_window_sample_still_reports(mined, tmp_path):
 
     page = render_html(stats)
     assert page.count('class="chart"') == len(MINED_FIGURES) - 2  # no margin chart, no false negatives
+
+
+def test_output_with_no_negatives(mined, tmp_path):
+    """Every user empty (e.g. a --max-score below every score): the report says so instead of failing."""
+    empty = tmp_path / "empty"
+    shutil.copytree(mined, empty)
+    pl.read_parquet(mined / "hard_neg_edge.parquet").clear().write_parquet(empty / "hard_neg_edge.parquet")
+    stats = build_report(empty, SAMPLE / "test.txt")
+    assert stats["rows"] == 0 and stats["popularity"]["distinct_mined_items"] == 0
+    assert stats["false_negatives"]["rate"] is None and stats["users"]["negatives_per_user"] == {}
+    from hnmine.report.html import render_html
+
+    assert render_html(stats).count('class="chart"') == len(MINED_FIGURES)

@@ -189,7 +189,8 @@ def _users_chart(s: dict[str, Any]) -> str:
     b.axvline(u["needed"], color="black", linestyle="--", linewidth=1, label=f"asked for: {u['needed']}")
     b.set_xlabel("negatives per user")
     b.set_ylabel("users")
-    b.set_yscale("log")
+    if counts:
+        b.set_yscale("log")
     b.legend(fontsize=8)
     return _figure(fig, "users", "Left: users that got every negative asked for, and why the others got fewer "
                    "(catalog: too few non-positive items; index: an approximate index returned too few; "
@@ -225,8 +226,9 @@ def _per_item_chart(s: dict[str, Any]) -> str:
     fig, ax = _fig()
     if len(edges) > 1:
         ax.bar(edges[:-1], per["items"], width=np.diff(edges), align="edge", color=NEG, alpha=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if sum(per["items"]):  # log axes need something to show
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     if per["cap"]:
         ax.axvline(per["cap"], color="black", linestyle="--", linewidth=1.5, label=f"--max-item-negatives {per['cap']}")
         ax.legend(fontsize=8)

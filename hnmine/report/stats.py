@@ -98,7 +98,8 @@ def _batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pl.Dat
 class _Counter:
     """Rows per key (item id) accumulated over batches; bounded by the number of distinct keys."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: Any) -> None:
+        self.dtype = dtype
         self.parts: list[pl.DataFrame] = []
         self.rows = 0
 
@@ -117,8 +118,9 @@ class _Counter:
 
     def frame(self, name: str) -> pl.DataFrame:
         self._merge()
-        return self.parts[0].rename({self.parts[0].columns[0]: "item_id", "n": name}) if self.parts else (
-            pl.DataFrame({"item_id": [], name: []}))
+        if not self.parts:
+            return pl.DataFrame(schema={"item_id": self.dtype, name: pl.UInt32})
+        return self.parts[0].rename({self.parts[0].columns[0]: "item_id", "n": name})
 
 
 def _gini(counts: np.ndarray) -> float | None:
@@ -170,13 +172,16 @@ def mined_stats(root: str | Path, test: str | Path | None = None, batch_rows: in
     score_hist = np.zeros(SCORE_BINS, dtype=np.int64)
     per_user = np.zeros(0, dtype=np.int64)
     fn_hits = np.zeros(buckets, dtype=np.int64)
-    items = _Counter()
     path = root / "hard_neg_edge.parquet"
-    heldout = _heldout_keys(test, pl.read_parquet_schema(path)) if test is not None else None
+    schema = pl.read_parquet_schema(path)
+    items = _Counter(schema.get("item_id", pl.Int64))
+    heldout = _heldout_keys(test, schema) if test is not None else None
     last_user: Any = None
     run = 0
     rows = 0
     for batch in _batches(path, ["user_id", "item_id", "rank", "score"], batch_rows):
+        if not batch.height:
+            continue
         rows += batch.height
         bucket = ((batch["rank"].to_numpy().astype(np.int64) - lo) * buckets // width).clip(0, buckets - 1)
         scores = batch["score"].to_numpy().astype(np.float64)
@@ -259,8 +264,8 @@ def _window_shares(quantiles: list[float], window: dict[str, Any], edges: np.nda
 def _popularity(root: Path, negatives: _Counter, summary: dict[str, Any], options: dict[str, Any],
                 batch_rows: int) -> dict[str, Any]:
     """Where the mined items sit in the catalog's popularity (positives per item)."""
-    positives = _Counter()
     pos_path = root / "pos_edge.parquet"
+    positives = _Counter(pl.read_parquet_schema(pos_path).get("item_id") if pos_path.exists() else pl.Int64)
     if pos_path.exists():
         for batch in _batches(pos_path, ["item_id"], batch_rows):
             positives.add(batch["item_id"])
@@ -307,6 +312,8 @@ def _user_groups(path: Path, batch_rows: int) -> Iterator[tuple[Any, np.ndarray]
     pending_user: Any = None
     pending: list[np.ndarray] = []
     for batch in _batches(path, ["user_id", "item_id"], batch_rows):
+        if not batch.height:
+            continue
         runs = batch["user_id"].rle().struct.unnest()
         items = batch["item_id"].to_numpy()
         start = 0
