@@ -392,11 +392,10 @@ def _time_chart(s: dict[str, Any]) -> str:
     other = np.maximum(np.array([r["mine_seconds"] or 0.0 for r in rounds]) - mined_total, 0)
     if other.any():
         ax.bar(x, other, bottom=bottom, color="#bbbbbb", label="window choice, FN rate")
-    ax.margins(y=0.15)  # room for the legend above the tallest bar
     ax.set_xticks(x)
     ax.set_xlabel("round")
     ax.set_ylabel("seconds")
-    ax.legend(fontsize=7, ncols=2)
+    ax.legend(fontsize=7, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.22))  # below: never over a bar
     return _figure(fig, "time", "Seconds per stage and round (evaluation and export not included).")
 
 
