@@ -357,3 +357,6 @@ def run(
                    f"{best['model']}")
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
                + (f" and {best_path}" if best_path.exists() else ""))
+    from hnmine.cli.report import write_report_or_fail
+
+    typer.echo(f"wrote {write_report_or_fail(out, out / 'report.html', test)}")

@@ -259,13 +259,14 @@ def mine(
     dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    html_report: Annotated[bool, typer.Option("--report", help="Also write OUT/report.html (hnmine report).")] = False,
 ) -> None:
     """Mine hard negatives: FAISS top-K per user, ranks LO..HI among non-positives, sampler tables out.
 
     Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
     with manifest.json and _SUCCESS, into --out.
     """
-    given = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet")}
+    given = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet", "html_report")}
     options = merge_config(ctx, config, "mine", given, mine)
     for required in ("users", "items", "positives", "out"):
         if not options.get(required):
@@ -310,6 +311,10 @@ def mine(
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:
         print_report(report)
+    if html_report:
+        from hnmine.cli.report import write_report_or_fail
+
+        log_line(f"wrote {write_report_or_fail(Path(cfg.out), Path(cfg.out) / 'report.html')}", quiet)
 
 
 def main() -> None:
@@ -393,3 +398,4 @@ def blend(
 
 
 from hnmine.cli import loop as _loop  # noqa: E402, F401  (registers train, export, evaluate, run)
+from hnmine.cli import report as _report  # noqa: E402, F401  (registers report)

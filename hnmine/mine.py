@@ -35,6 +35,7 @@ from hnmine.graphlearn import TextTableWriter
 from hnmine.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.positives import PositiveIndex, index_positives, read_positives
 from hnmine.publish import Publication
+from hnmine.report.sketch import WindowSketch
 from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
 from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.tables import (
@@ -224,6 +225,8 @@ class MineReport:
     items_without_features: int = 0
     attr_fields: list[str] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    # a bounded sample of the window and the positives' scores, for `hnmine report` (hnmine/report/sketch.py)
+    window: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -528,6 +531,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     short_reasons: Counter[str] = Counter()
     empty_reasons: Counter[str] = Counter()
     max_depth = 0
+    sketch = WindowSketch(lo, width)
 
     with publication.staging_dir() as staging:
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
@@ -558,6 +562,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
                           if selection_config.uses_margins else None)
             selection = select_hard_negatives(window, streams, selection_config, references)
+            sketch.add(window, chunk.ids, streams, queries, item_vectors, indptr, pos_rows)
             n_selected = np.bincount(selection.user, minlength=len(chunk))
             kept = np.minimum(n_selected, needed)
             reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
@@ -609,6 +614,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                 f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.users} (empty because of: "
                 f"{reasons or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
                 "if an empty hard_neg_edge is expected")
+        report.window = sketch.summary(staging / "hard_neg_edge.parquet")
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)

@@ -52,6 +52,9 @@ FORMAT_VERSION = 1
 # What `hnmine mine` wrote before manifests carried a format: recognised by these file names.
 _LEGACY_MINE_FILES = {f"{table}.{ext}" for table in ("hard_neg_edge", "pos_edge", "user", "item")
                       for ext in ("parquet", "txt")}
+# Written into a published output afterwards, by `hnmine report` (default --out) or `mine --report`:
+# hnmine's own, though not in the manifest's file list.
+DERIVED_FILES = ("report.html",)
 _RENAME_NOREPLACE = 1
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -110,6 +113,7 @@ def output_format(path: str | Path) -> str | None:
     An hnmine output has ``_SUCCESS`` and a ``manifest.json`` whose ``tool`` is an hnmine command,
     with a ``format``, a known ``format_version``, and ``files`` listing every other file in the
     directory at its size: a file hnmine did not write (or one rewritten since) makes it foreign.
+    The one exception is the report hnmine writes into an output it published (:data:`DERIVED_FILES`).
     """
     path = Path(path)
     manifest, marker = path / MANIFEST, path / SUCCESS_MARKER
@@ -126,6 +130,8 @@ def output_format(path: str | Path) -> str | None:
         return None
     found.pop(MANIFEST)
     found.pop(SUCCESS_MARKER)
+    for name in DERIVED_FILES:
+        found.pop(name, None)
     version = data.get("format_version")
     if version is None and data["tool"] == "hnmine mine" and {"options", "summary"} <= data.keys():
         return "mine" if set(found) <= _LEGACY_MINE_FILES else None
