@@ -152,3 +152,36 @@ def test_a_wrong_option_fails_to_parse() -> None:
         "a/", "b/", "--out-dir", "b$w/"]
     assert command_lines("```bash\nhnmine mine --users u \\\n  --items i   # note\n```\n") == [
         "hnmine mine --users u    --items i   # note"]
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation but '-' and '_' dropped, spaces to '-'."""
+    text = FENCE.sub("", path.read_text())
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def links() -> list[tuple[str, str]]:
+    found = []
+    for path in [ROOT / "README.md", *DOC_FILES]:
+        text = FENCE.sub("", path.read_text())
+        found += [(path.relative_to(ROOT).as_posix(), target) for target in LINK.findall(text)
+                  if "://" not in target]
+    return found
+
+
+@pytest.mark.parametrize(("source", "target"), links())
+def test_link_resolves(source: str, target: str) -> None:
+    file, _, anchor = target.partition("#")
+    path = (ROOT / source).parent / file if file else ROOT / source
+    assert path.exists(), f"{source}: {target} does not exist"
+    if anchor and path.suffix == ".md":
+        assert anchor in anchors(path), f"{source}: no heading #{anchor} in {file or source}"
+
+
+@pytest.mark.parametrize("image", sorted(p.name for p in (ROOT / "docs" / "img").glob("*")))
+def test_image_is_used(image: str) -> None:
+    assert f"img/{image}" in DOCS_TEXT, f"docs/img/{image} is shown on no page: delete it"
