@@ -74,7 +74,7 @@ class RunConfig:
 
     positives: str
     out: str
-    # the validation gain grows until round 10 on both Gowalla and ml-1m (docs/training.md, "Session 7")
+    # the validation gain grows until round 10 on both Gowalla and ml-1m (docs/results.md)
     iterations: int = 12
     # stop before --iterations once this many rounds in a row have not beaten the best validation
     # Recall@20; 0 (default) runs every round: ml-1m's validation dips for three rounds before its best
@@ -86,7 +86,7 @@ class RunConfig:
     init: str = "warm"
     hard: bool = True
     # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
-    # (restarting at --lr undoes round 0's convergence; measured in docs/training.md)
+    # (restarting at --lr undoes round 0's convergence)
     refine_epochs: int | None = 3
     refine_lr: float | None = 1e-3
     refine_lr_min: float | None = 1e-4
@@ -96,7 +96,7 @@ class RunConfig:
     # rate, measured on the validation split with the previous round's embeddings, is at most
     # max_false_negative_rate; 50 per user, all of them used. A fixed window cannot serve both data
     # sets measured: the same ranks hold 5x more held-out positives on ml-1m than on Gowalla
-    # (docs/training.md, "A window chosen by its false-negative rate")
+    # (docs/results.md, "False negatives by rank")
     rank_window: str = "auto"
     num_hard: int = 50
     window_width: int = 800

@@ -1,4 +1,4 @@
-"""Plot and tabulate several `hnmine run` directories side by side (for docs/training.md).
+"""Plot and tabulate several `hnmine run` directories side by side (the per-round plots of docs/results.md).
 
     python scripts/compare_runs.py --out docs/img/compare.png runs/a runs/a-control
 """

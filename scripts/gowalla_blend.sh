@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Gowalla Recall@20 >= 0.19 on CPU (docs/training.md, session 8): hnmine train's id two-tower blended
+# Gowalla Recall@20 >= 0.19 on CPU (docs/results.md): hnmine train's id two-tower blended
 # with hnmine svd's history-pooling low-pass two-tower, the blend weight chosen on a validation split.
 #   bash scripts/gowalla_blend.sh [OUT]      (needs ../shared/datasets/gowalla; about 40 CPU-minutes,
 #                                            of which step 2, the model itself, is about 16)
