@@ -255,7 +255,7 @@ def mine(
     formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing hnmine output at --out.")] = False,
     wait_lock: WaitLock = 0.0,
-    allow_empty: Annotated[bool, typer.Option(help="Publish even if hard_neg_edge or pos_edge has no rows (an error otherwise).")] = False,
+    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Publish even if hard_neg_edge or pos_edge has no rows (an error otherwise).")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
