@@ -113,8 +113,8 @@ def gowalla(out_dir: Path) -> dict:
 
 
 def load(inputs: dict, max_users: int | None = None):
-    from hnmine.embeddings import EmbeddingSource
-    from hnmine.positives import index_positives, read_positives
+    from hnmine.io.embeddings import EmbeddingSource
+    from hnmine.io.positives import index_positives, read_positives
 
     users = EmbeddingSource(inputs["users"]).read_all()
     items = EmbeddingSource(inputs["items"]).read_all()
@@ -127,7 +127,7 @@ def load(inputs: dict, max_users: int | None = None):
 # ------------------------------------------------------------------------------------------ cases
 def case_mine(p: dict) -> dict:
     """hnmine mine end to end (read -> retrieve -> select -> write), the library call the CLI makes."""
-    from hnmine.mine import MineConfig, mine
+    from hnmine.mining.pipeline import MineConfig, mine
 
     start = time.perf_counter()
     report = mine(
@@ -163,7 +163,7 @@ def case_mine(p: dict) -> dict:
 
 def case_retrieve(p: dict) -> dict:
     """retrieve_window alone on the first ``users`` users (already in memory), chunked like ``mine``."""
-    from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
+    from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
     users, items, positives = load(p, p.get("users_n"))
     built = time.perf_counter()
@@ -200,7 +200,7 @@ def case_faiss(p: dict) -> dict:
         return {"search_s": time.perf_counter() - start, "users": len(users), "items": len(items)}
     # The FAISS work hnmine's output needs: each user to HI + its positives (ranks among
     # non-positives), in hnmine's depth levels and calls, with hnmine's FAISS settings, nothing else.
-    from hnmine.retrieval import ItemIndex, call_depths
+    from hnmine.mining.retrieval import ItemIndex, call_depths
 
     index = ItemIndex(items.vectors)
 

@@ -1,4 +1,4 @@
-"""CLI command ``report``: parses options and calls :func:`hnmine.report.write_report`."""
+"""``hnmine report``: calls :func:`hnmine.report.write_report`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.main import app, fail
+from hnmine.cli.common import app, fail
 
 from hnmine.errors import InputError
 

@@ -1,24 +1,27 @@
 """hnmine: offline hard-negative mining for two-tower retrieval models.
 
-The pipeline, one module per stage:
+The package reads as the pipeline and the loop; data flows forward, and no stage imports a later one:
 
-1. :mod:`hnmine.embeddings` / :mod:`hnmine.positives`: read and validate inputs;
-2. :mod:`hnmine.retrieval`: FAISS top-K, each user's rank window among its non-positives;
-3. :mod:`hnmine.selection`: strategies and filters that pick the hard negatives;
-4. :mod:`hnmine.tables` / :mod:`hnmine.graphlearn`: the sampler tables, parquet and GraphLearn text;
-5. :mod:`hnmine.publish`: atomic publication with manifest and ``_SUCCESS``;
+- :mod:`hnmine.io`: readers and validators of the inputs (embeddings, positives, item features), the
+  sampler tables (parquet and GraphLearn text) and the one publisher (lock, staging, manifest,
+  ``_SUCCESS``, atomic rename);
+- :mod:`hnmine.mining`: retrieval (each user's rank window among its non-positives), selection (the
+  strategies and filters), and :mod:`hnmine.mining.pipeline`, which runs them chunk by chunk;
+- :mod:`hnmine.evaluate`: full-ranking metrics and the held-out rank rates a window is chosen on;
+- :mod:`hnmine.training`: the built-in two-tower trainer;
+- :mod:`hnmine.embed`: embeddings from a trained model (export), from SVD, or blended;
+- :mod:`hnmine.loop`: train -> export -> mine -> retrain, round by round, resumable;
+- :mod:`hnmine.report`: what was mined, as one HTML page.
 
-and :mod:`hnmine.mine` runs them chunk by chunk.
-
-Importing the package sets the thread runtimes' defaults first (:mod:`hnmine.runtime`); the names
-below load their modules on first use, so ``hnmine --help`` imports none of FAISS, numba or torch.
+Shared below them all: :mod:`hnmine.errors`, :mod:`hnmine.options` (the rank window and other
+option types), :mod:`hnmine.runtime`. Importing the package sets the thread runtimes' defaults first;
+the names below load their modules on first use, so ``hnmine --help`` imports none of FAISS, numba
+or torch.
 """
 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 from hnmine import runtime
@@ -26,33 +29,35 @@ from hnmine import runtime
 runtime.configure()
 
 if TYPE_CHECKING:
-    from hnmine.embeddings import Embeddings, EmbeddingSource, read_embeddings, write_embeddings
     from hnmine.errors import InputError
-    from hnmine.mine import MineConfig, MineReport, mine, plan
-    from hnmine.positives import index_positives, read_positives
-    from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window
-    from hnmine.selection import SelectionConfig, select_hard_negatives
+    from hnmine.io.embeddings import Embeddings, EmbeddingSource, read_embeddings, write_embeddings
+    from hnmine.io.positives import index_positives, read_positives
+    from hnmine.mining.pipeline import MineConfig, MineReport, mine, plan
+    from hnmine.mining.retrieval import IndexSpec, ItemIndex, Window, retrieve_window
+    from hnmine.mining.selection import SelectionConfig, select_hard_negatives
+    from hnmine.options import RankWindow
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "EmbeddingSource": "embeddings",
-    "Embeddings": "embeddings",
-    "IndexSpec": "retrieval",
+    "EmbeddingSource": "io.embeddings",
+    "Embeddings": "io.embeddings",
+    "IndexSpec": "mining.retrieval",
     "InputError": "errors",
-    "ItemIndex": "retrieval",
-    "MineConfig": "mine",
-    "MineReport": "mine",
-    "SelectionConfig": "selection",
-    "Window": "retrieval",
-    "index_positives": "positives",
-    "mine": "mine",
-    "plan": "mine",
-    "read_embeddings": "embeddings",
-    "read_positives": "positives",
-    "retrieve_window": "retrieval",
-    "select_hard_negatives": "selection",
-    "write_embeddings": "embeddings",
+    "ItemIndex": "mining.retrieval",
+    "MineConfig": "mining.pipeline",
+    "MineReport": "mining.pipeline",
+    "RankWindow": "options",
+    "SelectionConfig": "mining.selection",
+    "Window": "mining.retrieval",
+    "index_positives": "io.positives",
+    "mine": "mining.pipeline",
+    "plan": "mining.pipeline",
+    "read_embeddings": "io.embeddings",
+    "read_positives": "io.positives",
+    "retrieve_window": "mining.retrieval",
+    "select_hard_negatives": "mining.selection",
+    "write_embeddings": "io.embeddings",
 }
 
 __all__ = [
@@ -63,6 +68,7 @@ __all__ = [
     "ItemIndex",
     "MineConfig",
     "MineReport",
+    "RankWindow",
     "SelectionConfig",
     "Window",
     "index_positives",
@@ -88,16 +94,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-class _Package(types.ModuleType):
-    """``hnmine.mine`` is the function, as with eager imports: importing the submodule ``hnmine.mine``
-    binds it on the package, which would hide the function; that one binding is skipped."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name == "mine" and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -21,9 +21,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from hnmine.embeddings import read_embeddings
 from hnmine.errors import InputError, reading
-from hnmine.positives import Positives, index_positives, read_positives
+from hnmine.io.embeddings import read_embeddings
+from hnmine.io.positives import Positives, index_positives, read_positives
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",

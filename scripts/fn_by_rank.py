@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hnmine.evaluate import choose_rank_window, window_false_negative_rates
-from hnmine.positives import read_positives
+from hnmine.io.positives import read_positives
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import pytest
 from hnmine.cli.main import app
 from typer.testing import CliRunner
 
-from hnmine.positives import read_positives
-from hnmine.svd import write_svd_embeddings
+from hnmine.embed.svd import write_svd_embeddings
+from hnmine.io.positives import read_positives
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"

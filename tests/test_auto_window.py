@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from hnmine.errors import InputError
 from hnmine.evaluate import choose_rank_window, heldout_rank_rates
-from hnmine.loop import RunConfig, run
+from hnmine.loop.runner import RunConfig, run
 from tests.test_train import TEST, TINY, TRAIN, tiny_config
 
 
@@ -91,9 +91,9 @@ def test_auto_window_needs_a_validation_split(tmp_path):
 
 
 def test_evaluate_suggests_the_window_the_heldout_positives_allow(tmp_path):
+    from hnmine.embed.svd import write_svd_embeddings
     from hnmine.evaluate import evaluate, window_false_negative_rates
-    from hnmine.positives import read_positives
-    from hnmine.svd import write_svd_embeddings
+    from hnmine.io.positives import read_positives
 
     users, items = write_svd_embeddings(read_positives(TRAIN), tmp_path / "emb", dim=16)
     strict = evaluate(users, items, TRAIN, TEST, window_width=40, max_false_negative_rate=0.002).window

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hnmine.embeddings import write_embeddings
+from hnmine.io.embeddings import write_embeddings
 
 
 def write_table(path: Path, columns: dict) -> Path:

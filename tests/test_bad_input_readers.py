@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from hnmine.embeddings import write_embeddings
+from hnmine.io.embeddings import write_embeddings
 
 ROOT = Path(__file__).resolve().parents[1]
 

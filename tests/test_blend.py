@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from hnmine.blend import blend_embeddings, write_blend
-from hnmine.embeddings import Embeddings, read_embeddings, write_embedding_dir, write_embeddings
+from hnmine.embed.blend import blend_embeddings, write_blend
 from hnmine.errors import InputError
+from hnmine.io.embeddings import Embeddings, read_embeddings, write_embedding_dir, write_embeddings
 from tests.conftest import SAMPLE
 
 

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from hnmine import MineConfig, mine
-from hnmine.positives import read_positives
-from hnmine.svd import write_svd_embeddings
+from hnmine.embed.svd import write_svd_embeddings
+from hnmine.io.positives import read_positives
 from tests.conftest import ROOT, SAMPLE, SHARED
 
 TABLES = ("hard_neg_edge", "item", "pos_edge", "user")
@@ -216,7 +216,7 @@ def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(
     """A kill between data/ and run.json (the order of earlier versions) left a directory every rerun
     refused; it is an unfinished start, written anew. Anything else without run.json stays refused."""
     from hnmine.errors import InputError
-    from hnmine.loop import RunConfig, _prepare
+    from hnmine.loop.runner import RunConfig, _prepare
 
     out = tmp_path / "run"
     (out / "data").mkdir(parents=True)

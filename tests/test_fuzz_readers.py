@@ -25,11 +25,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from hnmine.embeddings import EmbeddingSource
 from hnmine.errors import InputError
-from hnmine.positives import read_positives
-from hnmine.tables import read_item_features
-from hnmine.train import read_hard_negatives
+from hnmine.io.embeddings import EmbeddingSource
+from hnmine.io.positives import read_positives
+from hnmine.io.tables import read_hard_negatives, read_item_features
 
 INT64_MAX = 2**63 - 1
 FUZZ = settings(max_examples=40, deadline=5000, derandomize=True,

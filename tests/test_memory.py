@@ -13,7 +13,7 @@ import pytest
 
 from hnmine import MineConfig
 from hnmine.errors import InputError
-from hnmine.mine import parse_size
+from hnmine.options import parse_size
 from tests.conftest import ROOT, SAMPLE
 
 # Runs a command as the only child of a fresh interpreter and prints the child's peak RSS in KiB.

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from hnmine import MineConfig, mine, read_embeddings
-from hnmine.tables import ParquetTableWriter
+from hnmine.io.tables import ParquetTableWriter
 from tests.conftest import SAMPLE, SHARED, lightgcn_positives
 
 
@@ -205,7 +205,7 @@ def test_ml1m_heavy_users_get_complete_windows(ml1m_embeddings, tmp_path):
     heavy = sorted(positives, key=lambda u: -len(positives[u]))[:150]
     light = sorted(positives)[:150]
     keep = np.isin(users.ids, heavy + light)
-    from hnmine.embeddings import write_embeddings
+    from hnmine.io.embeddings import write_embeddings
 
     write_embeddings(tmp_path / "users.parquet", users.ids[keep], users.vectors[keep])
     report = mine(MineConfig(users=str(tmp_path / "users.parquet"), items=str(item),
@@ -284,7 +284,7 @@ def test_parquet_directories_and_hnsw(sample_embeddings, tmp_path):
     """Embeddings split over a directory of parquet files, positives as parquet, an HNSW index."""
     user, item = sample_embeddings
     users = read_embeddings(user)
-    from hnmine.embeddings import write_embeddings
+    from hnmine.io.embeddings import write_embeddings
 
     (tmp_path / "users").mkdir()
     for part, rows in enumerate(np.array_split(np.arange(len(users)), 3)):
@@ -308,7 +308,7 @@ def test_small_row_groups_are_gathered_into_full_chunks(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hnmine.embeddings import EmbeddingSource
+    from hnmine.io.embeddings import EmbeddingSource
 
     rng = np.random.default_rng(0)
     for part in range(3):
@@ -349,7 +349,7 @@ def test_text_only_output(sample_embeddings, tmp_path):
 def test_repeated_positive_pairs_keep_the_largest_weight(tmp_path, ids):
     """A (user, item) pair listed twice is one positive with its largest weight, whatever the id type
     (the packed-key check for integer ids and the group_by agree)."""
-    from hnmine.positives import read_positives
+    from hnmine.io.positives import read_positives
 
     users = {"int": [1, 1, 2, 1], "str": ["a", "a", "b", "a"], "negative": [-1, -1, 2, -1]}[ids]
     path = tmp_path / "pos.csv"

@@ -11,10 +11,12 @@ import polars as pl
 import pytest
 import torch
 
+from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
-from hnmine.export import export_embeddings
-from hnmine.mine import MineConfig, mine
-from hnmine.train import WindowMembership, load_train_data, mis_biases, train
+from hnmine.mining.pipeline import MineConfig, mine
+from hnmine.training.data import load_train_data
+from hnmine.training.loss import WindowMembership, mis_biases
+from hnmine.training.trainer import train
 from tests.test_train import TEST, TRAIN, tiny_config
 
 
@@ -108,7 +110,7 @@ def test_train_with_mis_needs_the_window_and_changes_the_model(mined_full_window
 
 
 def test_run_passes_the_previous_round_as_the_window(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=2, test=str(TEST),
                        rank_window="11:60", num_hard=10,
@@ -123,7 +125,7 @@ def test_run_passes_the_previous_round_as_the_window(tmp_path):
 
 
 def test_a_run_saved_before_keep_best_resumes_only_with_the_last_epoch(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),

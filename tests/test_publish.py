@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hnmine.embeddings import write_embedding_dir, write_embeddings
 from hnmine.errors import InputError
-from hnmine.publish import Publication, output_format
+from hnmine.io.embeddings import write_embedding_dir, write_embeddings
+from hnmine.io.publish import Publication, output_format
 from tests.conftest import SAMPLE
 
 MINE_FAST = ["--rank-window", "1:20", "--num-hard", "2", "--threads", "1", "--quiet"]

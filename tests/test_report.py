@@ -14,10 +14,10 @@ import polars as pl
 import pytest
 
 from hnmine.evaluate import false_negative_rate
-from hnmine.positives import read_positives
-from hnmine.report.sketch import WindowSketch
+from hnmine.io.positives import read_positives
+from hnmine.mining.retrieval import Window
+from hnmine.mining.sketch import WindowSketch
 from hnmine.report.stats import build_report, churn
-from hnmine.retrieval import Window
 
 from .conftest import SAMPLE
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from hnmine import kernels
-from hnmine import retrieval as R
-from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.mining import kernels
+from hnmine.mining import retrieval as R
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
 
 def _data(n_users: int, n_items: int, dim: int = 16, seed: int = 0, heavy: bool = False):

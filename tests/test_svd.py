@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from hnmine.embeddings import read_embeddings
-from hnmine.positives import read_positives
-from hnmine.svd import svd_embeddings
+from hnmine.embed.svd import svd_embeddings
+from hnmine.io.embeddings import read_embeddings
+from hnmine.io.positives import read_positives
 from tests.conftest import SAMPLE, lightgcn_positives
 
 

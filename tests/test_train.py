@@ -16,27 +16,18 @@ import torch
 from hnmine.cli.main import app
 from typer.testing import CliRunner
 
-from hnmine.embeddings import read_embeddings
+from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.evaluate import evaluate, false_negative_rate, holdout_split, ranking_metrics
-from hnmine.export import export_embeddings
-from hnmine.positives import read_positives
-from hnmine.train import (
-    TrainConfig,
-    TrainData,
-    TwoTower,
-    _build_model,
-    _sample_easy,
-    bag_sums,
-    deterministic_kernels,
-    gathered_dots,
-    load_model,
-    load_train_data,
-    positive_mask,
-    read_hard_negatives,
-    sampled_softmax_loss,
-    train,
-)
+from hnmine.io.embeddings import read_embeddings
+from hnmine.io.positives import read_positives
+from hnmine.io.tables import read_hard_negatives
+from hnmine.training.config import TrainConfig
+from hnmine.training.data import TrainData, load_train_data
+from hnmine.training.loss import positive_mask, sampled_softmax_loss
+from hnmine.training.model import TwoTower, load_model
+from hnmine.training.ops import bag_sums, gathered_dots
+from hnmine.training.trainer import _build_model, _sample_easy, deterministic_kernels, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_USERS = 600
@@ -396,7 +387,7 @@ def test_every_command_help_shows_an_example():
 
 
 def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
                        valid_fraction=0.2, train=tiny_config(tmp_path))
@@ -408,21 +399,21 @@ def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
 
 
 def _round(r: int, valid: float | None):
-    from hnmine.loop import RoundResult
+    from hnmine.loop.runner import RoundResult
 
     metrics = {"test": {"recall@20": 0.5}} | ({"valid": {"recall@20": valid}} if valid is not None else {})
     return RoundResult(round=r, metrics=metrics, hard_negatives={}, train_seconds=0, mine_seconds=0, epochs=1, loss=None)
 
 
 def test_best_round_is_chosen_on_validation_only():
-    from hnmine.loop import best_round
+    from hnmine.loop.runner import best_round
 
     assert best_round([_round(0, 0.20), _round(1, 0.22), _round(2, 0.22), _round(3, 0.21)]).round == 1
     assert best_round([_round(0, None), _round(1, None)]) is None  # never chosen on test
 
 
 def test_round_patience_stops_a_resumed_run_and_records_the_best_round(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
@@ -447,7 +438,7 @@ def test_round_patience_stops_a_resumed_run_and_records_the_best_round(tmp_path)
 
 
 def test_cap_history_keeps_a_seeded_subset_of_each_users_items():
-    from hnmine.train import cap_history
+    from hnmine.training.data import cap_history
 
     indptr = np.array([0, 5, 6, 9])
     items = np.array([1, 2, 3, 4, 5, 7, 0, 8, 9])
@@ -466,7 +457,7 @@ def test_train_with_max_history(tmp_path):
 
 
 def test_refine_lr_applies_to_later_rounds_only_and_old_runs_resume(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",

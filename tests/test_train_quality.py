@@ -8,11 +8,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.evaluate import evaluate, holdout_split
-from hnmine.export import export_embeddings
-from hnmine.positives import read_positives
-from hnmine.train import TwoTower, load_model, train
+from hnmine.io.positives import read_positives
+from hnmine.training.model import TwoTower, load_model
+from hnmine.training.trainer import train
 from tests.test_train import TEST, TRAIN, tiny_config
 
 
@@ -99,7 +100,7 @@ def test_validation_each_epoch_matches_evaluate_and_keep_best_keeps_the_best(tmp
 
 
 def test_patience_stops_after_n_epochs_without_improvement(tmp_path, split, monkeypatch):
-    import hnmine.train as train_module
+    import hnmine.training.trainer as train_module
 
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.9, 0.9])
 
@@ -119,7 +120,7 @@ def test_patience_stops_after_n_epochs_without_improvement(tmp_path, split, monk
 
 
 def test_run_validates_each_epoch_on_its_split(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
                        valid_fraction=0.2, train=tiny_config(tmp_path, epochs=2, history_dropout=0.3))
@@ -131,7 +132,7 @@ def test_run_validates_each_epoch_on_its_split(tmp_path):
 
 
 def test_a_run_saved_before_history_dropout_resumes_only_without_it(tmp_path):
-    from hnmine.loop import RunConfig, run
+    from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),

@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hnmine.hashing import id_keys, user_streams
-from hnmine.retrieval import IndexSpec, ItemIndex, retrieve_window
-from hnmine.selection import SelectionConfig, select_hard_negatives
+from hnmine.mining.hashing import id_keys, user_streams
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.mining.selection import SelectionConfig, select_hard_negatives
 from tests.conftest import integer_vectors
 
 
@@ -177,7 +177,7 @@ def test_exact_ties_across_the_search_cut_off_are_resolved_canonically():
 )
 def test_top_columns_is_key_desc_then_column_asc(seed, width, take, levels):
     """The compiled chooser equals a full sort by (key desc, column asc), -inf and ties included."""
-    from hnmine import kernels
+    from hnmine.mining import kernels
 
     rng = np.random.default_rng(seed)
     take = min(take, width)

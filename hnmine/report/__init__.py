@@ -1,11 +1,10 @@
 """``hnmine report``: what was mined, as one self-contained HTML file (or JSON).
 
-- :mod:`hnmine.report.sketch`: the window sample ``hnmine mine`` records in its manifest;
+- :mod:`hnmine.mining.sketch` (in the miner): the window sample ``hnmine mine`` records in its manifest;
 - :mod:`hnmine.report.stats`: the numbers, from streaming passes over a published output or a run;
 - :mod:`hnmine.report.html`: the page (matplotlib charts inlined as SVG; needs the ``report`` extra).
 
-Importing this package imports neither polars-heavy passes nor matplotlib: ``hnmine mine`` imports
-the sketch on every run.
+Importing this package imports neither the polars passes nor matplotlib.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 __all__ = ["build_report", "render_html", "write_report"]
 
 
-def __getattr__(name: str):  # lazy: keep `import hnmine.report.sketch` light
+def __getattr__(name: str):  # lazy: matplotlib only when a page is drawn
     if name in ("build_report", "write_report"):
         from hnmine.report import stats
 

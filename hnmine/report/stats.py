@@ -19,8 +19,8 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
-from hnmine.mine import parse_rank_window
-from hnmine.positives import read_positives
+from hnmine.io.positives import read_positives
+from hnmine.options import parse_rank_window
 
 __all__ = ["build_report", "mined_stats", "run_stats", "to_json", "write_report"]
 

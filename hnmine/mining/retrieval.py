@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Literal
 import numba
 import numpy as np
 
-from hnmine import kernels
+from hnmine.mining import kernels
 
 if TYPE_CHECKING:  # imported where used: a run loads FAISS or torch, whichever its engine needs
     import faiss
@@ -237,7 +237,7 @@ def _rescore(queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray) -> np.n
 def _canonical_pairs(queries: np.ndarray, vectors: np.ndarray, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """The canonical score of each (user, item) pair: one fixed compiled kernel whatever the batch.
 
-    :func:`hnmine.kernels.dot` sums in one fixed order, so a pair's score does not depend on the
+    :func:`hnmine.mining.kernels.dot` sums in one fixed order, so a pair's score does not depend on the
     chunk, the block or the thread count (checked in the tests).
     """
     return kernels.canonical_pairs(
@@ -425,7 +425,7 @@ def _retrieve_exact(
     """Exact window by tiled GEMM and a per-user candidate reservoir, in canonical order.
 
     For a tile of users, each block of items is scored by one ``torch.mm`` into a reused, cache-sized
-    buffer, and :func:`hnmine.kernels.reservoir_block` folds it into each user's reservoir in the same
+    buffer, and :func:`hnmine.mining.kernels.reservoir_block` folds it into each user's reservoir in the same
     pass over the scores: positives are skipped, and only items scoring at least a running lower bound
     on the user's ``hi``-th best non-positive score, minus the noise margin (see :func:`_noise_margin`),
     are kept. That provably includes every item of the canonical top ``hi`` whatever the GEMM's
@@ -589,7 +589,7 @@ def _guess_bounds(index: ItemIndex, q: torch.Tensor, slacks: np.ndarray, pos_cou
     bound at the sample rank that matches ``(depth + positives) / 0.6`` in the catalog, so about 1.7x
     ``depth`` items reach it. Without a guess the reservoir starts empty and compacts many times
     before its bound rises (the first blocks, highest norms, hold most candidates). A guess is only a
-    starting point: :func:`hnmine.kernels.finish_bounded` checks it.
+    starting point: :func:`hnmine.mining.kernels.finish_bounded` checks it.
     """
     import torch
 

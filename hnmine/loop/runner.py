@@ -39,8 +39,8 @@ from typing import Any
 import polars as pl
 import torch
 
-from hnmine import faults, kernels
-from hnmine.checks import check_finite_options
+from hnmine import faults
+from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -49,11 +49,14 @@ from hnmine.evaluate import (
     holdout_split,
     window_false_negative_rates,
 )
-from hnmine.export import export_embeddings
-from hnmine.mine import MineConfig, mine, parse_rank_window
-from hnmine.positives import Positives, read_positives
-from hnmine.publish import OutputLock, resolve_output
-from hnmine.train import TrainConfig, TrainProgress, train
+from hnmine.io.checks import check_finite_options
+from hnmine.io.positives import Positives, read_positives
+from hnmine.io.publish import OutputLock, resolve_output
+from hnmine.mining import kernels
+from hnmine.mining.pipeline import MineConfig, mine
+from hnmine.options import parse_rank_window
+from hnmine.training.config import TrainConfig
+from hnmine.training.trainer import TrainProgress, train
 
 __all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hnmine.embeddings import Embeddings, normalize_rows, read_embeddings, write_embedding_dir
 from hnmine.errors import InputError
+from hnmine.io.embeddings import Embeddings, normalize_rows, read_embeddings, write_embedding_dir
 
 __all__ = ["BlendReport", "blend_embeddings", "write_blend"]
 

@@ -1,10 +1,10 @@
-"""Compiled per-user loops of the retrieval and selection stages (numba), and two of the trainer's.
+"""Compiled per-user loops of the retrieval and selection stages (numba).
 
 The window of a user needs a handful of passes over its few hundred candidates (drop positives,
 find the provable rescoring range, rescore, sort, cut the window). As numpy array passes over a
 whole chunk these cost more than the FAISS search itself; as one compiled loop per user, run in
-parallel over users, they cost a fraction of it (docs/performance.md). The trainer's hard-negative
-logits and history mean are here for the same reason (docs/training.md, "Step cost").
+parallel over users, they cost a fraction of it (docs/performance.md).
+The trainer's compiled loops are in :mod:`hnmine.training.kernels`; they share :func:`dot`.
 
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled
@@ -21,7 +21,7 @@ from numba import njit, prange, types
 from numba.core.extending import intrinsic
 
 __all__ = [
-    "bag_sums", "bag_sums_grad_table", "canonical_pairs", "finish_sorted", "gathered_dots", "gathered_dots_grad_table", "gathered_dots_grad_users", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
+    "canonical_pairs", "dot", "finish_sorted", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
     "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
 ]
 
@@ -724,69 +724,3 @@ def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
         for t in range(a, b):
             out[t] = place[pos_rows[t]]
         out[a:b] = np.sort(out[a:b])
-
-
-# ----------------------------------------------------- training: hard logits and the history mean
-
-
-@njit(cache=True, parallel=True)
-def gathered_dots(users, table, index, out):  # pragma: no cover - compiled
-    """out[b, h] = users[b] . table[index[b, h]]: the hard-negative logits without a (B, H, d) gather."""
-    for b in prange(index.shape[0]):
-        for h in range(index.shape[1]):
-            out[b, h] = dot(users[b], table[index[b, h]])
-
-
-@njit(cache=True, parallel=True)
-def gathered_dots_grad_users(grad, table, index, out):  # pragma: no cover - compiled
-    """out[b] = sum_h grad[b, h] table[index[b, h]]."""
-    d = table.shape[1]
-    for b in prange(index.shape[0]):
-        for k in range(d):
-            out[b, k] = 0.0
-        for h in range(index.shape[1]):
-            g = grad[b, h]
-            row = table[index[b, h]]
-            for k in range(d):
-                out[b, k] += g * row[k]
-
-
-@njit(cache=True)
-def gathered_dots_grad_table(grad, users, index, out):  # pragma: no cover - compiled
-    """out[index[b, h]] += grad[b, h] users[b], in (b, h) order: one thread, so the sums are repeatable."""
-    d = users.shape[1]
-    for b in range(index.shape[0]):
-        for h in range(index.shape[1]):
-            g = grad[b, h]
-            if g != 0.0:
-                row = index[b, h]
-                for k in range(d):
-                    out[row, k] += g * users[b, k]
-
-
-@njit(cache=True, parallel=True)
-def bag_sums(table, items, offsets, weights, out):  # pragma: no cover - compiled
-    """out[b] = sum over j in offsets[b]:offsets[b+1] of weights[j] table[items[j]] (the history mean)."""
-    d = table.shape[1]
-    for b in prange(offsets.shape[0] - 1):
-        for k in range(d):
-            out[b, k] = 0.0
-        for j in range(offsets[b], offsets[b + 1]):
-            w = weights[j]
-            if w != 0.0:
-                row = table[items[j]]
-                for k in range(d):
-                    out[b, k] += w * row[k]
-
-
-@njit(cache=True)
-def bag_sums_grad_table(grad, items, offsets, weights, out):  # pragma: no cover - compiled
-    """out[items[j]] += weights[j] grad[b] for every j of bag b, in order: one thread, repeatable sums."""
-    d = grad.shape[1]
-    for b in range(offsets.shape[0] - 1):
-        for j in range(offsets[b], offsets[b + 1]):
-            w = weights[j]
-            if w != 0.0:
-                row = items[j]
-                for k in range(d):
-                    out[row, k] += w * grad[b, k]

@@ -3,7 +3,7 @@
 One plain-text file per table; first line a header of ``name:type`` fields joined by TAB; then
 one row per line, fields joined by TAB. GraphLearn drops a row with the wrong number of fields
 without a word, so every string value is checked before it is written (see
-:func:`hnmine.tables.check_text_safe`) and nothing is ever quoted or escaped.
+:func:`hnmine.io.tables.check_text_safe`) and nothing is ever quoted or escaped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import IO
 
 import polars as pl
 
-from hnmine.tables import check_text_safe
+from hnmine.io.tables import check_text_safe
 
 __all__ = ["TABLE_COLUMNS", "TextTableWriter", "header", "write_text_table"]
 

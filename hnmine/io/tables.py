@@ -18,9 +18,9 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hnmine.checks import FLOAT32_MAX, check_ids
 from hnmine.errors import InputError, reading
-from hnmine.selection import Selection
+from hnmine.io.checks import FLOAT32_MAX, check_ids
+from hnmine.mining.selection import Selection
 
 __all__ = [
     "EDGE_WEIGHTS",
@@ -28,8 +28,10 @@ __all__ = [
     "ParquetTableWriter",
     "check_text_safe",
     "hard_neg_edge_table",
+    "ids_frame",
     "item_attrs",
     "item_node_table",
+    "read_hard_negatives",
     "read_item_features",
     "user_node_table",
     "write_parquet_table",
@@ -261,3 +263,38 @@ def item_attrs(
                 f"({int(empty.sum())} items empty or without a feature row); GraphLearn drops an item whose only "
                 "attr is empty, so fill these values or add another attr column")
     return attrs.alias("attrs"), columns, without
+
+
+def ids_frame(name: str, ids: np.ndarray, row: str) -> pl.DataFrame:
+    """Ids (int64 or str) with their row numbers, to join a table's id column onto rows."""
+    values = ids.tolist() if ids.dtype == object else ids
+    return pl.DataFrame({name: values, row: np.arange(len(ids), dtype=np.int64)})
+
+
+def read_hard_negatives(
+    path: str | Path, user_ids: np.ndarray, item_ids: np.ndarray, num_hard_sample: int
+) -> tuple[np.ndarray, int, int]:
+    """Per user row, the first ``num_hard_sample`` hard_neg_edge items by weight (descending, file order on ties).
+
+    This is what HardNegativeSampler(V2) gets from GraphLearn's "full" neighbour sampler. Returns
+    ((users, num_hard_sample) item rows padded with -1, rows kept, users with any).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    with reading(path, "hard negatives"):
+        edges = pl.read_parquet(path, columns=["user_id", "item_id", "weight"])
+    user_type = pl.String if user_ids.dtype == object else pl.Int64
+    item_type = pl.String if item_ids.dtype == object else pl.Int64
+    ranked = (
+        edges.with_row_index("order")
+        .with_columns(pl.col("user_id").cast(user_type, strict=False), pl.col("item_id").cast(item_type, strict=False))
+        .sort(["user_id", "weight", "order"], descending=[False, True, False], nulls_last=True)
+        .with_columns(pl.int_range(pl.len()).over("user_id").alias("slot"))
+        .filter(pl.col("slot") < num_hard_sample)
+        .join(ids_frame("user_id", user_ids, "u"), on="user_id")
+        .join(ids_frame("item_id", item_ids, "i"), on="item_id")
+    )
+    hard = np.full((len(user_ids), num_hard_sample), -1, dtype=np.int64)
+    hard[ranked["u"].to_numpy(), ranked["slot"].to_numpy()] = ranked["i"].to_numpy()
+    return hard, ranked.height, int(ranked["u"].n_unique())

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hnmine.embeddings import write_embedding_dir
-from hnmine.train import load_model, model_vectors
+from hnmine.io.embeddings import write_embedding_dir
+from hnmine.training.model import load_model, model_vectors
 
 __all__ = ["ExportReport", "export_embeddings"]
 

@@ -19,9 +19,9 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
-from hnmine.embeddings import write_embedding_dir
 from hnmine.errors import InputError
-from hnmine.positives import Positives
+from hnmine.io.embeddings import write_embedding_dir
+from hnmine.io.positives import Positives
 
 __all__ = ["FORMS", "svd_embeddings", "write_svd_embeddings"]
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from hnmine.checks import FLOAT32_MAX, check_ids
 from hnmine.errors import InputError, reading
+from hnmine.io.checks import FLOAT32_MAX, check_ids
 
 __all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
 

@@ -1,8 +1,8 @@
 """The ``mine`` job: embeddings -> FAISS window -> hard negatives -> sampler tables, published atomically.
 
 :func:`mine` streams the users chunk by chunk through the pure stage functions
-(:func:`~hnmine.retrieval.retrieve_window`, :func:`~hnmine.selection.select_hard_negatives`,
-:func:`~hnmine.tables.hard_neg_edge_table`) and appends each chunk to the output files, so memory is
+(:func:`~hnmine.mining.retrieval.retrieve_window`, :func:`~hnmine.mining.selection.select_hard_negatives`,
+:func:`~hnmine.io.tables.hard_neg_edge_table`) and appends each chunk to the output files, so memory is
 bounded by the item index, the positives and one chunk. :func:`plan` reads only what it needs to
 print what a run would do.
 """
@@ -14,7 +14,6 @@ import importlib.metadata
 import math
 import os
 import platform
-import re
 import resource
 import sys
 import time
@@ -28,17 +27,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from hnmine import faults
-from hnmine.checks import ScoreRange, check_finite_options
-from hnmine.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.errors import InputError
-from hnmine.graphlearn import TextTableWriter
-from hnmine.hashing import id_keys, pair_uniforms, user_streams
-from hnmine.positives import PositiveIndex, index_positives, read_positives
-from hnmine.publish import Publication
-from hnmine.report.sketch import WindowSketch
-from hnmine.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
-from hnmine.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
-from hnmine.tables import (
+from hnmine.io.checks import ScoreRange, check_finite_options
+from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
+from hnmine.io.graphlearn import TextTableWriter
+from hnmine.io.positives import PositiveIndex, index_positives, read_positives
+from hnmine.io.publish import Publication
+from hnmine.io.tables import (
     EDGE_WEIGHTS,
     ParquetTableWriter,
     hard_neg_edge_table,
@@ -48,37 +43,16 @@ from hnmine.tables import (
     user_node_table,
     write_parquet_table,
 )
+from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
+from hnmine.mining.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
+from hnmine.mining.sketch import WindowSketch
+from hnmine.options import MAX_COUNT, parse_rank_window, parse_size
 
-__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "parse_rank_window", "parse_size", "plan"]
+__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan"]
 
 FORMATS = ("parquet", "graphlearn")
 MISSING_ITEM_FEATURES = ("fill", "error")
-# The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
-MAX_COUNT = 2**31 - 1
-
-
-def parse_rank_window(text: str) -> tuple[int, int]:
-    """``"101:500"`` -> (101, 500); 1-based, inclusive, LO <= HI."""
-    try:
-        lo_text, hi_text = str(text).split(":")
-        lo, hi = int(lo_text), int(hi_text)
-    except ValueError:
-        raise InputError(f"--rank-window '{text}' must be LO:HI, e.g. 101:500") from None
-    if lo < 1 or hi < lo:
-        raise InputError(f"--rank-window '{text}' must satisfy 1 <= LO <= HI")
-    return lo, hi
-
-
-_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def parse_size(text: str, option: str = "--max-memory") -> int:
-    """``"2G"`` -> 2 GiB in bytes; K, M, G, T are powers of 1024 (``2GiB``, ``2gb`` and ``500M`` also read)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", str(text), re.IGNORECASE)
-    value = int(float(match[1]) * _SIZE_UNITS[match[2].upper()]) if match else 0
-    if value <= 0:
-        raise InputError(f"{option} '{text}' must be a positive size such as 2G or 500M")
-    return value
 
 
 @dataclass
@@ -225,7 +199,7 @@ class MineReport:
     items_without_features: int = 0
     attr_fields: list[str] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
-    # a bounded sample of the window and the positives' scores, for `hnmine report` (hnmine/report/sketch.py)
+    # a bounded sample of the window and the positives' scores, for `hnmine report` (hnmine/mining/sketch.py)
     window: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 

@@ -11,7 +11,7 @@ picks ``num_hard`` of the survivors:
   whatever the score scale;
 - ``all``: every survivor.
 
-Every random draw comes from :mod:`hnmine.hashing` keyed by (seed, user id, window position), so a
+Every random draw comes from :mod:`hnmine.mining.hashing` keyed by (seed, user id, window position), so a
 user's negatives never depend on chunking, threads or the other users.
 """
 
@@ -22,9 +22,9 @@ from typing import Literal
 
 import numpy as np
 
-from hnmine import kernels
-from hnmine.hashing import uniforms
-from hnmine.retrieval import Window
+from hnmine.mining import kernels
+from hnmine.mining.hashing import uniforms
+from hnmine.mining.retrieval import Window
 
 __all__ = ["STRATEGIES", "Selection", "SelectionConfig", "reference_scores", "select_hard_negatives"]
 
@@ -160,7 +160,7 @@ def select_hard_negatives(
 ) -> Selection:
     """Pick each user's negatives from its window (a pure function of the chunk).
 
-    ``streams`` are the users' random streams (:func:`hnmine.hashing.user_streams`); ``references``
+    ``streams`` are the users' random streams (:func:`hnmine.mining.hashing.user_streams`); ``references``
     the users' reference positive scores, needed only when margins are set.
     """
     m, width = window.items.shape

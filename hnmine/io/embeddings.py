@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hnmine.checks import check_ids
 from hnmine.errors import InputError, reading
-from hnmine.publish import Publication
+from hnmine.io.checks import check_ids
+from hnmine.io.publish import Publication
 
 __all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
 
@@ -351,7 +351,7 @@ def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors:
                         item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[Path, Path]:
     """Publish ``user.parquet`` and ``item.parquet`` in ``out_dir`` (the input form of ``hnmine mine``).
 
-    The directory is published like a mined output (:class:`hnmine.publish.Publication`): both
+    The directory is published like a mined output (:class:`hnmine.io.publish.Publication`): both
     tables with a ``manifest.json`` (``format: embeddings``) and ``_SUCCESS``, swapped in at once
     under the directory's lock. A previous embeddings directory is replaced without ``--overwrite``;
     anything hnmine did not write there (other files, a foreign ``user.parquet``) is refused.

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from hnmine.retrieval import Window
+from hnmine.mining.retrieval import Window
 
 __all__ = ["WindowSketch"]
 

@@ -1,0 +1,253 @@
+"""What every command shares: the typer app, the one-line error, TOML configs, progress on the console,
+and the option types that more than one command declares (declared once, here)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import tomllib
+import typer
+
+from hnmine.errors import InputError
+
+app = typer.Typer(
+    name="hnmine",
+    help="Offline hard-negative mining for two-tower retrieval models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+def fail(message: str | InputError) -> None:
+    """One line on stderr, exit code 2 (an error's own code: 75 for a held lock): the contract for bad input."""
+    typer.echo(f"hnmine: error: {message}", err=True)
+    raise typer.Exit(code=message.exit_code if isinstance(message, InputError) else 2)
+
+
+# declared once: mine and run both take it
+WaitLock = Annotated[float, typer.Option(help="Seconds to wait while another hnmine process writes the same output "
+                                              "(holds its lock); then, or at once with 0, exit 75.")]
+
+
+def load_config(path: Path | None, section: str) -> dict[str, Any]:
+    """Options from a TOML file: keys at top level or under ``[section]``; '-' and '_' both accepted."""
+    if path is None:
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"{path}: config file not found")
+    except IsADirectoryError:
+        fail(f"{path}: is a directory, not a TOML config file")
+    except UnicodeDecodeError as exc:
+        fail(f"{path}: not UTF-8 text (byte {exc.start}); a TOML config file must be UTF-8")
+    except OSError as exc:
+        fail(f"{path}: cannot read the config file ({exc.strerror})")
+    except tomllib.TOMLDecodeError as exc:
+        fail(f"{path}: invalid TOML ({exc})")
+    except RecursionError:
+        fail(f"{path}: invalid TOML (nested too deeply)")
+    table = data.get(section, data)
+    if not isinstance(table, dict):
+        fail(f"{path}: [{section}] must be a table")
+    return {key.replace("-", "_"): value for key, value in table.items() if not isinstance(value, dict)}
+
+
+# Options given as comma-separated text on the command line; a config file may give a list of strings.
+LIST_OPTIONS = ("attr_columns", "formats")
+
+
+def _config_value(path: Path | None, key: str, value: Any, hint: Any) -> Any:
+    """A config file's value for option ``key``, checked against the option's type (``hint``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    kind = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
+    name = key.replace("_", "-")
+    if key in LIST_OPTIONS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if kind is bool and isinstance(value, bool):
+        return value
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    if kind is Path and isinstance(value, str):
+        return value
+    expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+                Path: "a path (a string)"}.get(kind, str(kind))
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:56] + " ..."
+    fail(f"{path}: option {name} must be {expected}, not {type(value).__name__} {shown}")
+
+
+def merge_config(ctx: typer.Context, config_path: Path | None, section: str, given: dict[str, Any],
+                 command: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """Command-line values win; config values fill in options left at their defaults.
+
+    With ``command`` (the command's function), each config value is checked against the option's type.
+    """
+    config = load_config(config_path, section)
+    unknown = sorted(set(config) - set(given))
+    if unknown:
+        fail(f"{config_path}: unknown option(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(command) if command is not None else {}
+    merged = dict(given)
+    for key, value in config.items():
+        source = ctx.get_parameter_source(key)
+        if source is None or source.name == "DEFAULT":
+            merged[key] = _config_value(config_path, key, value, hints[key]) if key in hints else value
+    return merged
+
+
+def log_line(message: str, quiet: bool = False) -> None:
+    """A timestamped progress line on stderr (what cron logs and CI see instead of a bar)."""
+    if not quiet:
+        typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+class ConsoleProgress:
+    """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI).
+
+    Implements :class:`hnmine.mining.pipeline.Progress` (not subclassed, so that ``--help`` need not import it).
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.total = 0
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.started = time.perf_counter()
+        if self.quiet:
+            return
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.bar = Progress("mining users", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("mine", total=total)
+            self.bar.start()
+
+    def advance(self, users: int) -> None:
+        self.done += users
+        if self.bar is not None:
+            self.bar.update(self.task, advance=users)
+        elif not self.quiet:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            self.log(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
+
+    def log(self, message: str) -> None:
+        log_line(message, self.quiet)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+
+class ConsoleTrainProgress:
+    """A rich bar over each epoch's steps on a terminal; one log line per epoch and stage either way.
+
+    Implements :class:`hnmine.loop.RunProgress` (not subclassed: that module imports torch).
+    """
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.bar: Any = None
+        self.epoch = 0
+        self.epochs = 0
+
+    def log(self, message: str) -> None:
+        log_line(message, self.quiet)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        self.epoch, self.epochs = epoch, epochs
+        if self.quiet or not self.tty:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        self.bar = Progress(f"epoch {epoch}/{epochs}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TimeRemainingColumn(), transient=True)
+        self.task = self.bar.add_task("train", total=steps)
+        self.bar.start()
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1)
+
+    def end_epoch(self, stats: dict[str, float]) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+        valid = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in stats.items() if k.startswith("valid_"))
+        self.log(f"epoch {self.epoch}/{self.epochs}: loss {stats['loss']:.4f}, {stats['seconds']:.1f} s, "
+                 f"lr {stats['lr']:.2e}{valid}")
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        fail(f"--k '{text}' must be comma-separated integers, e.g. 20,50")
+    if not ks or min(ks) < 1:
+        fail(f"--k '{text}' must be positive integers")
+    return ks
+
+
+def _hard_offset(text: str) -> float | None:
+    if text == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        fail(f"--hard-offset '{text}' must be a number or auto")
+    return None
+
+
+# Options shared by train and run (typer has no option groups; keep the two signatures in step).
+Dim = Annotated[int, typer.Option(help="Embedding dimension.")]
+History = Annotated[bool, typer.Option(help="User tower adds the mean of the user's history item embeddings.")]
+MaxHistory = Annotated[Optional[int], typer.Option(help="Pool a fixed random subset of at most N history items "
+                                                        "per user (bounds the cost of heavy users; default: all).")]
+HistoryDropout = Annotated[float, typer.Option(help="Training only: leave each history item out of the user's "
+    "pooled mean with this probability (besides the target), so the tower cannot memorise the training positives.")]
+KeepBest = Annotated[bool, typer.Option(help="With a validation set: keep the weights of the epoch with the best "
+    "validation Recall@20 (--no-keep-best: the last epoch's).")]
+Patience = Annotated[Optional[int], typer.Option(help="With a validation set: stop after N epochs without a better "
+    "validation Recall@20 (default: run every epoch).")]
+Epochs = Annotated[int, typer.Option(help="Epochs (passes over the positives).")]
+BatchSize = Annotated[int, typer.Option(help="Positives per step.")]
+Lr = Annotated[float, typer.Option(help="Adam learning rate, cosine-decayed to --lr-min.")]
+LrMin = Annotated[float, typer.Option(help="Final learning rate.")]
+Temperature = Annotated[float, typer.Option(help="Softmax temperature on cosine scores.")]
+Regime = Annotated[str, typer.Option(help="Easy negatives: shared (num_sample by item node weight, NegativeSampler), "
+                                          "v2 (uniform over pos_edge items, NegativeSamplerV2), "
+                                          "mixed (in-batch + num_sample uniform).")]
+NumSample = Annotated[int, typer.Option(help="Easy negatives per batch (shared/v2), or the uniform ones added to the "
+                                             "in-batch negatives (mixed).")]
+PopExponent = Annotated[float, typer.Option(help="Item weight = popularity ** b when no item node table is given.")]
+Logq = Annotated[bool, typer.Option(help="Subtract log(expected count) from each easy negative's logit.")]
+NumHardSample = Annotated[int, typer.Option(help="Hard negatives per user: the first N of hard_neg_edge by weight "
+                                                 "(HardNegativeSampler's num_hard_sample).")]
+HardOffset = Annotated[str, typer.Option(help="Added to each hard negative's logit; auto = "
+    "log(window / num_hard_sample).")]
+HardCorrection = Annotated[str, typer.Option(help="How hard logits are corrected: offset (+ --hard-offset) or mis "
+    "(multiple importance sampling: every easy and hard candidate weighted by 1 / (M q + H/window if in the user's "
+    "window); needs the mining embeddings and window).")]
+Seed = Annotated[int, typer.Option(help="Random seed (init, order, negatives).")]
+Device = Annotated[str, typer.Option(help="auto (GPU when present)|cpu|cuda.")]
+Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch, at least 1 (default: torch's choice).")]
+Quiet = Annotated[bool, typer.Option(help="No progress output.")]
+
+

@@ -1,0 +1,1 @@
+"""The loop: train -> export -> mine -> retrain, round by round, in one resumable run directory."""

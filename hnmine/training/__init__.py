@@ -1,0 +1,1 @@
+"""The built-in two-tower trainer: config, data, model, compiled ops, losses, the training loop, model files."""
