@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import polars as pl
@@ -20,7 +20,6 @@ import pyarrow.parquet as pq
 
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import FLOAT32_MAX, check_ids
-from hnmine.mining.selection import Selection
 
 __all__ = [
     "EDGE_WEIGHTS",
@@ -110,8 +109,19 @@ def _ids_series(name: str, ids: np.ndarray) -> pl.Series:
     return pl.Series(name, ids, dtype=pl.Int64)
 
 
+class ChosenNegatives(Protocol):
+    """What :func:`hard_neg_edge_table` reads of a selection (:class:`hnmine.mining.selection.Selection`):
+    parallel arrays, one entry per chosen negative. A protocol, so the tables do not import the miner."""
+
+    user: np.ndarray  # user row
+    item: np.ndarray  # item row
+    column: np.ndarray  # position in the rank window (rank = column + lo)
+    score: np.ndarray
+    order: np.ndarray  # position in the strategy's preference order
+
+
 def hard_neg_edge_table(
-    selection: Selection, user_ids: np.ndarray, item_ids: np.ndarray, lo: int, edge_weight: EdgeWeight = "score"
+    selection: ChosenNegatives, user_ids: np.ndarray, item_ids: np.ndarray, lo: int, edge_weight: EdgeWeight = "score"
 ) -> pl.DataFrame:
     """One row per chosen negative, users in input order, each user's rows in preference order.
 

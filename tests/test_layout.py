@@ -1,0 +1,63 @@
+"""The package reads as the pipeline: data flows forward, and no stage imports a later one.
+
+Every ``import`` in hnmine/ and cli/ (at the top of a module or inside a function) is checked against
+the order of the stages below; a module may import its own stage and any earlier one.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# earlier stages first
+STAGES = [
+    ("hnmine.errors", "hnmine.options", "hnmine.runtime", "hnmine.faults"),
+    ("hnmine.io",),
+    ("hnmine.mining",),
+    ("hnmine.evaluate",),
+    ("hnmine.training",),
+    ("hnmine.embed",),
+    ("hnmine.report",),
+    ("hnmine.loop",),
+    ("hnmine.cli", "hnmine.__main__"),
+]
+
+
+def stage_of(module: str) -> int | None:
+    for number, prefixes in enumerate(STAGES):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return number
+    return None
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = [(".".join(("hnmine", *p.relative_to(ROOT / "hnmine").with_suffix("").parts)), p)
+             for p in sorted((ROOT / "hnmine").rglob("*.py"))]
+    found += [(".".join(("hnmine.cli", *p.relative_to(ROOT / "cli").with_suffix("").parts)), p)
+              for p in sorted((ROOT / "cli").rglob("*.py"))]
+    return [(name.removesuffix(".__init__"), path) for name, path in found]
+
+
+def imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name.startswith("hnmine.")}
+
+
+@pytest.mark.parametrize(("module", "path"), modules(), ids=[m for m, _ in modules()])
+def test_no_stage_imports_a_later_one(module, path):
+    own = stage_of(module)
+    if own is None:
+        assert module == "hnmine", f"{module} belongs to no stage: add it to STAGES"
+        return
+    later = sorted(name for name in imported(path) if (stage_of(name) or 0) > own)
+    assert not later, f"{module} (stage {own}) imports later stages: {later}"
