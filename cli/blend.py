@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hnmine.cli.common import app, fail
+from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
 
@@ -27,6 +27,7 @@ def blend(
     weight: Annotated[float, typer.Option(help="Model A's share of the score, 0 to 1 (choose it on a "
                                                  "validation split).")] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the random pairs that measure each model's score spread.")] = 0,
+    config: ConfigFile = None,
 ) -> None:
     """Blend two two-tower models into one: vectors concatenated, so scores add with --weight.
 

@@ -7,7 +7,6 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -86,23 +85,35 @@ def _config_value(path: Path | None, key: str, value: Any, hint: Any) -> Any:
     fail(f"{path}: option {name} must be {expected}, not {type(value).__name__} {shown}")
 
 
-def merge_config(ctx: typer.Context, config_path: Path | None, section: str, given: dict[str, Any],
-                 command: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """Command-line values win; config values fill in options left at their defaults.
+def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """``--config FILE``: the file's options become the command's defaults, so the command line wins.
 
-    With ``command`` (the command's function), each config value is checked against the option's type.
+    Eager, so it runs before the other options are resolved; it fills click's ``default_map``, which
+    they are resolved against. Each value is checked against the option's type first, and a key that
+    is not an option of the command is refused, naming the file.
     """
-    config = load_config(config_path, section)
-    unknown = sorted(set(config) - set(given))
+    if value is None or ctx.resilient_parsing:
+        return value
+    command = ctx.command
+    config = load_config(value, command.name or "")
+    names = {p.name for p in command.params if p.name and p.name != "config"}
+    unknown = sorted(set(config) - names)
     if unknown:
-        fail(f"{config_path}: unknown option(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(command) if command is not None else {}
-    merged = dict(given)
-    for key, value in config.items():
-        source = ctx.get_parameter_source(key)
-        if source is None or source.name == "DEFAULT":
-            merged[key] = _config_value(config_path, key, value, hints[key]) if key in hints else value
-    return merged
+        fail(f"{value}: unknown option(s) {', '.join(unknown)} for hnmine {command.name}")
+    hints = typing.get_type_hints(command.callback) if command.callback is not None else {}
+    defaults = {}
+    for key, raw in config.items():
+        checked = _config_value(value, key, raw, hints[key]) if key in hints else raw
+        defaults[key] = ",".join(checked) if key in LIST_OPTIONS and isinstance(checked, list) else checked
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
+# declared once: every command takes it
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", is_eager=True, callback=_config_defaults,
+    help="TOML file with any of this command's options (keys as the option names, under [<command>] or at the "
+         "top level); the command line wins.")]
 
 
 def log_line(message: str, quiet: bool = False) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import _ks, app, fail
+from hnmine.cli.common import ConfigFile, _ks, app, fail
 
 from hnmine.errors import InputError
 
@@ -30,6 +30,7 @@ def evaluate(
     max_false_negative_rate: Annotated[float, typer.Option(help="With --window-width: the highest share of "
         "held-out positives the window may hold.")] = 0.007,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigFile = None,
 ) -> None:
     """Recall@K and NDCG@K by full ranking with train items masked; FN rate of a mined set."""
     from hnmine.evaluate import evaluate as run_evaluate

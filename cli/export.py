@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hnmine.cli.common import app, fail
+from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
 
@@ -18,6 +18,7 @@ EXPORT_EXAMPLE = """Example:
 def export(
     model: Annotated[Path, typer.Option(help="Model file written by hnmine train.")],
     out_dir: Annotated[Path, typer.Option(help="Directory for user.parquet and item.parquet.")],
+    config: ConfigFile = None,
 ) -> None:
     """Write the model's unit-length user and item vectors in the input form of `hnmine mine`."""
     from hnmine.embed.export import export_embeddings

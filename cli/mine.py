@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each com
     from hnmine.mining.pipeline import MineReport
 
 
-from hnmine.cli.common import ConsoleProgress, WaitLock, app, fail, log_line, merge_config
+from hnmine.cli.common import ConfigFile, ConsoleProgress, WaitLock, app, fail, log_line
 
 MINE_EXAMPLE = """Example:
 
@@ -65,7 +65,7 @@ def mine(
     items: Annotated[Optional[Path], typer.Option(help="Item embeddings: parquet file or directory, or .npy with --item-ids.")] = None,
     positives: Annotated[Optional[Path], typer.Option(help="Users' positives: parquet, CSV/TSV or LightGCN text (user item item ...).")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output directory, published atomically.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="TOML file with any of these options (keys as here, under \\[mine] or top level); the command line wins.")] = None,
+    config: ConfigFile = None,
     user_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy user matrix (.npy, .parquet or one id per line).")] = None,
     item_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy item matrix.")] = None,
     id_column: Annotated[str, typer.Option(help="Id column of the embedding tables.")] = "id",
@@ -123,8 +123,7 @@ def mine(
     Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
     with manifest.json and _SUCCESS, into --out.
     """
-    given = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet", "html_report")}
-    options = merge_config(ctx, config, "mine", given, mine)
+    options = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet", "html_report")}
     for required in ("users", "items", "positives", "out"):
         if not options.get(required):
             fail(f"missing option --{required}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import app, fail
+from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
 
@@ -37,6 +37,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="File to write (default: PATH/report.html; JSON: stdout).")] = None,
     test: Annotated[Optional[Path], typer.Option(help="Held-out positives: adds false-negative rates by rank.")] = None,
     format: Annotated[str, typer.Option("--format", help="html (one self-contained file) or json (the same numbers).")] = "html",
+    config: ConfigFile = None,
 ) -> None:
     """What was mined: hardness, margins, users, popularity, false negatives; per round for a run."""
     if format not in ("html", "json"):

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 from hnmine.cli.common import (
     BatchSize,
+    ConfigFile,
     ConsoleTrainProgress,
     Device,
     Dim,
@@ -106,6 +107,7 @@ def run(
     threads: Threads = None,
     wait_lock: WaitLock = 0.0,
     quiet: Quiet = False,
+    config: ConfigFile = None,
 ) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
     from hnmine.loop.runner import RunConfig, metrics_table
@@ -120,7 +122,7 @@ def run(
         num_hard_sample=num_hard_sample, hard_offset=_hard_offset(hard_offset), hard_correction=hard_correction,
         seed=seed, device=device, threads=threads,
     )
-    config = RunConfig(
+    run_config = RunConfig(
         positives=str(positives), out=str(out), iterations=iterations, round_patience=round_patience,
         test=str(test) if test else None,
         valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
@@ -131,7 +133,7 @@ def run(
         train=tcfg, wait_lock=wait_lock,
     )
     try:
-        results = run_loop(config, ConsoleTrainProgress(quiet))
+        results = run_loop(run_config, ConsoleTrainProgress(quiet))
     except InputError as exc:
         fail(exc)
     table = metrics_table(results)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hnmine.cli.common import app, fail
+from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
 
@@ -32,6 +32,7 @@ def svd(
     positives_format: Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn.")] = "auto",
     user_column: Annotated[str, typer.Option(help="User id column of the positives.")] = "user_id",
     item_column: Annotated[str, typer.Option(help="Item id column of the positives.")] = "item_id",
+    config: ConfigFile = None,
 ) -> None:
     """Embed users and items with a truncated SVD of the interaction matrix (no training needed).
 

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from hnmine.cli.common import (
     BatchSize,
+    ConfigFile,
     ConsoleTrainProgress,
     Device,
     Dim,
@@ -83,12 +84,13 @@ def train(
     device: Device = "auto",
     threads: Threads = None,
     quiet: Quiet = False,
+    config: ConfigFile = None,
 ) -> None:
     """Train the two-tower model with sampled softmax over \\[positive | easy | hard negatives]."""
     from hnmine.training.config import TrainConfig
     from hnmine.training.trainer import train as run_train
 
-    config = TrainConfig(
+    train_config = TrainConfig(
         positives=str(positives), out=str(out), item_nodes=str(item_nodes) if item_nodes else None,
         hard_negatives=str(hard_negatives) if hard_negatives else None, init=str(init) if init else None,
         dim=dim, history=history, max_history=max_history, history_dropout=history_dropout, keep_best=keep_best,
@@ -100,7 +102,7 @@ def train(
         rank_window=rank_window, seed=seed, device=device, threads=threads,
     )
     try:
-        report = run_train(config, ConsoleTrainProgress(quiet))
+        report = run_train(train_config, ConsoleTrainProgress(quiet))
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"wrote {report.out}: {report.users:,} users, {report.items:,} items, {report.interactions:,} "

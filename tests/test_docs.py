@@ -98,9 +98,14 @@ def shell_words(line: str) -> list[str]:
 
 
 @pytest.mark.parametrize(("source", "line"), examples())
-def test_example_parses(source: str, line: str) -> None:
+def test_example_parses(source: str, line: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     words = shell_words(line)
     assert words[0] == "hnmine" and len(words) > 1, f"{source}: no command in {line!r}"
+    monkeypatch.chdir(tmp_path)  # --config is read while parsing: an empty file stands for the example's
+    for option, value in zip(words, words[1:]):
+        if option == "--config" and not value.startswith("$"):
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
+            Path(value).write_text("")
     command = COMMANDS.get(words[1])
     assert command is not None, f"{source}: no command `hnmine {words[1]}` in {line!r}"
     try:
