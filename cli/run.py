@@ -69,13 +69,17 @@ def run(
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
     rank_window: Annotated[str, typer.Option(help="Mining window LO:HI, or auto: each round the hardest "
         "--window-width ranks whose false-negative rate on the validation split is at most "
-        "--max-false-negative-rate (needs --valid-fraction).")] = "auto",
+        "--max-false-negative-rate (needs --valid-fraction). Unlike mine's fixed 101:500: the loop has a validation "
+        "split to choose the window on, and the right depth moves as the model improves.")] = "auto",
     window_width: Annotated[int, typer.Option(help="--rank-window auto: ranks in the window.")] = 800,
     max_false_negative_rate: Annotated[float, typer.Option(help="--rank-window auto: the highest share of "
         "validation positives the window may hold.")] = 0.007,
-    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user.")] = 50,
+    num_hard: Annotated[int, typer.Option(help="Hard negatives mined per user. 50 (mine: 10) so that the trainer's "
+        "--num-hard-sample (50) finds a full set for every user each step.")] = 50,
     strategy: Annotated[str, typer.Option(help="Mining strategy (see hnmine mine).")] = "uniform",
-    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine).")] = "uniform",
+    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (see hnmine mine). "
+        "uniform (mine: score): the trainer takes all --num-hard mined rows, so the weight orders nothing and "
+        "uniform keeps the strategy's draw as it is.")] = "uniform",
     absolute_margin: Annotated[Optional[float], typer.Option(help="Each round: keep window items scoring <= "
         "ref - m (ref: --margin-reference of the user's positives' scores; see hnmine mine).")] = None,
     relative_margin: Annotated[Optional[float], typer.Option(help="Each round: keep window items scoring <= "
