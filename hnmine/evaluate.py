@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import torch
 
 from hnmine.errors import InputError, reading
 from hnmine.io.embeddings import read_embeddings
 from hnmine.io.positives import Positives, index_positives, read_positives
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
@@ -44,14 +44,28 @@ class EvalReport:
         return asdict(self)
 
 
-def _masked_scores(user_vecs: np.ndarray, items_t: torch.Tensor, rows: np.ndarray, train_indptr: np.ndarray,
-                   train_items: np.ndarray) -> torch.Tensor:
-    """(len(rows), items) scores of these user rows, each user's train items set to -inf."""
-    scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
-    t_rows = np.repeat(np.arange(len(rows)), np.diff(train_indptr)[rows])
-    t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
-    scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
-    return scores
+def ranked_items(index: ItemIndex, user_vecs: np.ndarray, rows: np.ndarray, train_indptr: np.ndarray,
+                 train_items: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) item rows: each user's ``k`` best items among its non-positives, best first.
+
+    The ranking core every stage shares: the miner's own :func:`~hnmine.mining.retrieval.retrieve_window`
+    (exact; ties by item row; canonical scores), with the user's training items as its positives, so
+    a rank here is the rank ``hnmine mine`` gives. -1 pads a user with fewer than ``k`` candidates.
+    """
+    counts = np.diff(train_indptr)[rows]
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    starts = train_indptr[rows]
+    owner = np.repeat(np.arange(len(rows)), counts)
+    items = train_items[np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])].astype(np.int32)
+    items = items[np.lexsort((items, owner))]  # sorted within each user, as retrieval expects
+    queries = np.ascontiguousarray(user_vecs[rows], dtype=np.float32)
+    return retrieve_window(index, queries, indptr, items, 1, k).items
+
+
+def exact_index(item_vecs: np.ndarray, queries: int) -> ItemIndex:
+    """The exact index the evaluation ranks with (the faster exact engine for this CPU and job size)."""
+    return ItemIndex(np.ascontiguousarray(item_vecs, dtype=np.float32), IndexSpec(kind="auto"), queries=queries)
 
 
 def ranking_metrics(
@@ -78,12 +92,11 @@ def ranking_metrics(
     discounts = 1.0 / np.log2(np.arange(2, kmax + 2))
     ideal = np.concatenate([[0.0], np.cumsum(discounts)])
     sums = {f"{name}@{k}": 0.0 for k in ks for name in ("recall", "ndcg")}
-    items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+    index = exact_index(item_vecs, len(evaluated))
     for start in range(0, len(evaluated), chunk):
         rows = evaluated[start : start + chunk]
-        scores = _masked_scores(user_vecs, items_t, rows, train_indptr, train_items)
-        top = torch.topk(scores, kmax, dim=1).indices.numpy()
-        heldout = np.zeros((len(rows), n_items), dtype=bool)
+        top = ranked_items(index, user_vecs, rows, train_indptr, train_items, kmax)
+        heldout = np.zeros((len(rows), n_items + 1), dtype=bool)  # the last column: the -1 padding
         h_rows = np.repeat(np.arange(len(rows)), csr_counts[rows])
         h_items = np.concatenate([test_items[test_indptr[r] : test_indptr[r + 1]] for r in rows])
         heldout[h_rows, h_items.astype(np.int64)] = True
@@ -225,18 +238,19 @@ def heldout_rank_rates(
     if rows is not None:
         evaluated = np.intersect1d(evaluated, rows)
     hits = np.zeros(max_rank + 1, dtype=np.int64)
-    items_t = torch.from_numpy(np.ascontiguousarray(item_vecs, dtype=np.float32))
+    index = exact_index(item_vecs, len(evaluated))
+    n_items = len(item_vecs)
+    depth = min(max_rank, n_items)
     for start in range(0, len(evaluated), chunk):
         rows = evaluated[start : start + chunk]
-        scores = _masked_scores(user_vecs, items_t, rows, train_indptr, train_items)
+        top = ranked_items(index, user_vecs, rows, train_indptr, train_items, depth)
+        # rank of each held-out item in its user's ranking; max_rank + 1 when it is deeper (or absent)
+        place = np.full((len(rows), n_items + 1), max_rank + 1, dtype=np.int64)
+        place[np.arange(len(rows))[:, None], top] = np.arange(1, depth + 1)
+        place[:, n_items] = max_rank + 1  # the -1 padding
         h_rows = np.repeat(np.arange(len(rows)), counts[rows])
         h_items = np.concatenate([heldout_items[heldout_indptr[r] : heldout_indptr[r + 1]] for r in rows])
-        h_rows_t = torch.from_numpy(h_rows)
-        h_scores = scores[h_rows_t, torch.as_tensor(h_items, dtype=torch.long)]
-        ranks = np.ones(len(h_rows), dtype=np.int64)
-        for s in range(0, len(h_rows), 4096):  # bounded (positives x items) comparison blocks
-            block = slice(s, s + 4096)
-            ranks[block] += (scores[h_rows_t[block]] > h_scores[block, None]).sum(1).numpy()
+        ranks = place[h_rows, h_items.astype(np.int64)]
         hits += np.bincount(np.minimum(ranks, max_rank + 1) - 1, minlength=max_rank + 1)[: max_rank + 1]
     return hits[:max_rank] / max(len(evaluated), 1)
 

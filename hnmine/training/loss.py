@@ -11,9 +11,10 @@ import numpy as np
 import torch
 
 from hnmine.io.tables import ids_frame
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 from hnmine.options import parse_rank_window
 from hnmine.training.data import TrainData
-from hnmine.training.ops import _SharedSoftmax, gather_csr
+from hnmine.training.ops import _SharedSoftmax
 
 __all__ = ["WindowMembership", "mis_biases", "positive_mask", "sampled_softmax_loss"]
 
@@ -116,22 +117,27 @@ class WindowMembership:
         items_vecs, _ = _aligned_vectors(read_embeddings(base / "item.parquet"), data.item_ids)
         self.users = torch.from_numpy(users).to(device)
         self.items = torch.from_numpy(items_vecs).to(device)
-        n_users, n_items = len(data.user_ids), len(data.item_ids)
+        n_users = len(data.user_ids)
         upper = torch.full((n_users,), -math.inf)
         lower = torch.full((n_users,), -math.inf)
-        indptr = torch.from_numpy(data.indptr)
-        items = torch.from_numpy(data.items.astype(np.int64))
-        k = min(hi, n_items)
-        with torch.no_grad():
-            for start in range(0, n_users, chunk):
-                stop = min(start + chunk, n_users)
-                scores = self.users[start:stop].cpu() @ self.items.cpu().T
-                pos, bag, _ = gather_csr(torch.arange(start, stop), indptr, items)
-                scores[bag, pos] = -math.inf
-                top = torch.topk(scores, k, dim=1).values
-                if lo <= k:
-                    upper[start:stop] = top[:, lo - 1]
-                    lower[start:stop] = top[:, hi - 1] if hi <= k else -math.inf
+        index = ItemIndex(items_vecs, IndexSpec(kind="auto"), queries=n_users)
+        for start in range(0, n_users, chunk):
+            stop = min(start + chunk, n_users)
+            ptr = data.indptr[start : stop + 1]
+            # the miner's ranking core: the same ranks, ties and scores as the window was mined with
+            local = ptr - ptr[0]
+            owner = np.repeat(np.arange(stop - start), np.diff(local))
+            rows = data.items[ptr[0] : ptr[-1]].astype(np.int32)
+            rows = rows[np.lexsort((rows, owner))]  # sorted within each user, as retrieval expects
+            window = retrieve_window(index, users[start:stop], local, rows, lo, hi)
+            # thresholds: the boundary items' scores as __call__ computes them (a matmul), so that
+            # the items at ranks LO and HI themselves are inside whatever the last bit of rounding
+            chunk_users = self.users[start:stop].cpu()
+            for bound, column in ((upper, 0), (lower, -1)):
+                item_rows = torch.from_numpy(window.items[:, column])
+                found = item_rows >= 0
+                scores = (chunk_users @ self.items.cpu()[item_rows.clamp(min=0)].T).diagonal()
+                bound[start:stop] = torch.where(found, scores, torch.tensor(-math.inf))
         known_users = torch.from_numpy(known).to(device)
         # a user the window embeddings do not know has no window: nothing is in it
         self.upper = torch.where(known_users, upper.to(device), torch.tensor(-math.inf, device=device))
