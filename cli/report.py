@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import app, fail
 
 from hnmine.errors import InputError
+
+from .common import app, fail
 
 REPORT_EXAMPLE = """Example:
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -49,7 +49,8 @@ def _masked_scores(user_vecs: np.ndarray, items_t: torch.Tensor, rows: np.ndarra
     """(len(rows), items) scores of these user rows, each user's train items set to -inf."""
     scores = torch.from_numpy(np.ascontiguousarray(user_vecs[rows], dtype=np.float32)) @ items_t.T
     t_rows = np.repeat(np.arange(len(rows)), np.diff(train_indptr)[rows])
-    t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows] or [[]])
+    t_items = np.concatenate([train_items[train_indptr[r] : train_indptr[r + 1]] for r in rows]
+                             or [np.empty(0, dtype=np.int64)])
     scores[torch.from_numpy(t_rows), torch.as_tensor(t_items, dtype=torch.long)] = -torch.inf
     return scores
 
@@ -192,7 +193,7 @@ def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple
     train = keyed.filter(~held).drop("key", "slot", "n")
     valid = keyed.filter(held).drop("key", "slot", "n")
     if valid.height == 0:  # reported against the file the positives came from, not a derived split
-        most = int(keyed["n"].max() or 0)
+        most = int(cast(int | None, keyed["n"].max()) or 0)  # pl.len(): a count
         need = max(2, math.ceil(1 / fraction))  # the fewest positives of which one is held out
         need -= need > 2 and math.floor((need - 1) * fraction) >= 1
         raise InputError(
