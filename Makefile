@@ -41,6 +41,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Benchmarks (not tests): installs the baselines into .venv, writes bench-out/ (see docs/performance.md).
 bench: $(STAMP)

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
+
+from .common import ConfigFile, app, fail
 
 BLEND_EXAMPLE = """Example:
 

@@ -8,12 +8,16 @@ import time
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
-import tomllib
 import typer
 
 from hnmine.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same reader, before it joined the standard library
+    import tomli as tomllib
 
 app = typer.Typer(
     name="hnmine",
@@ -23,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
 )
 
-def fail(message: str | InputError) -> None:
+def fail(message: str | InputError) -> NoReturn:
     """One line on stderr, exit code 2 (an error's own code: 75 for a held lock): the contract for bad input."""
     typer.echo(f"hnmine: error: {message}", err=True)
     raise typer.Exit(code=message.exit_code if isinstance(message, InputError) else 2)

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import ConfigFile, _ks, app, fail
 
 from hnmine.errors import InputError
+
+from .common import ConfigFile, _ks, app, fail
 
 EVALUATE_EXAMPLE = (
     "Example:\n\n"

@@ -6,8 +6,8 @@ each imports the library modules it runs when it runs, so ``hnmine --help`` load
 
 from __future__ import annotations
 
-from hnmine.cli import blend, evaluate, export, mine, report, run, svd, train  # noqa: F401  (register the commands)
-from hnmine.cli.common import app
+from . import blend, evaluate, export, mine, report, run, svd, train  # noqa: F401  (register the commands)
+from .common import app
 
 __all__ = ["app", "main"]
 

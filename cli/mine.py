@@ -7,7 +7,7 @@ import json
 import sys
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each com
     from hnmine.mining.pipeline import MineReport
 
 
-from hnmine.cli.common import ConfigFile, ConsoleProgress, WaitLock, app, fail, log_line
+from .common import ConfigFile, ConsoleProgress, WaitLock, app, fail, log_line
 
 MINE_EXAMPLE = """Example:
 
@@ -143,7 +143,8 @@ def mine(
     from hnmine.mining.pipeline import MineConfig
 
     known = {f.name for f in fields(MineConfig)}
-    cfg = MineConfig(**{k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known})
+    settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known}
+    cfg = MineConfig(**settings)
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 
@@ -168,7 +169,7 @@ def mine(
     else:
         print_report(report)
     if html_report:
-        from hnmine.cli.report import write_report_or_fail
+        from .report import write_report_or_fail
 
         log_line(f"wrote {write_report_or_fail(Path(cfg.out), Path(cfg.out) / 'report.html')}", quiet)
 

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
+
+from .common import ConfigFile, app, fail
 
 REPORT_EXAMPLE = """Example:
 

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import (
+
+from hnmine.errors import InputError
+
+from .common import (
     BatchSize,
     ConfigFile,
     ConsoleTrainProgress,
@@ -38,8 +41,6 @@ from hnmine.cli.common import (
     app,
     fail,
 )
-
-from hnmine.errors import InputError
 
 RUN_EXAMPLE = """Example:
 
@@ -154,6 +155,6 @@ def run(
                    f"{best['model']}")
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
                + (f" and {best_path}" if best_path.exists() else ""))
-    from hnmine.cli.report import write_report_or_fail
+    from .report import write_report_or_fail
 
     typer.echo(f"wrote {write_report_or_fail(out, out / 'report.html', test)}")

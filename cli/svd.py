@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from hnmine.cli.common import ConfigFile, app, fail
 
 from hnmine.errors import InputError
+
+from .common import ConfigFile, app, fail
 
 SVD_EXAMPLE = """Example:
 
@@ -41,13 +42,15 @@ def svd(
 
     Writes user.parquet and item.parquet (columns id, embedding) in the input form of `hnmine mine`.
     """
-    from hnmine.embed.svd import write_svd_embeddings
+    from hnmine.embed.svd import FORMS, write_svd_embeddings
     from hnmine.io.positives import read_positives
+    from hnmine.options import one_of
 
     try:
         table = read_positives(positives, fmt=positives_format, user_column=user_column, item_column=item_column)
-        user_path, item_path = write_svd_embeddings(table, out_dir, dim=dim, seed=seed, form=form,
-                                                       item_degree_power=item_degree_power)
+        user_path, item_path = write_svd_embeddings(table, out_dir, dim=dim, seed=seed,
+                                                    form=one_of(form, FORMS, "--form"),
+                                                    item_degree_power=item_degree_power)
     except InputError as exc:
         fail(exc)
     typer.echo(f"wrote {user_path} and {item_path}")

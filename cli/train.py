@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from hnmine.cli.common import (
+
+from hnmine.errors import InputError
+
+from .common import (
     BatchSize,
     ConfigFile,
     ConsoleTrainProgress,
@@ -35,8 +38,6 @@ from hnmine.cli.common import (
     app,
     fail,
 )
-
-from hnmine.errors import InputError
 
 TRAIN_EXAMPLE = (
     "Example:\n\n"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -205,7 +205,7 @@ def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple
     train = keyed.filter(~held).drop("key", "slot", "n")
     valid = keyed.filter(held).drop("key", "slot", "n")
     if valid.height == 0:  # reported against the file the positives came from, not a derived split
-        most = int(keyed["n"].max() or 0)
+        most = int(cast(int | None, keyed["n"].max()) or 0)  # pl.len(): a count
         need = max(2, math.ceil(1 / fraction))  # the fewest positives of which one is held out
         need -= need > 2 and math.floor((need - 1) * fraction) >= 1
         raise InputError(

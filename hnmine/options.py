@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hnmine.errors import InputError
 
-__all__ = ["MAX_COUNT", "RankWindow", "parse_rank_window", "parse_size"]
+__all__ = ["MAX_COUNT", "RankWindow", "one_of", "parse_rank_window", "parse_size"]
 
 # The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
 MAX_COUNT = 2**31 - 1
@@ -64,3 +65,14 @@ def parse_size(text: str, option: str = "--max-memory") -> int:
     if value <= 0:
         raise InputError(f"{option} '{text}' must be a positive size such as 2G or 500M")
     return value
+
+
+Choice = TypeVar("Choice", bound=str)
+
+
+def one_of(value: str, choices: tuple[Choice, ...], option: str) -> Choice:
+    """``value`` as the member of ``choices`` it equals (typed as their Literal); InputError if none."""
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise InputError(f"{option} must be one of {', '.join(choices)}, not {value!r}")

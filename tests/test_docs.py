@@ -11,6 +11,7 @@ variable (``--weight $w``) is elided with its option. Shell redirections and pip
 
 from __future__ import annotations
 
+import itertools
 import re
 import shlex
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_example_parses(source: str, line: str, tmp_path: Path, monkeypatch: pyt
     words = shell_words(line)
     assert words[0] == "hnmine" and len(words) > 1, f"{source}: no command in {line!r}"
     monkeypatch.chdir(tmp_path)  # --config is read while parsing: an empty file stands for the example's
-    for option, value in zip(words, words[1:]):
+    for option, value in itertools.pairwise(words):
         if option == "--config" and not value.startswith("$"):
             Path(value).parent.mkdir(parents=True, exist_ok=True)
             Path(value).write_text("")

@@ -26,7 +26,7 @@ from hnmine.io.positives import Positives
 __all__ = ["FORMS", "svd_embeddings", "write_svd_embeddings"]
 
 Form = Literal["lowpass", "factors"]
-FORMS: tuple[str, ...] = ("lowpass", "factors")
+FORMS: tuple[Form, ...] = ("lowpass", "factors")
 
 
 def _sparse(user_rows: np.ndarray, item_rows: np.ndarray, values: np.ndarray, shape: tuple[int, int]):

@@ -16,6 +16,7 @@ import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -136,7 +137,9 @@ def _may_repeat(table: pl.DataFrame) -> bool:
     users, items = table["user_id"], table["item_id"]
     if not (users.dtype.is_integer() and items.dtype.is_integer()):
         return True
-    if users.min() < 0 or items.min() < 0 or users.max() >= 2**31 or items.max() >= 2**32:
+    # integer columns, non-empty and without nulls (read_positives checks both): their extremes are ints
+    if (cast(int, users.min()) < 0 or cast(int, items.min()) < 0
+            or cast(int, users.max()) >= 2**31 or cast(int, items.max()) >= 2**32):
         return True
     keys = (users.cast(pl.Int64) * 2**32) + items.cast(pl.Int64)
     return keys.n_unique() != len(keys)

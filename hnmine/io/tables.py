@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 EdgeWeight = Literal["score", "rank", "order", "uniform"]
-EDGE_WEIGHTS: tuple[str, ...] = ("score", "rank", "order", "uniform")
+EDGE_WEIGHTS: tuple[EdgeWeight, ...] = ("score", "rank", "order", "uniform")
 FORBIDDEN = ("\t", "\n", "\r")
 
 

@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import polars as pl
 import torch
@@ -185,10 +185,26 @@ class RoundResult:
         return asdict(self)
 
 
-class RunProgress(TrainProgress):
+class RunProgress(TrainProgress, Protocol):
     """Training hooks plus one line per stage."""
 
     def log(self, message: str) -> None: ...
+
+
+class _NoProgress:
+    """The library's default: no progress shown."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def end_epoch(self, stats: dict[str, float]) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -342,7 +358,7 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
 
 
 def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
-    progress = progress or RunProgress()
+    progress = progress or _NoProgress()
     if config.train.threads:
         # every step, not only training: a resumed process must run each step as the first one did
         torch.set_num_threads(config.train.threads)

@@ -34,7 +34,8 @@ _SIGN_OFF = np.int32(0x7FFFFFFF)
 
 def set_threads(threads: int) -> None:
     """Threads of the compiled loops (at most what numba was started with)."""
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    # numba.config sets its options at import time (from the environment): its stubs do not declare them
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 @njit(cache=True, inline="always")

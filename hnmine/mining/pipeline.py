@@ -17,10 +17,10 @@ import platform
 import resource
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -44,10 +44,19 @@ from hnmine.io.tables import (
     write_parquet_table,
 )
 from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
-from hnmine.mining.retrieval import IndexSpec, ItemIndex, Window, retrieve_window, search_depths
+from hnmine.mining.retrieval import (
+    INDEX_KINDS,
+    METRICS,
+    PRECISIONS,
+    IndexSpec,
+    ItemIndex,
+    Window,
+    retrieve_window,
+    search_depths,
+)
 from hnmine.mining.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.mining.sketch import WindowSketch
-from hnmine.options import MAX_COUNT, parse_rank_window, parse_size
+from hnmine.options import MAX_COUNT, one_of, parse_rank_window, parse_size
 
 __all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan"]
 
@@ -128,9 +137,9 @@ class MineConfig:
             (self.absolute_margin is None or self.absolute_margin >= 0, "--absolute-margin must be >= 0"),
             (self.relative_margin is None or self.relative_margin >= 0, "--relative-margin must be >= 0"),
             (self.max_item_negatives is None or self.max_item_negatives >= 1, "--max-item-negatives must be at least 1"),
-            (self.metric in ("ip", "cosine"), "--metric must be ip or cosine"),
-            (self.index in ("auto", "flat", "exact", "ivf", "hnsw"), "--index must be auto, flat, exact, ivf or hnsw"),
-            (self.precision in ("auto", "fp32", "bf16"), "--precision must be auto, fp32 or bf16"),
+            (self.metric in METRICS, "--metric must be ip or cosine"),
+            (self.index in INDEX_KINDS, "--index must be auto, flat, exact, ivf or hnsw"),
+            (self.precision in PRECISIONS, "--precision must be auto, fp32 or bf16"),
             (1 <= self.chunk_size <= MAX_COUNT, f"--chunk-size must be between 1 and {MAX_COUNT}"),
             (self.threads is None or 1 <= self.threads <= MAX_COUNT,
              "--threads must be at least 1 (leave it out to use all cores)"),
@@ -159,14 +168,15 @@ class MineConfig:
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(
-            kind=self.index, metric=self.metric, nlist=self.nlist, nprobe=self.nprobe,  # type: ignore[arg-type]
-            hnsw_m=self.hnsw_m, ef_construction=self.ef_construction, ef_search=self.ef_search,
-            precision=self.precision,  # type: ignore[arg-type]
+            kind=one_of(self.index, INDEX_KINDS, "--index"), metric=one_of(self.metric, METRICS, "--metric"),
+            nlist=self.nlist, nprobe=self.nprobe, hnsw_m=self.hnsw_m, ef_construction=self.ef_construction,
+            ef_search=self.ef_search, precision=one_of(self.precision, PRECISIONS, "--precision"),
         )
 
     def selection(self, extra: int = 0) -> SelectionConfig:
         return SelectionConfig(
-            num_hard=self.num_hard, strategy=self.strategy, temperature=self.temperature, rho=self.rho,  # type: ignore[arg-type]
+            num_hard=self.num_hard, strategy=one_of(self.strategy, STRATEGIES, "--strategy"),
+            temperature=self.temperature, rho=self.rho,
             max_score=self.max_score, min_score=self.min_score, absolute_margin=self.absolute_margin,
             relative_margin=self.relative_margin, margin_reference=self.margin_reference, extra=extra,
         )
@@ -233,7 +243,7 @@ class MinePlan:
         return asdict(self)
 
 
-class Progress:
+class Progress(Protocol):
     """Progress hooks the CLI implements (a rich bar on a terminal, log lines otherwise)."""
 
     def start(self, total: int) -> None: ...
@@ -245,9 +255,25 @@ class Progress:
     def stop(self) -> None: ...
 
 
+class _NoProgress:
+    """The library's default: no progress shown."""
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, users: int) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
 class _Timer:
     def __init__(self) -> None:
-        self.totals: dict[str, float] = Counter()
+        self.totals: defaultdict[str, float] = defaultdict(float)
 
     def add(self, stage: str, since: float) -> float:
         now = time.perf_counter()
@@ -454,7 +480,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
           command: list[str] | None) -> MineReport:
-    progress = progress or Progress()
+    progress = progress or _NoProgress()
     timer = _Timer()
     started = time.time()
     mark = time.perf_counter()
@@ -496,6 +522,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                         items_without_features=without_features, attr_fields=attr_fields, chunk_size=chunk_size)
     capped = config.max_item_negatives is not None
     selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
+    edge_weight = one_of(config.edge_weight, EDGE_WEIGHTS, "--edge-weight")
     all_streams_keys = id_keys(inputs.user_ids)
     audit_rows = np.zeros(0, dtype=np.int64)
     if audit_index is not None:
@@ -543,7 +570,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                                     selection.after_filters, index.exact)
             short_reasons.update(reasons[(kept > 0) & (reasons != "")].tolist())
             empty_reasons.update(reasons[kept == 0].tolist())
-            table = hard_neg_edge_table(selection, chunk.ids, inputs.items.ids, lo, config.edge_weight)
+            table = hard_neg_edge_table(selection, chunk.ids, inputs.items.ids, lo, edge_weight)
             if capped:
                 table = table.with_columns(
                     pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
@@ -583,10 +610,10 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         faults.point("mine.write.nodes")
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
         if report.rows["hard_neg_edge"] == 0 and not config.allow_empty:
-            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
+            because = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
             raise InputError(
                 f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.users} (empty because of: "
-                f"{reasons or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
+                f"{because or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
                 "if an empty hard_neg_edge is expected")
         report.window = sketch.summary(staging / "hard_neg_edge.parquet")
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
@@ -634,11 +661,11 @@ def _audit_chunk(audit_index: ItemIndex, window: Window, queries: np.ndarray, in
 
 
 def _hard_neg_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pl.Schema:
-    def dtype(ids: np.ndarray) -> type[pl.DataType]:
-        return pl.String if ids.dtype == object else pl.Int64
+    def dtype(ids: np.ndarray) -> pl.DataType:
+        return pl.String() if ids.dtype == object else pl.Int64()
 
-    return pl.Schema({"user_id": dtype(user_ids), "item_id": dtype(item_ids), "weight": pl.Float32,
-                      "rank": pl.Int32, "score": pl.Float32})
+    return pl.Schema({"user_id": dtype(user_ids), "item_id": dtype(item_ids), "weight": pl.Float32(),
+                      "rank": pl.Int32(), "score": pl.Float32()})
 
 
 def _apply_item_cap(staged: Path, cap: int, needed: int) -> pl.DataFrame:
@@ -690,6 +717,11 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
     return {name: frame.height for name, frame in tables.items()}
 
 
+def _number(statistic: object) -> float:
+    """A statistic of a non-empty numeric column: a number (polars types it as any Python scalar)."""
+    return float(cast(float, statistic))
+
+
 def _hard_neg_stats(staging: Path, config: MineConfig, report: MineReport) -> int:
     """Row count and score/rank statistics of the published hard_neg_edge table.
 
@@ -705,8 +737,8 @@ def _hard_neg_stats(staging: Path, config: MineConfig, report: MineReport) -> in
         values = frame[column]
         if values.len():
             target.update({
-                "min": float(values.min()), "p05": float(values.quantile(0.05)),
-                "median": float(values.median()), "mean": float(values.mean()),
-                "p95": float(values.quantile(0.95)), "max": float(values.max()),
+                "min": _number(values.min()), "p05": _number(values.quantile(0.05)),
+                "median": _number(values.median()), "mean": _number(values.mean()),
+                "p95": _number(values.quantile(0.95)), "max": _number(values.max()),
             })
     return frame.height

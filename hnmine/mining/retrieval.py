@@ -25,7 +25,7 @@ import functools
 import itertools
 import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, cast
 
 import numba
 import numpy as np
@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # imported where used: a run loads FAISS or torch, whichever 
     import faiss
     import torch
 
-__all__ = ["SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "retrieve_window", "search_depths"]
+__all__ = ["INDEX_KINDS", "METRICS", "PRECISIONS", "SAFETY_MARGIN", "IndexSpec", "ItemIndex", "Window", "call_depths", "retrieve_window", "search_depths"]
 
 SAFETY_MARGIN = 16
 _MIN_CALL = 256
@@ -56,6 +56,9 @@ _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 IndexKind = Literal["auto", "flat", "exact", "ivf", "hnsw"]
 Metric = Literal["ip", "cosine"]
 Precision = Literal["auto", "fp32", "bf16"]
+INDEX_KINDS: tuple[IndexKind, ...] = ("auto", "flat", "exact", "ivf", "hnsw")
+METRICS: tuple[Metric, ...] = ("ip", "cosine")
+PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -176,8 +179,8 @@ class ItemIndex:
         k = min(k, self.n_items)
         if self.index is None:
             raise ValueError("the 'exact' index has no FAISS search; use retrieve_window")
-        if self.spec.kind == "hnsw":
-            self.index.hnsw.efSearch = max(self.spec.ef_search, k)
+        if self.spec.kind == "hnsw":  # built as an IndexHNSWFlat
+            cast("faiss.IndexHNSWFlat", self.index).hnsw.efSearch = max(self.spec.ef_search, k)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         return self.index.search(queries, k)
 

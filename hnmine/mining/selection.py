@@ -29,7 +29,7 @@ from hnmine.mining.retrieval import Window
 __all__ = ["STRATEGIES", "Selection", "SelectionConfig", "reference_scores", "select_hard_negatives"]
 
 Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
-STRATEGIES: tuple[str, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
+STRATEGIES: tuple[Strategy, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
 REFERENCES: tuple[str, ...] = ("min", "median", "mean", "max")
 # Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
 _BUFFERED_TAKE = 64

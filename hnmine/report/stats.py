@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -92,7 +92,7 @@ def _batches(path: Path, columns: list[str], batch_rows: int) -> Iterator[pl.Dat
     if missing:
         raise InputError(f"{path}: no column {', '.join(sorted(missing))}")
     for batch in source.iter_batches(batch_size=batch_rows, columns=columns):
-        yield pl.from_arrow(batch)  # type: ignore[misc]
+        yield cast(pl.DataFrame, pl.from_arrow(batch))  # a record batch converts to a DataFrame
 
 
 class _Counter:

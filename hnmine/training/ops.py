@@ -20,7 +20,7 @@ class _BagSums(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, table, items, offsets, weights):  # type: ignore[override]
+    def forward(ctx, table, items, offsets, weights):
         table_c = table.detach().contiguous()
         out = torch.empty((len(offsets) - 1, table.shape[1]), dtype=table.dtype)
         kernels.bag_sums(table_c.numpy(), items.numpy(), offsets.numpy(), weights.numpy(), out.numpy())
@@ -29,7 +29,7 @@ class _BagSums(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         items, offsets, weights = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype)
         kernels.bag_sums_grad_table(grad.contiguous().numpy(), items.numpy(), offsets.numpy(), weights.numpy(),
@@ -67,7 +67,7 @@ class _SharedSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, users, cands, col_bias, mask_rows, mask_cols, extra, inv_tau):  # type: ignore[override]
+    def forward(ctx, users, cands, col_bias, mask_rows, mask_cols, extra, inv_tau):
         scores = users @ cands.T
         scores.mul_(inv_tau).add_(col_bias)
         if mask_rows.numel():
@@ -83,7 +83,7 @@ class _SharedSoftmax(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         users, cands, probs, extra_probs = ctx.saved_tensors
         scale = grad / users.shape[0]
         probs = probs.mul_(scale * ctx.inv_tau)
@@ -102,7 +102,7 @@ class _GatheredDots(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, users, table, index):  # type: ignore[override]
+    def forward(ctx, users, table, index):
         users_c, table_c, index_c = users.detach().contiguous(), table.detach().contiguous(), index.contiguous()
         out = torch.empty(index.shape, dtype=users.dtype)
         kernels.gathered_dots(users_c.numpy(), table_c.numpy(), index_c.numpy(), out.numpy())
@@ -110,7 +110,7 @@ class _GatheredDots(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad):  # type: ignore[override]
+    def backward(ctx, grad):
         users, table, index = ctx.saved_tensors
         grad = grad.contiguous()
         grad_users = torch.empty_like(users)

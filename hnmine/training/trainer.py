@@ -41,6 +41,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -67,7 +68,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-class TrainProgress:
+class TrainProgress(Protocol):
     """Hooks the CLI implements: a bar over each epoch's steps, a line per epoch."""
 
     def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
@@ -75,6 +76,19 @@ class TrainProgress:
     def step(self) -> None: ...
 
     def end_epoch(self, stats: dict[str, float]) -> None: ...
+
+
+class _NoProgress:
+    """The library's default: no progress shown."""
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def end_epoch(self, stats: dict[str, float]) -> None:
+        pass
 
 
 def _sample_easy(config: TrainConfig, data: TrainData, tensors: dict[str, torch.Tensor], pos_items: torch.Tensor,
@@ -196,7 +210,7 @@ def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainRe
     check_model_path(config.out)
     device = pick_device(config.device)
     with deterministic_kernels(device):
-        return _train(config, device, progress or TrainProgress())
+        return _train(config, device, progress or _NoProgress())
 
 
 class TrainStep:
@@ -314,7 +328,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             loss_sum += float(loss.detach())
             progress.step()
         stats = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": time.perf_counter() - epoch_start,
-                 "lr": scheduler.get_last_lr()[0]}
+                 "lr": float(scheduler.get_last_lr()[0])}
         if validator is not None:
             stats.update(validator(model, step_loss.tensors["hist_indptr"], step_loss.tensors["hist"]))
             if stats["valid_recall@20"] > best_score:
