@@ -3,6 +3,7 @@ and the option types that more than one command declares (declared once, here)."
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import types
@@ -121,93 +122,68 @@ ConfigFile = Annotated[Optional[Path], typer.Option(
 
 
 def log_line(message: str, quiet: bool = False) -> None:
-    """A timestamped progress line on stderr (what cron logs and CI see instead of a bar)."""
+    """A timestamped line on stderr (what cron logs and CI see instead of a bar)."""
     if not quiet:
         typer.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
+class _EchoHandler(logging.Handler):
+    """Prints the library's log records as :func:`log_line` does, to the stderr of the moment."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log_line(self.format(record))
+
+
+def show_library_log(quiet: bool) -> None:
+    """Route the ``hnmine`` logger's INFO records to stderr (none with ``--quiet``); one handler only."""
+    logger = logging.getLogger("hnmine")
+    for handler in [h for h in logger.handlers if isinstance(h, _EchoHandler)]:
+        logger.removeHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.addHandler(_EchoHandler())
+    logger.propagate = False
+
+
 class ConsoleProgress:
-    """A rich progress bar on a terminal; plain timestamped log lines otherwise (cron, CI).
+    """The CLI's one progress display (:class:`hnmine.progress.Progress`): a rich bar on a terminal;
+    otherwise a line per chunk of users mined (an epoch's steps get only the epoch's line).
 
-    Implements :class:`hnmine.mining.pipeline.Progress` (not subclassed, so that ``--help`` need not import it).
+    Also routes the library's log records to stderr (:func:`show_library_log`).
     """
 
     def __init__(self, quiet: bool = False) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.bar: Any = None
-        self.total = 0
-        self.done = 0
+        self.label = ""
+        self.total = self.done = 0
         self.started = time.perf_counter()
+        show_library_log(quiet)
 
-    def start(self, total: int) -> None:
-        self.total = total
+    def start(self, total: int, label: str) -> None:
+        self.label, self.total, self.done = label, total, 0
         self.started = time.perf_counter()
-        if self.quiet:
-            return
-        if self.tty:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            self.bar = Progress("mining users", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task("mine", total=total)
-            self.bar.start()
-
-    def advance(self, users: int) -> None:
-        self.done += users
-        if self.bar is not None:
-            self.bar.update(self.task, advance=users)
-        elif not self.quiet:
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-            self.log(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
-
-    def log(self, message: str) -> None:
-        log_line(message, self.quiet)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-
-
-class ConsoleTrainProgress:
-    """A rich bar over each epoch's steps on a terminal; one log line per epoch and stage either way.
-
-    Implements :class:`hnmine.loop.RunProgress` (not subclassed: that module imports torch).
-    """
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.bar: Any = None
-        self.epoch = 0
-        self.epochs = 0
-
-    def log(self, message: str) -> None:
-        log_line(message, self.quiet)
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        self.epoch, self.epochs = epoch, epochs
         if self.quiet or not self.tty:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-        self.bar = Progress(f"epoch {epoch}/{epochs}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TimeRemainingColumn(), transient=True)
-        self.task = self.bar.add_task("train", total=steps)
+        self.bar = Progress(label, BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                            transient=True)
+        self.task = self.bar.add_task(label, total=total)
         self.bar.start()
 
-    def step(self) -> None:
+    def advance(self, n: int = 1) -> None:
+        self.done += n
         if self.bar is not None:
-            self.bar.update(self.task, advance=1)
+            self.bar.update(self.task, advance=n)
+        elif not self.quiet and self.label == "mining users":  # a line per chunk of users; none per step
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            log_line(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
 
-    def end_epoch(self, stats: dict[str, float]) -> None:
+    def stop(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
-        valid = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in stats.items() if k.startswith("valid_"))
-        self.log(f"epoch {self.epoch}/{self.epochs}: loss {stats['loss']:.4f}, {stats['seconds']:.1f} s, "
-                 f"lr {stats['lr']:.2e}{valid}")
 
 
 def _ks(text: str) -> tuple[int, ...]:

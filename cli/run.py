@@ -13,7 +13,7 @@ from hnmine.errors import InputError
 from .common import (
     BatchSize,
     ConfigFile,
-    ConsoleTrainProgress,
+    ConsoleProgress,
     Device,
     Dim,
     Epochs,
@@ -138,7 +138,7 @@ def run(
         train=tcfg, wait_lock=wait_lock,
     )
     try:
-        results = run_loop(run_config, ConsoleTrainProgress(quiet))
+        results = run_loop(run_config, ConsoleProgress(quiet))
     except InputError as exc:
         fail(exc)
     table = metrics_table(results)

@@ -12,7 +12,7 @@ from hnmine.errors import InputError
 from .common import (
     BatchSize,
     ConfigFile,
-    ConsoleTrainProgress,
+    ConsoleProgress,
     Device,
     Dim,
     Epochs,
@@ -103,7 +103,7 @@ def train(
         rank_window=rank_window, seed=seed, device=device, threads=threads,
     )
     try:
-        report = run_train(train_config, ConsoleTrainProgress(quiet))
+        report = run_train(train_config, ConsoleProgress(quiet))
     except InputError as exc:
         fail(str(exc))
     typer.echo(f"wrote {report.out}: {report.users:,} users, {report.items:,} items, {report.interactions:,} "

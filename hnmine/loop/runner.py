@@ -34,7 +34,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import polars as pl
 import torch
@@ -55,8 +55,9 @@ from hnmine.io.publish import OutputLock, resolve_output
 from hnmine.mining import kernels
 from hnmine.mining.pipeline import MineConfig, mine
 from hnmine.options import parse_rank_window
+from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
-from hnmine.training.trainer import TrainProgress, train
+from hnmine.training.trainer import train
 
 __all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
 
@@ -183,28 +184,6 @@ class RoundResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class RunProgress(TrainProgress, Protocol):
-    """Training hooks plus one line per stage."""
-
-    def log(self, message: str) -> None: ...
-
-
-class _NoProgress:
-    """The library's default: no progress shown."""
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self) -> None:
-        pass
-
-    def end_epoch(self, stats: dict[str, float]) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -346,7 +325,7 @@ def _load_results(out: Path, rounds: int) -> list[RoundResult]:
     return [RoundResult(**json.loads((out / f"round_{r:02d}" / "metrics.json").read_text())) for r in range(rounds)]
 
 
-def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundResult]:
+def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult]:
     """Run (or resume) the loop; returns every round's result and writes metrics.json/.png.
 
     ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run.
@@ -357,8 +336,8 @@ def run(config: RunConfig, progress: RunProgress | None = None) -> list[RoundRes
         return _run(replace(config, out=str(out)), progress)
 
 
-def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
-    progress = progress or _NoProgress()
+def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
+    progress = progress or NoProgress()
     if config.train.threads:
         # every step, not only training: a resumed process must run each step as the first one did
         torch.set_num_threads(config.train.threads)
@@ -368,7 +347,7 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
     heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
     done = _complete_rounds(out)
     if done:
-        progress.log(f"resuming: rounds 0-{done - 1} complete")
+        logger.info(f"resuming: rounds 0-{done - 1} complete")
     results = _load_results(out, min(done, config.iterations))
     train_positives = read_positives(train_path)
     # Test ranking masks every known positive (train and validation), as in the published protocol.
@@ -378,7 +357,7 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
     for r in range(done, config.iterations):
         best = best_round(results)
         if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
-            progress.log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
+            logger.info(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
                          f"for {config.round_patience} round(s) (--round-patience)")
             stopped_early = True
             break
@@ -398,15 +377,15 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
                 assert valid is not None  # validate() checked
                 window, window_stats = _auto_window(config, prev, train_positives, valid)
                 hard_stats.update(window_stats)
-                progress.log(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
+                logger.info(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
                              f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
-            progress.log(f"round {r}: mining with round {r - 1}'s embeddings")
+            logger.info(f"round {r}: mining with round {r - 1}'s embeddings")
             report = mine(MineConfig(
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
                 **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
                 threads=config.train.threads,
-            ), command=["hnmine", "run", *sys.argv[1:]])
+            ), progress, command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark
             mined = round_dir / "mined"
@@ -428,7 +407,7 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
                 tcfg = replace(tcfg, lr_min=config.refine_lr_min)
         lo, hi = parse_rank_window(window)
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
-        progress.log(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
+        logger.info(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
         treport = train(tcfg, progress)
         faults.point("run.round.trained")
@@ -451,7 +430,7 @@ def _run(config: RunConfig, progress: RunProgress | None) -> list[RoundResult]:
         })
         faults.point("run.round.done")
         results.append(result)
-        progress.log("round {}: {}".format(r, "; ".join(
+        logger.info("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
     _write_json(out / "metrics.json", [res.to_dict() for res in results])
     faults.point("run.metrics")

@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -57,6 +57,7 @@ from hnmine.mining.retrieval import (
 from hnmine.mining.selection import REFERENCES, STRATEGIES, SelectionConfig, reference_scores, select_hard_negatives
 from hnmine.mining.sketch import WindowSketch
 from hnmine.options import MAX_COUNT, one_of, parse_rank_window, parse_size
+from hnmine.progress import NoProgress, Progress
 
 __all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan"]
 
@@ -241,34 +242,6 @@ class MinePlan:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-class Progress(Protocol):
-    """Progress hooks the CLI implements (a rich bar on a terminal, log lines otherwise)."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, users: int) -> None: ...
-
-    def log(self, message: str) -> None: ...
-
-    def stop(self) -> None: ...
-
-
-class _NoProgress:
-    """The library's default: no progress shown."""
-
-    def start(self, total: int) -> None:
-        pass
-
-    def advance(self, users: int) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 class _Timer:
@@ -480,7 +453,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
           command: list[str] | None) -> MineReport:
-    progress = progress or _NoProgress()
+    progress = progress or NoProgress()
     timer = _Timer()
     started = time.time()
     mark = time.perf_counter()
@@ -540,7 +513,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
             "graphlearn" in config.formats and not capped) else None
         write_parquet = capped or "parquet" in config.formats
-        progress.start(len(inputs.user_ids))
+        progress.start(len(inputs.user_ids), "mining users")
         for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids):
             mark = time.perf_counter()
             stop = first_row + len(chunk)

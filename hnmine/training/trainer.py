@@ -41,7 +41,6 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -52,13 +51,14 @@ from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.io.positives import index_positives, read_positives
 from hnmine.io.tables import ids_frame
 from hnmine.mining.kernels import set_threads
+from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig, TrainReport
 from hnmine.training.data import TrainData, load_train_data
 from hnmine.training.loss import WindowMembership, mis_biases, positive_mask, sampled_softmax_loss
 from hnmine.training.model import TwoTower, check_model_path, load_model, save_model
 from hnmine.training.ops import gather_csr, gathered_dots
 
-__all__ = ["TrainProgress", "TrainStep", "Validator", "deterministic_kernels", "make_optimizer", "pick_device", "train"]
+__all__ = ["TrainStep", "Validator", "deterministic_kernels", "make_optimizer", "pick_device", "train"]
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
@@ -66,29 +66,6 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device available")
     return torch.device(name)
-
-
-class TrainProgress(Protocol):
-    """Hooks the CLI implements: a bar over each epoch's steps, a line per epoch."""
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None: ...
-
-    def step(self) -> None: ...
-
-    def end_epoch(self, stats: dict[str, float]) -> None: ...
-
-
-class _NoProgress:
-    """The library's default: no progress shown."""
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
-        pass
-
-    def step(self) -> None:
-        pass
-
-    def end_epoch(self, stats: dict[str, float]) -> None:
-        pass
 
 
 def _sample_easy(config: TrainConfig, data: TrainData, tensors: dict[str, torch.Tensor], pos_items: torch.Tensor,
@@ -204,13 +181,13 @@ def deterministic_kernels(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-def train(config: TrainConfig, progress: TrainProgress | None = None) -> TrainReport:
+def train(config: TrainConfig, progress: Progress | None = None) -> TrainReport:
     """Train and save ``config.out`` (a model file :func:`load_model` reads); returns the report."""
     config.validate()
     check_model_path(config.out)
     device = pick_device(config.device)
     with deterministic_kernels(device):
-        return _train(config, device, progress or _NoProgress())
+        return _train(config, device, progress or NoProgress())
 
 
 class TrainStep:
@@ -294,7 +271,7 @@ def make_optimizer(model: TwoTower, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -> TrainReport:
+def _train(config: TrainConfig, device: torch.device, progress: Progress) -> TrainReport:
     started = time.perf_counter()
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -313,7 +290,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
     validator = Validator(config.valid, data) if config.valid else None
     best_score, best_state, since_best = -math.inf, None, 0
     for epoch in range(config.epochs):
-        progress.start_epoch(epoch + 1, config.epochs, steps)
+        progress.start(steps, f"epoch {epoch + 1}/{config.epochs}")
         epoch_start = time.perf_counter()
         order = torch.from_numpy(rng.permutation(n)).to(device)
         loss_sum = 0.0
@@ -326,7 +303,7 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             optimizer.step()
             scheduler.step()
             loss_sum += float(loss.detach())
-            progress.step()
+            progress.advance()
         stats = {"epoch": epoch + 1, "loss": loss_sum / steps, "seconds": time.perf_counter() - epoch_start,
                  "lr": float(scheduler.get_last_lr()[0])}
         if validator is not None:
@@ -338,7 +315,10 @@ def _train(config: TrainConfig, device: torch.device, progress: TrainProgress) -
             else:
                 since_best += 1
         report.epochs.append(stats)
-        progress.end_epoch(stats)
+        progress.stop()
+        valid = "".join(f", {k.replace('_', ' ')} {v:.4f}" for k, v in stats.items() if k.startswith("valid_"))
+        logger.info(f"epoch {epoch + 1}/{config.epochs}: loss {stats['loss']:.4f}, {stats['seconds']:.1f} s, "
+                    f"lr {stats['lr']:.2e}{valid}")
         faults.point("train.epoch")
         if config.patience is not None and validator is not None and since_best >= config.patience:
             break
