@@ -1,7 +1,12 @@
-"""Shared fixtures: real data slices (sample_data/, ../shared/datasets) and a CLI runner."""
+"""Shared fixtures and helpers: real data slices (sample_data/, ../shared/datasets), a CLI runner.
+
+Test modules import plain helpers and constants from here (``from tests.conftest import ...``),
+never from one another: ``tests/test_layout.py`` checks that.
+"""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +16,30 @@ from typer.testing import CliRunner
 
 from hnmine.embed.svd import write_svd_embeddings
 from hnmine.io.positives import read_positives
+from hnmine.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 SHARED = ROOT.parent / "shared" / "datasets"
+
+# The training tests' data: the first 600 users of sample_data (a real Gowalla slice) keep every
+# training test to seconds. TRAIN/TEST are those users' lines of train.txt/test.txt, TINY the
+# matching `hnmine train`/`run` options and tiny_config the matching TrainConfig.
+SMALL_USERS = 600
+SMALL = Path(tempfile.mkdtemp(prefix="hnmine-train-test-"))
+for _name in ("train.txt", "test.txt"):
+    _lines = (SAMPLE / _name).read_text().splitlines()[:SMALL_USERS]
+    (SMALL / _name).write_text("\n".join(_lines) + "\n")
+TRAIN = SMALL / "train.txt"
+TEST = SMALL / "test.txt"
+TINY = ["--dim", "8", "--epochs", "1", "--batch-size", "2048", "--num-sample", "128", "--threads", "1", "--quiet"]
+
+
+def tiny_config(tmp_path: Path, **kwargs) -> TrainConfig:
+    base = {"positives": str(TRAIN), "out": str(tmp_path / "model.pt"), "dim": 8, "epochs": 1, "batch_size": 2048,
+            "num_sample": 128, "threads": 1}
+    base.update(kwargs)
+    return TrainConfig(**base)
 
 
 @pytest.fixture(scope="session")

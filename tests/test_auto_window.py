@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from hnmine.errors import InputError
 from hnmine.evaluate import choose_rank_window, heldout_rank_rates
 from hnmine.loop.runner import RunConfig, run
-from tests.test_train import TEST, TINY, TRAIN, tiny_config
+from tests.conftest import TEST, TINY, TRAIN, tiny_config
 
 
 def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:

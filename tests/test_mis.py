@@ -17,7 +17,7 @@ from hnmine.mining.pipeline import MineConfig, mine
 from hnmine.training.data import load_train_data
 from hnmine.training.loss import WindowMembership, mis_biases
 from hnmine.training.trainer import train
-from tests.test_train import TEST, TRAIN, tiny_config
+from tests.conftest import TEST, TRAIN, tiny_config
 
 
 def _denominator_estimates(trials: int, correction: str) -> tuple[float, float, float]:

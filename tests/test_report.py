@@ -18,8 +18,7 @@ from hnmine.io.positives import read_positives
 from hnmine.mining.retrieval import Window
 from hnmine.mining.sketch import WindowSketch
 from hnmine.report.stats import build_report, churn
-
-from .conftest import SAMPLE
+from tests.conftest import SAMPLE
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 MINED_SECTIONS = ["overview", "hardness", "margins", "users", "popularity", "false-negatives", "manifest"]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import tempfile
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -28,25 +26,7 @@ from hnmine.training.loss import positive_mask, sampled_softmax_loss
 from hnmine.training.model import TwoTower, load_model
 from hnmine.training.ops import bag_sums, gathered_dots
 from hnmine.training.trainer import _build_model, _sample_easy, deterministic_kernels, train
-
-ROOT = Path(__file__).resolve().parents[1]
-SMALL_USERS = 600
-SMALL = Path(tempfile.mkdtemp(prefix="hnmine-train-test-"))
-# The first 600 users of sample_data (a real Gowalla slice) keep every training test to seconds.
-for _name in ("train.txt", "test.txt"):
-    _lines = (ROOT / "sample_data" / _name).read_text().splitlines()[:SMALL_USERS]
-    (SMALL / _name).write_text("\n".join(_lines) + "\n")
-TRAIN = SMALL / "train.txt"
-TEST = SMALL / "test.txt"
-TINY = ["--dim", "8", "--epochs", "1", "--batch-size", "2048", "--num-sample", "128", "--threads", "1", "--quiet"]
-
-
-def tiny_config(tmp_path: Path, **kwargs) -> TrainConfig:
-    base = {"positives": str(TRAIN), "out": str(tmp_path / "model.pt"), "dim": 8, "epochs": 1, "batch_size": 2048,
-            "num_sample": 128, "threads": 1}
-    base.update(kwargs)
-    return TrainConfig(**base)
-
+from tests.conftest import SMALL_USERS, TEST, TINY, TRAIN, tiny_config
 
 # ------------------------------------------------------------------------------------------------ loss
 

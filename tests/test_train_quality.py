@@ -14,7 +14,7 @@ from hnmine.evaluate import evaluate, holdout_split
 from hnmine.io.positives import read_positives
 from hnmine.training.model import TwoTower, load_model
 from hnmine.training.trainer import train
-from tests.test_train import TEST, TRAIN, tiny_config
+from tests.conftest import TEST, TRAIN, tiny_config
 
 
 @pytest.fixture(scope="module")
