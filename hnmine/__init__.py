@@ -14,7 +14,8 @@ The package reads as the pipeline and the loop; data flows forward, and no stage
 - :mod:`hnmine.report`: what was mined, as one HTML page.
 
 Shared below them all: :mod:`hnmine.errors`, :mod:`hnmine.options` (the rank window and other
-option types), :mod:`hnmine.runtime`. Importing the package sets the thread runtimes' defaults first;
+option types), :mod:`hnmine.progress` (the progress interface and the ``hnmine`` logger),
+:mod:`hnmine.runtime`. Importing the package sets the thread runtimes' defaults first;
 the names below load their modules on first use, so ``hnmine --help`` imports none of FAISS, numba
 or torch.
 """
