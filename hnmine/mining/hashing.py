@@ -12,10 +12,7 @@ import hashlib
 import numpy as np
 
 from hnmine.mining import kernels
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+from hnmine.mining.kernels import _GOLDEN, _M1, _M2  # splitmix64's constants, declared once (the kernels' copy)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:

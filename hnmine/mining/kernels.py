@@ -25,6 +25,7 @@ __all__ = [
     "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
 ]
 
+# splitmix64's constants (hnmine.mining.hashing uses the same ones in numpy)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
