@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+from numba import njit, prange
 
-from hnmine.mining import kernels
-from hnmine.mining.kernels import _GOLDEN, _M1, _M2  # splitmix64's constants, declared once (the kernels' copy)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -52,7 +54,7 @@ def uniforms(streams: np.ndarray, width: int, salt: int = 0) -> np.ndarray:
     cols = (np.arange(width, dtype=np.uint64) + np.uint64(1 + salt * 1_000_003)) * _GOLDEN
     streams = np.ascontiguousarray(streams, dtype=np.uint64)
     out = np.empty((len(streams), width), dtype=np.float64)
-    kernels.uniforms_into(streams, cols, out)  # splitmix64(stream ^ col), compiled: one pass, no temporaries
+    uniforms_into(streams, cols, out)  # splitmix64(stream ^ col), compiled: one pass, no temporaries
     return out
 
 
@@ -60,3 +62,18 @@ def pair_uniforms(streams: np.ndarray, item_keys: np.ndarray) -> np.ndarray:
     """One uniform in (0, 1) per (user stream, item key) pair, element-wise."""
     bits = splitmix64(np.asarray(streams, dtype=np.uint64) ^ splitmix64(item_keys))
     return ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
+
+
+@njit(cache=True, parallel=True)
+def uniforms_into(streams, cols, out):  # pragma: no cover - compiled
+    """``out[i, j]``: splitmix64(streams[i] ^ cols[j]) as a uniform in (0, 1): :func:`uniforms`, compiled."""
+    m, width = out.shape
+    scale = 1.0 / 9007199254740992.0  # 2**-53
+    for i in prange(m):
+        s = streams[i]
+        for j in range(width):
+            z = (s ^ cols[j]) + _GOLDEN
+            z = (z ^ (z >> np.uint64(30))) * _M1
+            z = (z ^ (z >> np.uint64(27))) * _M2
+            z = z ^ (z >> np.uint64(31))
+            out[i, j] = (np.float64(z >> np.uint64(11)) + 0.5) * scale

@@ -1,4 +1,4 @@
-"""Compiled per-user loops of the retrieval and selection stages (numba).
+"""Compiled per-user loops of the retrieval stage (numba).
 
 The window of a user needs a handful of passes over its few hundred candidates (drop positives,
 find the provable rescoring range, rescore, sort, cut the window). As numpy array passes over a
@@ -22,13 +22,9 @@ from numba.core.extending import intrinsic
 
 __all__ = [
     "canonical_pairs", "dot", "finish_sorted", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
-    "sample_bounds", "set_threads", "settle_bounded", "uniforms_into", "window_from_scores",
+    "sample_bounds", "set_threads", "settle_bounded", "window_from_scores",
 ]
 
-# splitmix64's constants (hnmine.mining.hashing uses the same ones in numpy)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _SIGN_OFF = np.int32(0x7FFFFFFF)
 
@@ -231,21 +227,6 @@ def finish_sorted(queries, vectors, fast_sorted, item_sorted, margins, lo, hi, d
             count += 1
         ends[i] = _finish_row(queries[i], vectors, fast_sorted[i], item_sorted[i], count, width_c,
                               margins[i], lo, hi, depth, out_items[i], out_scores[i])
-
-
-@njit(cache=True, parallel=True)
-def uniforms_into(streams, cols, out):  # pragma: no cover - compiled
-    """``out[i, j]``: splitmix64(streams[i] ^ cols[j]) as a uniform in (0, 1), as hashing.uniforms."""
-    m, width = out.shape
-    scale = 1.0 / 9007199254740992.0  # 2**-53
-    for i in prange(m):
-        s = streams[i]
-        for j in range(width):
-            z = (s ^ cols[j]) + _GOLDEN
-            z = (z ^ (z >> np.uint64(30))) * _M1
-            z = (z ^ (z >> np.uint64(27))) * _M2
-            z = z ^ (z >> np.uint64(31))
-            out[i, j] = (np.float64(z >> np.uint64(11)) + 0.5) * scale
 
 
 @njit(cache=True)
@@ -692,35 +673,6 @@ def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
     for i in prange(res_items.shape[0]):
         for t in range(counts[i]):
             res_items[i, t] = order[res_items[i, t]]
-
-
-@njit(cache=True, parallel=True)
-def top_columns(keys, out_cols, out_keys):  # pragma: no cover - compiled
-    """Per row, the columns of the ``take`` largest keys (``take = out_cols.shape[1]``), by key
-    descending, ties by column ascending; rows with fewer finite keys end in -inf. One pass with a
-    sorted buffer: most keys are rejected by one compare (replaces argpartition + lexsort)."""
-    m, width = keys.shape
-    take = out_cols.shape[1]
-    for i in prange(m):
-        for t in range(take):
-            out_keys[i, t] = -np.inf
-            out_cols[i, t] = 0
-        n = 0
-        for c in range(width):
-            k = keys[i, c]
-            if k != k:  # NaN ranks last
-                k = -np.inf
-            if n == take and not k > out_keys[i, take - 1]:
-                continue
-            t = n if n < take else take - 1
-            while t > 0 and out_keys[i, t - 1] < k:
-                out_keys[i, t] = out_keys[i, t - 1]
-                out_cols[i, t] = out_cols[i, t - 1]
-                t -= 1
-            out_keys[i, t] = k
-            out_cols[i, t] = c
-            if n < take:
-                n += 1
 
 
 @njit(cache=True, parallel=True)

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from numba import njit, prange
 
-from hnmine.mining import kernels
 from hnmine.mining.hashing import uniforms
 from hnmine.mining.retrieval import Window
 
@@ -172,7 +172,7 @@ def select_hard_negatives(
     if take <= _BUFFERED_TAKE:
         columns = np.empty((m, take), dtype=np.int64)
         chosen_keys = np.empty((m, take), dtype=np.float64)
-        kernels.top_columns(np.ascontiguousarray(keys, dtype=np.float64), columns, chosen_keys)
+        top_columns(np.ascontiguousarray(keys, dtype=np.float64), columns, chosen_keys)
     else:
         part = np.broadcast_to(np.arange(width), (m, width)).copy()
         if take < width:
@@ -193,3 +193,32 @@ def select_hard_negatives(
         window_filled=window.filled(),
         after_filters=after_filters,
     )
+
+
+@njit(cache=True, parallel=True)
+def top_columns(keys, out_cols, out_keys):  # pragma: no cover - compiled
+    """Per row, the columns of the ``take`` largest keys (``take = out_cols.shape[1]``), by key
+    descending, ties by column ascending; rows with fewer finite keys end in -inf. One pass with a
+    sorted buffer: most keys are rejected by one compare (replaces argpartition + lexsort)."""
+    m, width = keys.shape
+    take = out_cols.shape[1]
+    for i in prange(m):
+        for t in range(take):
+            out_keys[i, t] = -np.inf
+            out_cols[i, t] = 0
+        n = 0
+        for c in range(width):
+            k = keys[i, c]
+            if k != k:  # NaN ranks last
+                k = -np.inf
+            if n == take and not k > out_keys[i, take - 1]:
+                continue
+            t = n if n < take else take - 1
+            while t > 0 and out_keys[i, t - 1] < k:
+                out_keys[i, t] = out_keys[i, t - 1]
+                out_cols[i, t] = out_cols[i, t - 1]
+                t -= 1
+            out_keys[i, t] = k
+            out_cols[i, t] = c
+            if n < take:
+                n += 1
