@@ -87,7 +87,7 @@ def train(
     quiet: Quiet = False,
     config: ConfigFile = None,
 ) -> None:
-    """Train the two-tower model with sampled softmax over \\[positive | easy | hard negatives]."""
+    """Train the two-tower model with sampled softmax over (positive, easy and hard negatives)."""
     from hnmine.training.config import TrainConfig
     from hnmine.training.trainer import train as run_train
 
