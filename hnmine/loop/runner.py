@@ -407,7 +407,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
                 tcfg = replace(tcfg, lr_min=config.refine_lr_min)
         lo, hi = parse_rank_window(window)
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
-        logger.info(f"round {r}: training {tcfg.epochs} epochs ({'with' if tcfg.hard_negatives else 'without'} "
+        logger.info(f"round {r}: training {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
         treport = train(tcfg, progress)
         faults.point("run.round.trained")
