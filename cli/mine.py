@@ -140,7 +140,7 @@ def mine(
         if isinstance(options[key], str):
             options[key] = [part.strip() for part in options[key].split(",") if part.strip()]
     options["rank_window"] = str(options["rank_window"])
-    from hnmine.mining.pipeline import MineConfig
+    from hnmine.mining.config import MineConfig
 
     known = {f.name for f in fields(MineConfig)}
     settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known}

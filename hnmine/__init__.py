@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from hnmine.errors import InputError
     from hnmine.io.embeddings import Embeddings, EmbeddingSource, read_embeddings, write_embeddings
     from hnmine.io.positives import index_positives, read_positives
-    from hnmine.mining.pipeline import MineConfig, MineReport, mine, plan
+    from hnmine.mining.config import MineConfig
+    from hnmine.mining.pipeline import MineReport, mine, plan
     from hnmine.mining.retrieval import IndexSpec, ItemIndex, Window, retrieve_window
     from hnmine.mining.selection import SelectionConfig, select_hard_negatives
     from hnmine.options import RankWindow
@@ -46,7 +47,7 @@ _EXPORTS = {
     "IndexSpec": "mining.retrieval",
     "InputError": "errors",
     "ItemIndex": "mining.retrieval",
-    "MineConfig": "mining.pipeline",
+    "MineConfig": "mining.config",
     "MineReport": "mining.pipeline",
     "RankWindow": "options",
     "SelectionConfig": "mining.selection",

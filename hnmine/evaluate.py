@@ -22,7 +22,7 @@ import polars as pl
 
 from hnmine.errors import InputError, reading
 from hnmine.io.embeddings import read_embeddings
-from hnmine.io.positives import Positives, index_positives, read_positives
+from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
 __all__ = [
@@ -52,13 +52,7 @@ def ranked_items(index: ItemIndex, user_vecs: np.ndarray, rows: np.ndarray, trai
     (exact; ties by item row; canonical scores), with the user's training items as its positives, so
     a rank here is the rank ``hnmine mine`` gives. -1 pads a user with fewer than ``k`` candidates.
     """
-    counts = np.diff(train_indptr)[rows]
-    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    starts = train_indptr[rows]
-    owner = np.repeat(np.arange(len(rows)), counts)
-    items = train_items[np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1])].astype(np.int32)
-    items = items[np.lexsort((items, owner))]  # sorted within each user, as retrieval expects
+    indptr, items = csr_rows(train_indptr, train_items, rows)
     queries = np.ascontiguousarray(user_vecs[rows], dtype=np.float32)
     return retrieve_window(index, queries, indptr, items, 1, k).items
 

@@ -13,7 +13,8 @@ import torch
 
 from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
-from hnmine.mining.pipeline import MineConfig, mine
+from hnmine.mining.config import MineConfig
+from hnmine.mining.pipeline import mine
 from hnmine.training.data import load_train_data
 from hnmine.training.loss import WindowMembership, mis_biases
 from hnmine.training.trainer import train

@@ -108,4 +108,4 @@ def test_package_exports_stay_functions():
     import hnmine.mining.pipeline  # the lazy export resolves to the function, whatever was imported before
 
     assert callable(hnmine.mine) and hnmine.mine.__name__ == "mine"
-    assert hnmine.MineConfig.__module__ == "hnmine.mining.pipeline"
+    assert hnmine.MineConfig.__module__ == "hnmine.mining.config"

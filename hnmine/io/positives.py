@@ -300,3 +300,14 @@ def index_positives(positives: Positives, user_ids: np.ndarray, item_ids: np.nda
         unknown_users=int(joined.filter(missing_user)["user_id"].n_unique()),
         unknown_items=int(joined.filter(missing_item)["item_id"].n_unique()),
     )
+
+
+def csr_rows(indptr: np.ndarray, items: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The CSR of user ``rows`` only: (local indptr, int32 item rows sorted within each user), the form
+    :func:`hnmine.mining.retrieval.retrieve_window` takes a chunk's positives in."""
+    counts = np.diff(indptr)[rows]
+    local = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(counts, out=local[1:])
+    owner = np.repeat(np.arange(len(rows)), counts)
+    picked = items[np.repeat(indptr[rows] - local[:-1], counts) + np.arange(local[-1])].astype(np.int32)
+    return local, picked[np.lexsort((picked, owner))]

@@ -42,8 +42,8 @@ from typing import Any
 from hnmine import faults
 from hnmine.errors import InputError, OutputLockedError
 
-__all__ = ["FORMAT_VERSION", "MANIFEST", "SUCCESS_MARKER", "OutputLock", "Publication", "output_format",
-           "resolve_output"]
+__all__ = ["FORMAT_VERSION", "MANIFEST", "SUCCESS_MARKER", "OutputLock", "Publication", "atomic_file",
+           "output_format", "resolve_output"]
 
 SUCCESS_MARKER = "_SUCCESS"
 MANIFEST = "manifest.json"
@@ -81,6 +81,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """``with atomic_file(path) as tmp:`` write ``tmp``; it is renamed over ``path`` when the block
+    succeeds and removed when it fails, so ``path`` is never half-written.
+
+    The one writer for single files (run state, models, reports); a whole output directory goes
+    through :class:`Publication`. The temporary name is ``<name>.tmp`` beside ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def resolve_output(path: str | Path) -> Path:

@@ -51,9 +51,10 @@ from hnmine.evaluate import (
 )
 from hnmine.io.checks import check_finite_options
 from hnmine.io.positives import Positives, read_positives
-from hnmine.io.publish import OutputLock, resolve_output
+from hnmine.io.publish import OutputLock, atomic_file, resolve_output
 from hnmine.mining import kernels
-from hnmine.mining.pipeline import MineConfig, mine
+from hnmine.mining.config import MineConfig
+from hnmine.mining.pipeline import mine
 from hnmine.options import parse_rank_window
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
@@ -187,9 +188,8 @@ class RoundResult:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(value, indent=2, default=str))
 
 
 def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Positives | None]:
@@ -235,11 +235,11 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         positives = read_positives(config.positives, fmt=config.train.positives_format)
         if config.valid_fraction > 0:
             positives, split = holdout_split(positives, config.valid_fraction, config.train.seed)
-            split.table.write_parquet(valid_path.with_suffix(".tmp"))
-            valid_path.with_suffix(".tmp").replace(valid_path)
+            with atomic_file(valid_path) as tmp:
+                split.table.write_parquet(tmp)
             faults.point("run.prepare.valid")
-        positives.table.write_parquet(train_path.with_suffix(".tmp"))
-        train_path.with_suffix(".tmp").replace(train_path)
+        with atomic_file(train_path) as tmp:
+            positives.table.write_parquet(tmp)
         faults.point("run.prepare.data")
     valid = read_positives(valid_path) if valid_path.exists() else None
     test = read_positives(config.test) if config.test else None
@@ -274,7 +274,8 @@ def _only_run_leftovers(out: Path) -> bool:
     return True
 
 
-_DATA_FILES = ("train.parquet", "valid.parquet", "train.tmp", "valid.tmp")
+# the temporary names: atomic_file's, and train.tmp / valid.tmp of earlier versions
+_DATA_FILES = ("train.parquet", "valid.parquet", "train.parquet.tmp", "valid.parquet.tmp", "train.tmp", "valid.tmp")
 
 
 def _complete_rounds(out: Path) -> int:

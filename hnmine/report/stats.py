@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
 from hnmine.io.positives import read_positives
+from hnmine.io.publish import atomic_file
 from hnmine.options import parse_rank_window
 
 __all__ = ["build_report", "mined_stats", "run_stats", "to_json", "write_report"]
@@ -60,9 +61,8 @@ def write_report(path: str | Path, out: str | Path, test: str | Path | None = No
         text = render_html(stats)
     target = Path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(target)
+    with atomic_file(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return target
 
 

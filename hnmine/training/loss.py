@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hnmine.io.positives import csr_rows
 from hnmine.io.tables import ids_frame
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 from hnmine.options import parse_rank_window
@@ -123,12 +124,8 @@ class WindowMembership:
         index = ItemIndex(items_vecs, IndexSpec(kind="auto"), queries=n_users)
         for start in range(0, n_users, chunk):
             stop = min(start + chunk, n_users)
-            ptr = data.indptr[start : stop + 1]
             # the miner's ranking core: the same ranks, ties and scores as the window was mined with
-            local = ptr - ptr[0]
-            owner = np.repeat(np.arange(stop - start), np.diff(local))
-            rows = data.items[ptr[0] : ptr[-1]].astype(np.int32)
-            rows = rows[np.lexsort((rows, owner))]  # sorted within each user, as retrieval expects
+            local, rows = csr_rows(data.indptr, data.items, np.arange(start, stop))
             window = retrieve_window(index, users[start:stop], local, rows, lo, hi)
             # thresholds: the boundary items' scores as __call__ computes them (a matmul), so that
             # the items at ranks LO and HI themselves are inside whatever the last bit of rounding

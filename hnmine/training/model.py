@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hnmine.errors import InputError
+from hnmine.io.publish import atomic_file
 from hnmine.training.config import TrainConfig
 from hnmine.training.data import TrainData
 from hnmine.training.ops import bag_sums, gather_csr
@@ -148,13 +149,11 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
         "hist": torch.from_numpy(data.hist),
         "config": {k: v for k, v in asdict(config).items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(payload, tmp)
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            torch.save(payload, tmp)
     except (OSError, RuntimeError) as exc:  # torch reports a failed open as RuntimeError
-        tmp.unlink(missing_ok=True)
         lines = str(exc).strip().splitlines()
         raise InputError(f"{path}: cannot write the model file ({lines[0][:200] if lines else type(exc).__name__})") \
             from None
