@@ -101,7 +101,7 @@ def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path
         return value
     command = ctx.command
     config = load_config(value, command.name or "")
-    names = {p.name for p in command.params if p.name and p.name != "config"}
+    names = {p.name for p in command.params if p.name and p.name != "config"} - COMMAND_LINE_ONLY
     unknown = sorted(set(config) - names)
     if unknown:
         fail(f"{value}: unknown option(s) {', '.join(unknown)} for hnmine {command.name}")
@@ -113,6 +113,9 @@ def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
+
+# What a run prints or whether it runs at all: given on the command line, never from a file.
+COMMAND_LINE_ONLY = frozenset({"dry_run", "json_summary", "quiet"})
 
 # declared once: every command takes it
 ConfigFile = Annotated[Optional[Path], typer.Option(

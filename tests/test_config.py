@@ -38,3 +38,9 @@ def test_bad_config_is_refused_in_one_line(cli, tmp_path, command, content, expe
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hnmine: error: ") and expected in lines[0], result.output
+
+
+def test_what_a_run_prints_is_command_line_only(cli, tmp_path):
+    (tmp_path / "c.toml").write_text("[mine]\nquiet = true\n")
+    result = cli("mine", "--config", tmp_path / "c.toml")
+    assert result.exit_code == 2 and "c.toml: unknown option(s) quiet for hnmine mine" in result.output
