@@ -39,6 +39,17 @@ WaitLock = Annotated[float, typer.Option(help="Seconds to wait while another hnm
                                               "(holds its lock); then, or at once with 0, exit 75.")]
 
 
+# declared once: mine and run both take them (docs/scale.md); none changes the output
+ItemShards = Annotated[int, typer.Option(help="Split the items into K blocks searched one at a time (one block's index "
+    "in memory), merged exactly: the same output for any K with an exact index.")]
+Engine = Annotated[str, typer.Option(help="local (this process) or ray (the users mapped over a Ray actor pool; "
+    "needs hnmine[ray]): the same output.")]
+RayAddress = Annotated[str, typer.Option(help="--engine ray: auto (a running cluster: RAY_ADDRESS or this machine's), "
+    "a cluster address (ray://head:10001, head:6379), or local (a cluster started for this run).")]
+Workers = Annotated[int, typer.Option(help="--engine ray: actors in the pool, each with its own item index.")]
+ThreadsPerWorker = Annotated[int, typer.Option(help="--engine ray: threads (and Ray CPUs) of each actor.")]
+
+
 def load_config(path: Path | None, section: str) -> dict[str, Any]:
     """Options from a TOML file: keys at top level or under ``[section]``; '-' and '_' both accepted."""
     if path is None:

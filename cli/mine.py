@@ -17,7 +17,19 @@ if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each com
     from hnmine.mining.pipeline import MineReport
 
 
-from .common import ConfigFile, ConsoleProgress, WaitLock, app, fail, log_line
+from .common import (
+    ConfigFile,
+    ConsoleProgress,
+    Engine,
+    ItemShards,
+    RayAddress,
+    ThreadsPerWorker,
+    WaitLock,
+    Workers,
+    app,
+    fail,
+    log_line,
+)
 
 MINE_EXAMPLE = """Example:
 
@@ -107,6 +119,11 @@ def mine(
     chunk_size: Annotated[int, typer.Option(help="Users per chunk (bounds memory; the output does not depend on it).")] = 16384,
     max_memory: Annotated[Optional[str], typer.Option(help="Cap on resident memory, e.g. 2G or 500M: --chunk-size is lowered to stay under it (the output does not depend on it); refused if the inputs and index alone do not fit.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="Threads of FAISS and the compiled loops, at least 1 (default: all cores).")] = None,
+    item_shards: ItemShards = 1,
+    engine: Engine = "local",
+    ray_address: RayAddress = "auto",
+    workers: Workers = 1,
+    threads_per_worker: ThreadsPerWorker = 1,
     edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (the consumer keeps each user's top num_hard_sample by weight).")] = "score",
     pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,
     formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",

@@ -84,3 +84,35 @@ def lightgcn_positives(path: Path) -> dict[int, set[int]]:
 def integer_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     """Small-integer vectors: every dot product is exact in float32, so any kernel agrees bit for bit."""
     return rng.integers(-3, 4, size=(n, dim)).astype(np.float32)
+
+
+def csr(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user positive item rows as the CSR (indptr, sorted int32 rows) retrieve_window takes."""
+    indptr = np.concatenate([[0], np.cumsum([len(p) for p in positives])]).astype(np.int64)
+    rows = np.concatenate([np.sort(p) for p in positives] + [np.zeros(0, dtype=np.int64)]).astype(np.int32)
+    return indptr, rows
+
+
+def published_bytes(out: Path) -> dict[str, bytes]:
+    """Every file of a published output byte for byte, but the manifest (it records options and timings)."""
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """Ray for the ``--engine ray`` tests, started once per session: the cluster at ``RAY_ADDRESS``
+    (.ci/run starts one with ``ray start --head``), else a local one with 2 CPUs."""
+    import os
+
+    import ray
+    import ray.data  # noqa: F401 - its log handler then holds the real stderr, not a CliRunner's (closed after)
+
+    address = os.environ.get("RAY_ADDRESS")
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=2, **options)
+    yield ray
+    ray.shutdown()

@@ -9,13 +9,7 @@ from hypothesis import strategies as st
 from hnmine.mining.hashing import id_keys, user_streams
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 from hnmine.mining.selection import SelectionConfig, select_hard_negatives
-from tests.conftest import integer_vectors
-
-
-def csr(positives: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    indptr = np.concatenate([[0], np.cumsum([len(p) for p in positives])]).astype(np.int64)
-    rows = np.concatenate([np.sort(p) for p in positives] + [np.zeros(0, dtype=np.int64)]).astype(np.int32)
-    return indptr, rows
+from tests.conftest import csr, integer_vectors
 
 
 def reference_window(users: np.ndarray, items: np.ndarray, positives: list[np.ndarray], lo: int, hi: int):

@@ -114,6 +114,12 @@ class RunConfig:
     relative_margin: float | None = None
     margin_reference: str = "median"
     max_item_negatives: int | None = None
+    # where each round's mining runs (hnmine mine's --engine and --item-shards; the output is the same)
+    engine: str = "local"
+    ray_address: str = "auto"
+    workers: int = 1
+    threads_per_worker: int = 1
+    item_shards: int = 1
     # training (see TrainConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
     # seconds to wait for another run holding the run directory's lock (0: fail at once, exit 75)
@@ -145,7 +151,8 @@ class RunConfig:
             if not 0 <= self.max_false_negative_rate < 1:
                 raise InputError("--max-false-negative-rate must be in [0, 1)")
         window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
-        MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options()).validate()
+        MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options(),
+                   **self.engine_options()).validate()
         filtered = (self.absolute_margin is not None or self.relative_margin is not None
                     or self.max_item_negatives is not None)
         if self.train.hard_correction == "mis" and filtered:
@@ -159,6 +166,11 @@ class RunConfig:
                     absolute_margin=self.absolute_margin, relative_margin=self.relative_margin,
                     margin_reference=self.margin_reference, max_item_negatives=self.max_item_negatives)
 
+    def engine_options(self) -> dict[str, Any]:
+        """Where each round's mining runs: not part of a run's identity (the output does not depend on it)."""
+        return dict(engine=self.engine, ray_address=self.ray_address, workers=self.workers,
+                    threads_per_worker=self.threads_per_worker, item_shards=self.item_shards)
+
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the original (all but the number of rounds)."""
         values = asdict(self)
@@ -166,6 +178,8 @@ class RunConfig:
         values.pop("round_patience")  # like --iterations: how far to go, not what a round does
         values.pop("out")  # a run directory may be moved or copied
         values.pop("wait_lock")
+        for name in self.engine_options():
+            values.pop(name)
         values["train"].pop("device")
         values["train"].pop("threads")
         values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
@@ -384,7 +398,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
             report = mine(MineConfig(
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
-                **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
+                **config.mine_options(), **config.engine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
                 threads=config.train.threads,
             ), progress, command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")

@@ -12,9 +12,11 @@ from hnmine.mining.retrieval import INDEX_KINDS, METRICS, PRECISIONS, IndexSpec
 from hnmine.mining.selection import REFERENCES, STRATEGIES, SelectionConfig
 from hnmine.options import MAX_COUNT, one_of, parse_rank_window, parse_size
 
-__all__ = ["FORMATS", "MISSING_ITEM_FEATURES", "MineConfig"]
+__all__ = ["ENGINES", "FORMATS", "MISSING_ITEM_FEATURES", "MineConfig"]
 
 FORMATS = ("parquet", "graphlearn")
+# local: this process, chunk by chunk; ray: the same per-chunk work mapped over a Ray actor pool
+ENGINES = ("local", "ray")
 MISSING_ITEM_FEATURES = ("fill", "error")
 
 
@@ -66,6 +68,14 @@ class MineConfig:
     # a cap on the process's resident memory: chunks are made small enough to stay under it
     max_memory: str | None = None
     threads: int | None = None
+    # the catalog in this many blocks of items, searched one at a time and merged exactly (docs/scale.md)
+    item_shards: int = 1
+    engine: str = "local"
+    # --engine ray: "auto" (a running cluster: RAY_ADDRESS or the local one), an address
+    # (ray://host:10001 or host:6379), or "local" (a cluster started for the run and stopped after it)
+    ray_address: str = "auto"
+    workers: int = 1
+    threads_per_worker: int = 1
     edge_weight: str = "score"
     pop_exponent: float = 0.75
     formats: list[str] = field(default_factory=lambda: list(FORMATS))
@@ -99,6 +109,12 @@ class MineConfig:
              "--threads must be at least 1 (leave it out to use all cores)"),
             (self.nlist is None or 1 <= self.nlist <= MAX_COUNT,
              "--nlist must be at least 1 (leave it out for 4*sqrt(items))"),
+            (1 <= self.item_shards <= MAX_COUNT, "--item-shards must be at least 1"),
+            (self.engine in ENGINES, f"--engine must be one of {', '.join(ENGINES)}"),
+            (1 <= self.workers <= MAX_COUNT, "--workers must be at least 1"),
+            (1 <= self.threads_per_worker <= MAX_COUNT,
+             "--threads-per-worker must be at least 1"),
+            (bool(self.ray_address.strip()), "--ray-address must be auto, local or a cluster address"),
             (1 <= self.ef_construction <= MAX_COUNT, "--ef-construction must be at least 1"),
             (self.edge_weight in EDGE_WEIGHTS, f"--edge-weight must be one of {', '.join(EDGE_WEIGHTS)}"),
             (self.pop_exponent >= 0, "--pop-exponent must be >= 0"),

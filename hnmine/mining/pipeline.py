@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -48,7 +49,10 @@ from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.mining.retrieval import (
     IndexSpec,
     ItemIndex,
+    ShardedIndex,
     Window,
+    make_index,
+    resolved_spec,
     retrieve_window,
     search_depths,
 )
@@ -57,7 +61,8 @@ from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of, parse_size
 from hnmine.progress import NoProgress, Progress
 
-__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan"]
+__all__ = ["ChunkContext", "ChunkInputs", "ChunkResult", "MineConfig", "MinePlan", "MineReport", "mine", "mine_chunk",
+           "plan"]
 
 @dataclass
 class MineReport:
@@ -285,8 +290,8 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
-                      queries=n_users)
+    index = make_index(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
+                       queries=n_users, shards=config.item_shards)
     depth_max = int(depths.max())
     per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
     chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
@@ -316,6 +321,129 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
     return normalize_rows(vectors) if metric == "cosine" else vectors
 
 
+@dataclass
+class ChunkInputs:
+    """What every chunk of users is mined against: the options, the items and every user's positives.
+
+    Plain arrays, so a distributed engine ships them to its workers once; each worker then builds a
+    :class:`ChunkContext` (its item index) from them.
+    """
+
+    config: MineConfig
+    item_vectors: np.ndarray  # prepared for the metric (unit rows for cosine)
+    item_ids: np.ndarray
+    indptr: np.ndarray  # the positives: CSR over all user rows
+    item_rows: np.ndarray
+    audit_rows: np.ndarray  # user rows the --audit-sample compares with exact search
+    n_users: int
+    vector_column: str  # how errors name the users' vector column
+
+    @property
+    def needed(self) -> int:
+        lo, hi = self.config.window()
+        return hi - lo + 1 if self.config.strategy == "all" else min(self.config.num_hard, hi - lo + 1)
+
+    @property
+    def capped(self) -> bool:
+        return self.config.max_item_negatives is not None
+
+    @property
+    def exact(self) -> bool:
+        return self.config.index in ("auto", "flat", "exact")
+
+    @property
+    def index_kind(self) -> str:
+        return cast(str, resolved_spec(self.config.index_spec(), len(self.item_vectors), self.n_users).kind)
+
+
+class ChunkContext:
+    """A process's item index (built once) and everything else :func:`mine_chunk` reads."""
+
+    def __init__(self, shared: ChunkInputs) -> None:
+        config = self.config = shared.config
+        self.shared = shared
+        self.index = make_index(shared.item_vectors, config.index_spec(), config.threads, queries=shared.n_users,
+                                shards=config.item_shards)
+        self.audit_index = (make_index(shared.item_vectors, IndexSpec(kind="exact"), shards=config.item_shards)
+                            if config.audit_sample and not self.index.exact else None)
+        self.score_range = ScoreRange(shared.item_vectors, shared.item_ids, config.items)
+        capped = shared.capped
+        self.selection = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
+        self.edge_weight = one_of(config.edge_weight, EDGE_WEIGHTS, "--edge-weight")
+
+    def positives_of(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """CSR (local indptr, item rows) of user rows ``start:stop``."""
+        ptr = self.shared.indptr[start : stop + 1]
+        return ptr - ptr[0], self.shared.item_rows[ptr[0] : ptr[-1]]
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's hard_neg_edge rows and its share of the summary, merged in user order by the caller."""
+
+    first_row: int
+    users: int
+    table: pl.DataFrame
+    short: Counter[str]
+    empty: Counter[str]
+    audit_hits: int
+    audit_total: int
+    max_depth: int
+    sketch: WindowSketch
+    precision: str
+    seconds: dict[str, float]
+
+
+def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> ChunkResult:
+    """Retrieve, select and tabulate the users of rows ``first_row:first_row + len(chunk)``: a pure
+    function of the chunk (and the context), which both engines call."""
+    shared, config, index = context.shared, context.config, context.index
+    lo, hi = config.window()
+    width = hi - lo + 1
+    needed = shared.needed
+    mark = time.perf_counter()
+    stop = first_row + len(chunk)
+    queries = _prepared(chunk.vectors, config.metric)
+    dim = shared.item_vectors.shape[1]
+    if queries.shape[1] != dim:
+        raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {dim}")
+    context.score_range.check(queries, chunk.ids, first_row, config.users, shared.vector_column)
+    indptr, pos_rows = context.positives_of(first_row, stop)
+    max_depth = int(search_depths(np.diff(indptr), hi, index.n_items).max(initial=0))
+    window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
+    hits = total = 0
+    if context.audit_index is not None:
+        audit = shared.audit_rows
+        hits, total = _audit_chunk(context.audit_index, window, queries, indptr, pos_rows,
+                                   audit[(audit >= first_row) & (audit < stop)] - first_row, lo, hi)
+    seconds = {"retrieve": time.perf_counter() - mark}
+    mark = time.perf_counter()
+    faults.point("mine.retrieve")
+    streams = user_streams(config.seed, id_keys(chunk.ids))
+    references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.margin_reference)
+                  if context.selection.uses_margins else None)
+    selection = select_hard_negatives(window, streams, context.selection, references)
+    sketch = WindowSketch(lo, width)
+    sketch.add(window, chunk.ids, streams, queries, shared.item_vectors, indptr, pos_rows)
+    n_selected = np.bincount(selection.user, minlength=len(chunk))
+    kept = np.minimum(n_selected, needed)
+    reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
+                            selection.after_filters, index.exact)
+    table = hard_neg_edge_table(selection, chunk.ids, shared.item_ids, lo, context.edge_weight)
+    if shared.capped:
+        table = table.with_columns(
+            pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
+            pl.Series("order", selection.order.astype(np.int32)),
+            pl.Series("priority", pair_uniforms(streams[selection.user], id_keys(shared.item_ids[selection.item]))),
+        )
+    seconds["select"] = time.perf_counter() - mark
+    faults.point("mine.select")
+    return ChunkResult(first_row=first_row, users=len(chunk), table=table,
+                       short=Counter(reasons[(kept > 0) & (reasons != "")].tolist()),
+                       empty=Counter(reasons[kept == 0].tolist()), audit_hits=hits, audit_total=total,
+                       max_depth=max_depth, sketch=sketch, precision=index.precision, seconds=seconds)
+
+
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
     """Run the whole job and publish ``config.out`` atomically; returns the summary.
 
@@ -323,6 +451,10 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
+    if config.engine == "ray":
+        from hnmine.mining.ray_engine import require_ray
+
+        require_ray()
     with Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication:
         return _mine(config, publication, progress, command)
 
@@ -353,12 +485,17 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     mark = timer.add("read", mark)
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
-    score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
-    index = ItemIndex(item_vectors, config.index_spec(), config.threads, queries=len(inputs.user_ids))
-    audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
+    audit_rows = np.zeros(0, dtype=np.int64)
+    if config.audit_sample:
+        order = np.argsort(user_streams(config.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
+        audit_rows = np.sort(order[: config.audit_sample])
+    shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
+                         inputs.positives.item_rows, audit_rows, len(inputs.user_ids),
+                         "vector" if inputs.users.is_npy else config.vector_column)
+    context = None if config.engine == "ray" else ChunkContext(shared)
     mark = timer.add("index", mark)
     faults.point("mine.index")
-    needed = width if config.strategy == "all" else min(config.num_hard, width)
+    needed = shared.needed
     depth_max = int(search_depths(np.diff(inputs.positives.indptr), hi, len(inputs.items)).max(initial=0))
     chunk_size, _ = _chunk_plan(config, inputs, depth_max, needed)
 
@@ -369,19 +506,20 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                         unknown_item_positives=inputs.positives.unknown_item_rows,
                         unknown_users=inputs.positives.unknown_users, unknown_items=inputs.positives.unknown_items,
                         items_without_features=without_features, attr_fields=attr_fields, chunk_size=chunk_size)
-    capped = config.max_item_negatives is not None
-    selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
-    edge_weight = one_of(config.edge_weight, EDGE_WEIGHTS, "--edge-weight")
-    all_streams_keys = id_keys(inputs.user_ids)
-    audit_rows = np.zeros(0, dtype=np.int64)
-    if audit_index is not None:
-        order = np.argsort(user_streams(config.seed ^ 0x5A5A, all_streams_keys), kind="stable")
-        audit_rows = np.sort(order[: config.audit_sample])
+    capped = shared.capped
     audit_hits = audit_total = 0
     short_reasons: Counter[str] = Counter()
     empty_reasons: Counter[str] = Counter()
     max_depth = 0
+    gemm_precision = "fp32"
     sketch = WindowSketch(lo, width)
+    if context is None:
+        from hnmine.mining.ray_engine import mine_chunks_on_ray
+
+        results: Iterator[ChunkResult] = mine_chunks_on_ray(shared, inputs.users, inputs.user_ids, chunk_size)
+    else:
+        results = (mine_chunk(context, first_row, chunk)
+                   for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids))
 
     with publication.staging_dir() as staging:
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
@@ -390,54 +528,26 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             "graphlearn" in config.formats and not capped) else None
         write_parquet = capped or "parquet" in config.formats
         progress.start(len(inputs.user_ids), "mining users")
-        for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids):
+        for result in results:
             mark = time.perf_counter()
-            stop = first_row + len(chunk)
-            queries = _prepared(chunk.vectors, config.metric)
-            if queries.shape[1] != inputs.items.dim:
-                raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
-            score_range.check(queries, chunk.ids, first_row, config.users,
-                              "vector" if inputs.users.is_npy else config.vector_column)
-            indptr, pos_rows = inputs.positives.slice(first_row, stop)
-            max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
-            window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
-            if audit_index is not None:
-                hits, total = _audit_chunk(audit_index, window, queries, indptr, pos_rows,
-                                           audit_rows[(audit_rows >= first_row) & (audit_rows < stop)] - first_row, lo, hi)
-                audit_hits += hits
-                audit_total += total
-            mark = timer.add("retrieve", mark)
-            faults.point("mine.retrieve")
-            streams = user_streams(config.seed, id_keys(chunk.ids))
-            references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
-                          if selection_config.uses_margins else None)
-            selection = select_hard_negatives(window, streams, selection_config, references)
-            sketch.add(window, chunk.ids, streams, queries, item_vectors, indptr, pos_rows)
-            n_selected = np.bincount(selection.user, minlength=len(chunk))
-            kept = np.minimum(n_selected, needed)
-            reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
-                                    selection.after_filters, index.exact)
-            short_reasons.update(reasons[(kept > 0) & (reasons != "")].tolist())
-            empty_reasons.update(reasons[kept == 0].tolist())
-            table = hard_neg_edge_table(selection, chunk.ids, inputs.items.ids, lo, edge_weight)
-            if capped:
-                table = table.with_columns(
-                    pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
-                    pl.Series("order", selection.order.astype(np.int32)),
-                    pl.Series("priority", pair_uniforms(streams[selection.user],
-                                                         id_keys(inputs.items.ids[selection.item]))),
-                )
-            mark = timer.add("select", mark)
-            faults.point("mine.select")
+            for stage, seconds in result.seconds.items():
+                timer.totals[stage] += seconds
+            max_depth = max(max_depth, result.max_depth)
+            gemm_precision = result.precision
+            audit_hits += result.audit_hits
+            audit_total += result.audit_total
+            short_reasons.update(result.short)
+            empty_reasons.update(result.empty)
+            sketch.merge(result.sketch)
             if write_parquet:
                 if parquet_writer is None:
                     parquet_writer = ParquetTableWriter(parquet_path)
-                parquet_writer.write(table)
+                parquet_writer.write(result.table)
             if text_writer is not None:
-                text_writer.write(table)
+                text_writer.write(result.table)
             timer.add("write", mark)
             faults.point("mine.write")
-            progress.advance(len(chunk))
+            progress.advance(result.users)
         progress.stop()
         mark = time.perf_counter()
         if parquet_writer is not None:
@@ -469,9 +579,9 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
         report.max_search_depth = max_depth
-        report.gemm_precision = index.precision
-        report.index = index.spec.kind
-        if audit_index is not None:
+        report.gemm_precision = gemm_precision
+        report.index = shared.index_kind
+        if not shared.exact and config.audit_sample:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
                             "index": config.index}
         timer.add("write", mark)
@@ -492,7 +602,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     return report
 
 
-def _audit_chunk(audit_index: ItemIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
+def _audit_chunk(audit_index: ItemIndex | ShardedIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
                  pos_rows: np.ndarray, users: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """(window items also found by exact search, exact window size) over the chunk's sampled ``users``."""
     if not users.size:

@@ -64,6 +64,19 @@ class WindowSketch:
         self.scores = np.concatenate([self.scores, scores])[keep]
         self.refs = np.concatenate([self.refs, refs])[keep]
 
+    def merge(self, other: WindowSketch) -> None:
+        """Take in another chunk's sketch (offered after this one's chunks): the same sample as if its
+        users had been added here, whatever the engine or worker that sketched them."""
+        if not other.ids:
+            return
+        keys_all = np.concatenate([self.keys, other.keys])
+        keep = np.argsort(keys_all, kind="stable")[: self.sample]
+        ids_all = [*self.ids, *other.ids]
+        self.keys = keys_all[keep]
+        self.ids = [ids_all[i] for i in keep]
+        self.scores = np.concatenate([self.scores, other.scores])[keep]
+        self.refs = np.concatenate([self.refs, other.refs])[keep]
+
     def summary(self, hard_neg_edge: Path | None) -> dict[str, Any]:
         """Window score quantiles and score by rank; margins of the sampled users' published negatives.
 
