@@ -1,14 +1,15 @@
 """Scale-out benchmarks of ``hnmine mine``: the Ray engine against the local one, item shards against one index.
 
-Not a test (pytest does not collect ``benchmarks/``). Every variant is a :func:`hnmine.mine` call in
-this process, timed around the call (inputs read, index built, mined, published); the Ray variants
-run on one local cluster started here first (its start-up is reported apart: a real job submits to a
-running cluster). On a shared machine timings are noisy, so the variants are interleaved, repeated
+Not a test (pytest does not collect ``benchmarks/``). Every variant is a whole ``hnmine mine`` process
+(imports, inputs read, index built, mined, published), as a job runs it; the Ray variants join one
+local cluster started here first with ``--ray-address auto`` (its start-up is reported apart: a real
+job submits to a running cluster). On a shared machine timings are noisy, so the variants are interleaved, repeated
 (``--repeat``) and compared by their medians as ratios from the same run; the load average is
 recorded before and after. Every variant's published tables are checked equal to the local engine's.
 Usage (from the repository root, after ``make setup``)::
 
     .venv/bin/python benchmarks/bench_scale.py --out bench-out/scale
+    .venv/bin/python benchmarks/bench_scale.py --data synthetic --users 16384 --variants local,ray-1 --repeat 1
 
 - ``gowalla``: SVD d=64 embeddings of the Gowalla train split (29,858 users x 40,981 items; made
   here with ``hnmine svd`` from ../shared/datasets/gowalla).
@@ -25,14 +26,19 @@ from __future__ import annotations
 
 import argparse
 import faulthandler
-import signal
 import json
 import os
+import resource
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+HNMINE = Path(sys.executable).parent / "hnmine"
 
 ROOT = Path(__file__).resolve().parents[1]
 GOWALLA = Path(os.environ.get("HNMINE_GOWALLA", ROOT.parent / "shared" / "datasets" / "gowalla"))
@@ -80,14 +86,19 @@ def _tables(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"}
 
 
-def _run(data: tuple[Path, Path, Path], out: Path, options: dict) -> float:
-    from hnmine import MineConfig, mine
-
+def _run(data: tuple[Path, Path, Path], out: Path, options: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one whole ``hnmine mine`` process, as a job would run it: the CPU
+    seconds are all of the local engine's work, and only the driver's share of the Ray engine's."""
     user, item, train = data
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    command = [str(HNMINE), "mine", "--users", str(user), "--items", str(item), "--positives", str(train),
+               "--out", str(out), "--overwrite", "--quiet", "--chunk-size", "4096", *flags]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    mine(MineConfig(users=str(user), items=str(item), positives=str(train), out=str(out), overwrite=True,
-                    chunk_size=4096, **options))
-    return time.perf_counter() - start
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -96,6 +107,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--users", type=int, default=8192, help="users of the synthetic catalog")
     parser.add_argument("--data", default="gowalla,synthetic")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: where a run is (a shared machine can stall one)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,12 +122,16 @@ def main() -> None:
     results: dict = {"load_before": load_before, "cpus": os.cpu_count(), "ray_start_seconds": round(ray_start, 2),
                      "repeat": args.repeat, "data": {}}
     for name, data in datasets.items():
-        times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+        variants = {v: VARIANTS[v] for v in args.variants.split(",")}
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        cpu: dict[str, list[float]] = {v: [] for v in variants}
         reference = None
         for _ in range(args.repeat):
-            for variant, options in VARIANTS.items():  # interleaved: the load drifts alike for all
+            for variant, options in variants.items():  # interleaved: the load drifts alike for all
                 out = args.out / f"{name}-{variant}"
-                times[variant].append(_run(data, out, options))
+                wall, seconds = _run(data, out, options)
+                times[variant].append(wall)
+                cpu[variant].append(seconds)
                 print(f"{name} {variant}: {times[variant][-1]:.1f} s", flush=True)
                 tables = _tables(out)
                 reference = reference or tables
@@ -124,16 +140,18 @@ def main() -> None:
         results["data"][name] = {
             "seconds": {v: [round(x, 2) for x in t] for v, t in times.items()},
             "median": {v: round(m, 2) for v, m in medians.items()},
+            # the hnmine process's CPU seconds: all of the work for the local variants, the driver's for Ray
+            "cpu_seconds": {v: [round(x, 2) for x in t] for v, t in cpu.items()},
             "ratio_to_local": {v: round(m / medians["local"], 3) for v, m in medians.items()},
         }
     ray.shutdown()
     results["load_after"] = _load()
     (args.out / "scale.json").write_text(json.dumps(results, indent=2))
     print(f"load before {load_before}, after {results['load_after']}; Ray start {ray_start:.1f} s (not counted)")
-    print("| data | " + " | ".join(VARIANTS) + " |")
-    print("|---|" + "---|" * len(VARIANTS))
     for name, figures in results["data"].items():
-        cells = [f"{figures['median'][v]:.1f} s ({figures['ratio_to_local'][v]:.2f}x)" for v in VARIANTS]
+        print(f"| {name} | " + " | ".join(figures["median"]) + " |")
+        print("|---|" + "---|" * len(figures["median"]))
+        cells = [f"{figures['median'][v]:.1f} s ({figures['ratio_to_local'][v]:.2f}x)" for v in figures["median"]]
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -321,6 +321,10 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
     return normalize_rows(vectors) if metric == "cosine" else vectors
 
 
+# the index kinds whose windows are exact (auto picks one of the other two)
+_EXACT_KINDS = ("auto", "flat", "exact")
+
+
 @dataclass
 class ChunkInputs:
     """What every chunk of users is mined against: the options, the items and every user's positives.
@@ -349,7 +353,7 @@ class ChunkInputs:
 
     @property
     def exact(self) -> bool:
-        return self.config.index in ("auto", "flat", "exact")
+        return self.config.index in _EXACT_KINDS
 
     @property
     def index_kind(self) -> str:
@@ -486,7 +490,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     audit_rows = np.zeros(0, dtype=np.int64)
-    if config.audit_sample:
+    if config.audit_sample and config.index not in _EXACT_KINDS:  # an exact index needs no audit
         order = np.argsort(user_streams(config.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
         audit_rows = np.sort(order[: config.audit_sample])
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
