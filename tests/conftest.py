@@ -105,7 +105,7 @@ def ray_cluster():
     import os
 
     import ray
-    import ray.data  # noqa: F401 - its log handler then holds the real stderr, not a CliRunner's (closed after)
+    import ray.data  # imported here: its log handler then holds the real stderr, not a CliRunner's (closed after)
 
     address = os.environ.get("RAY_ADDRESS")
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}

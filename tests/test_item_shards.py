@@ -66,7 +66,7 @@ def test_item_shards_publish_the_same_bytes(cli, sample_embeddings, tmp_path):
     for shards in (1, 2, 3):
         out = tmp_path / f"k{shards}"
         result = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt", "--out", out,
-                     "--item-shards", shards, "--max-item-negatives", 4, "--strategy", "softmax-v",
+                     "--item-shards", shards, "--max-item-negatives", 4, "--strategy", "softmax-v", "--rank-window", "11:120",
                      "--chunk-size", 1000, "--quiet")
         assert result.exit_code == 0, result.output
         outputs.append(published_bytes(out))
