@@ -497,7 +497,8 @@ def _remote_files(store: Any, path: str) -> dict[str, int]:
     from pyarrow import fs
 
     infos = store.get_file_info(fs.FileSelector(path, recursive=True, allow_not_found=True))
-    return {info.path[len(path) + 1:]: int(info.size) for info in infos if info.type == fs.FileType.File}
+    base = len(path.strip("/")) + 1  # fsspec stores may answer with a leading "/"
+    return {info.path.lstrip("/")[base:]: int(info.size) for info in infos if info.type == fs.FileType.File}
 
 
 def _remote_format(store: Any, path: str, files: dict[str, int] | None = None) -> str | None:

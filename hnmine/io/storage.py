@@ -17,6 +17,7 @@ unreachable endpoint is an error after seconds, never a hang.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -25,13 +26,14 @@ import weakref
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from hnmine.errors import InputError
 
 __all__ = ["LocalCopy", "filesystem", "is_url", "join", "local_copy", "reworded", "store_errors", "url"]
 
+_Config = TypeVar("_Config")
 _URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # Served by pyarrow's own filesystems; any other scheme goes through fsspec.
 _ARROW_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs")
@@ -69,6 +71,14 @@ def _local_path(path: str | Path) -> Path:
         return path
     text = str(path)
     return Path(text[len("file://"):]) if text.lower().startswith("file://") else Path(text)
+
+
+def unfolded(config: _Config) -> _Config:
+    """A dataclass (a command's config) with each string option that is a URL folded by ``pathlib.Path``
+    given back its ``//``, so messages and manifests show the URL as it was given."""
+    changes = {field.name: checked(value) for field in dataclasses.fields(config)  # type: ignore[arg-type]
+               if isinstance(value := getattr(config, field.name), str) and is_url(value)}
+    return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
 
 
 def join(base: str | Path, *names: str) -> str | Path:
@@ -140,8 +150,8 @@ def _filesystem(scheme: str, authority: str, environment: tuple[str, ...]) -> An
     return fs.PyFileSystem(fs.FSSpecHandler(store))
 
 
-def filesystem(location: str | Path) -> tuple[Any, str]:
-    """``(pyarrow.fs.FileSystem, path inside it)`` for a URL."""
+def checked(location: str | Path) -> str:
+    """The URL ``location``, refused before any request when it carries credentials (never shown) or a query."""
     address = url(location)
     parts = urlsplit(address)
     if parts.username or parts.password:
@@ -150,9 +160,16 @@ def filesystem(location: str | Path) -> tuple[Any, str]:
     if parts.query or parts.fragment:
         raise InputError(f"{address}: a URL with a query or fragment is not accepted; configure the store through "
                          "its environment (docs/storage.md)")
-    scheme = parts.scheme.lower()
     if not parts.netloc:
-        raise InputError(f"{address}: no bucket or host after {scheme}://")
+        raise InputError(f"{address}: no bucket or host after {parts.scheme}://")
+    return address
+
+
+def filesystem(location: str | Path) -> tuple[Any, str]:
+    """``(pyarrow.fs.FileSystem, path inside it)`` for a URL."""
+    address = checked(location)
+    parts = urlsplit(address)
+    scheme = parts.scheme.lower()
     with store_errors(address, "open the store"):
         store = _filesystem(scheme, parts.netloc, _store_environment())
     if scheme in ("hdfs", "viewfs"):  # the authority names the cluster, not part of the path
@@ -164,8 +181,9 @@ def _reason(exc: BaseException) -> str:
     """The first line of a store library's error, without its request ids."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = re.sub(r"\s*\(Request ID: [^)]*\)", "", text)
-    if "Couldn't connect" in text or "curlCode: 7" in text or "NETWORK_CONNECTION" in text:
-        return f"cannot connect to the store ({text[:160]})"
+    if "curlCode" in text or "NETWORK_CONNECTION" in text:
+        curl = re.search(r"curlCode: \d+, [^;]*", text)
+        return f"cannot connect to the store ({curl.group(0) if curl else text[:160]})"
     if re.search(r"ACCESS_DENIED|InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|403", text):
         return f"access denied: check the credentials ({text[:160]})"
     if re.search(r"NoSuchBucket|Bucket does not exist|bucket.*not exist", text, re.IGNORECASE):

@@ -35,7 +35,7 @@ from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
 from hnmine.io.publish import Publication
-from hnmine.io.storage import LocalCopy, is_url, reworded
+from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
     EDGE_WEIGHTS,
     ParquetTableWriter,
@@ -297,6 +297,7 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
 def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     """Read the inputs, time a search on a sample of users, and estimate the whole run."""
     config.validate()
+    config = unfolded(config)
     with reworded(), _local_inputs(config) as local:
         return _plan(local, sample_users)
 
@@ -345,6 +346,7 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
+    config = unfolded(config)
     with reworded(), Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication, \
             _local_inputs(config) as local:
         return _mine(local, publication, progress, command, shown=config)
