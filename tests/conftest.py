@@ -191,10 +191,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
                 time.sleep(0.3)
         yield endpoint
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=5)  # weed can hang in shutdown; the data dir is discarded anyway
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        server.kill()  # weed can hang seconds in a graceful shutdown; its data directory is discarded anyway
+        server.wait()
         log.close()
+
+
+@pytest.fixture()
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """This process reads the store's address and credentials from its environment, as hnmine does."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in s3_server.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return s3_server

@@ -3,8 +3,9 @@ SeaweedFS started by the ``s3_server`` fixture (tests/conftest.py), buckets made
 
 from __future__ import annotations
 
+import functools
 import json
-import os
+import operator
 import signal
 import subprocess
 import sys
@@ -51,18 +52,17 @@ def s3_inputs(s3_server: S3Server, sample_embeddings) -> tuple[str, dict[str, st
                     "positives": s3_server.upload(SAMPLE / "train.txt", f"{bucket}/in/train.txt")}
 
 
-def test_mine_reads_from_and_publishes_to_s3_the_bytes_of_a_local_run(s3_server, s3_inputs, sample_embeddings,
+def test_mine_reads_from_and_publishes_to_s3_the_bytes_of_a_local_run(cli, s3_env, s3_inputs, sample_embeddings,
                                                                          tmp_path):
     bucket, url = s3_inputs
     user, item = sample_embeddings
-    env = s3_server.env()
-    remote = hnmine(["mine", "--users", url["users"], "--items", url["items"], "--positives", url["positives"],
-                     "--out", f"s3://{bucket}/mined", *MINE], env)
-    assert remote.returncode == 0, remote.stderr
-    local = hnmine(["mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt",
-                    "--out", tmp_path / "mined", *MINE], env)
-    assert local.returncode == 0, local.stderr
-    published = objects(s3_server, f"{bucket}/mined")
+    remote = cli("mine", "--users", url["users"], "--items", url["items"], "--positives", url["positives"],
+                 "--out", f"s3://{bucket}/mined", *MINE[:-1])
+    assert remote.exit_code == 0, remote.output
+    local = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt",
+                "--out", tmp_path / "mined", *MINE)
+    assert local.exit_code == 0, local.output
+    published = objects(s3_env, f"{bucket}/mined")
     expected = {p.name: p.read_bytes() for p in (tmp_path / "mined").iterdir()}
     assert published.keys() == expected.keys()
     for name in expected.keys() - {"manifest.json"}:
@@ -70,48 +70,46 @@ def test_mine_reads_from_and_publishes_to_s3_the_bytes_of_a_local_run(s3_server,
     manifest = json.loads(published["manifest.json"])
     assert manifest["options"]["users"] == url["users"] and manifest["summary"]["out"] == f"s3://{bucket}/mined"
     assert manifest["inputs"]["users"]["sha256"] == json.loads(expected["manifest.json"])["inputs"]["users"]["sha256"]
-    for secret in (s3_server.secret_key, s3_server.access_key):
+    assert output_format(f"s3://{bucket}/mined") == "mine"
+    for secret in (s3_env.secret_key, s3_env.access_key):
         assert secret not in published["manifest.json"].decode()
-        assert secret not in remote.stdout + remote.stderr
-    # the publisher's own files are gone: no staging prefix, commit record or lock beside the output
-    assert set(objects(s3_server, bucket)) == {f"in/{n}" for n in ("emb/user.parquet", "emb/item.parquet",
-                                                                  "train.txt")} | {f"mined/{n}" for n in published}
-    # a second run without --overwrite is refused; with it, the output is replaced
-    again = hnmine(["mine", *sum(([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE],
-                   env)
-    assert again.returncode == 2 and "pass --overwrite" in again.stderr
+        assert secret not in remote.output
+    # the publisher's own objects are gone: no staging prefix, commit record or lock beside the output
+    assert set(objects(s3_env, bucket)) == {f"in/{n}" for n in ("emb/user.parquet", "emb/item.parquet",
+                                                               "train.txt")} | {f"mined/{n}" for n in published}
+    again = cli("mine", *functools.reduce(operator.iadd, ([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE)
+    assert again.exit_code == 2 and "pass --overwrite" in again.output
 
 
-def test_fault_mid_upload_keeps_the_previous_output_and_no_success_is_ever_over_a_partial_one(s3_server, s3_inputs):
+def test_fault_mid_upload_keeps_the_previous_output_and_no_success_is_ever_over_a_partial_one(cli, s3_env, s3_inputs):
     bucket, url = s3_inputs
-    env = s3_server.env()
-    args = ["mine", *sum(([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE,
+    s3_server, env = s3_env, s3_env.env()
+    args = ["mine", *functools.reduce(operator.iadd, ([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE,
             "--overwrite"]
-    assert hnmine(args, env).returncode == 0
+    assert cli(*args).exit_code == 0
     before = objects(s3_server, f"{bucket}/mined")
     # killed after the second part reached the staging prefix: the previous output is untouched and readable
-    killed = hnmine(args + ["--seed", "4"], env, fault="publish.upload@2")
+    killed = hnmine([*args, "--seed", "4"], env, fault="publish.upload@2")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert objects(s3_server, f"{bucket}/mined") == before
     leftovers = objects(s3_server, bucket)
     assert any(name.startswith(".mined.tmp-") for name in leftovers) and ".mined.lock" in leftovers
     # killed after the previous _SUCCESS went: no _SUCCESS over what is left
-    killed = hnmine(args + ["--seed", "4"], env, fault="publish.copy@3")
+    killed = hnmine([*args, "--seed", "4"], env, fault="publish.copy@3")
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert "_SUCCESS" not in objects(s3_server, f"{bucket}/mined")
     # the next run takes over the dead run's lock, recognises its half-done commit, and publishes
-    done = hnmine(args + ["--seed", "4"], env)
-    assert done.returncode == 0, done.stderr
+    done = cli(*args, "--seed", "4")
+    assert done.exit_code == 0, done.output
     after = objects(s3_server, f"{bucket}/mined")
     assert "_SUCCESS" in after and after["hard_neg_edge.parquet"] != before["hard_neg_edge.parquet"]
     assert {name.split("/")[0] for name in objects(s3_server, bucket)} == {"in", "mined"}
 
 
-def test_other_commands_read_and_write_s3(s3_server, tmp_path, monkeypatch):
-    bucket = s3_server.bucket()
-    train = s3_server.upload(TRAIN, f"{bucket}/train.txt")
-    test = s3_server.upload(TEST, f"{bucket}/test.txt")
-    env = s3_server.env()
+def test_other_commands_read_and_write_s3(cli, s3_env, tmp_path):
+    bucket = s3_env.bucket()
+    train = s3_env.upload(TRAIN, f"{bucket}/train.txt")
+    test = s3_env.upload(TEST, f"{bucket}/test.txt")
     steps = [
         ["svd", "--positives", train, "--dim", "8", "--out-dir", f"s3://{bucket}/svd"],
         ["train", "--positives", train, "--out", f"s3://{bucket}/model.pt", *TINY],
@@ -121,19 +119,14 @@ def test_other_commands_read_and_write_s3(s3_server, tmp_path, monkeypatch):
         ["run", "--positives", train, "--test", test, "--out", tmp_path / "run", "--iterations", "1", *TINY],
     ]
     for step in steps:
-        result = hnmine(step, env)
-        assert result.returncode == 0, (step[0], result.stderr[-2000:])
-    names = objects(s3_server, bucket)
+        result = cli(*step)
+        assert result.exit_code == 0, (step[0], result.output[-2000:])
+    names = objects(s3_env, bucket)
     assert {"svd/_SUCCESS", "svd/user.parquet", "model.pt", "emb/_SUCCESS", "emb/item.parquet"} <= names.keys()
-    for name in [name for name in os.environ if name.startswith("AWS_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        if name.startswith("AWS_"):
-            monkeypatch.setenv(name, value)  # this process reads the store as the commands did
     assert output_format(f"s3://{bucket}/svd") == "embeddings"
     assert len(read_embeddings(f"s3://{bucket}/emb/user.parquet")) == 600
-    refused = hnmine(["run", "--positives", train, "--out", f"s3://{bucket}/run", *TINY], env)
-    assert refused.returncode == 2 and "local --out directory" in refused.stderr
+    refused = cli("run", "--positives", train, "--out", f"s3://{bucket}/run", *TINY)
+    assert refused.exit_code == 2 and "local --out directory" in refused.output
 
 
 def _failure_cases(server: S3Server, bucket: str) -> dict[str, tuple[list[str], dict[str, str], str]]:
@@ -141,11 +134,11 @@ def _failure_cases(server: S3Server, bucket: str) -> dict[str, tuple[list[str], 
                  "--out", f"s3://{bucket}/out", "--users"]
     closed = f"http://127.0.0.1:{_free_port_pair()}"
     return {
-        "missing bucket": (mine_from + ["s3://hnmine-no-such-bucket/user.parquet"], server.env(), "no bucket"),
-        "missing object": (mine_from + [f"s3://{bucket}/no-such.parquet"], server.env(), "not found"),
-        "wrong credentials": (mine_from + [f"s3://{bucket}/user.parquet"],
+        "missing bucket": ([*mine_from, "s3://hnmine-no-such-bucket/user.parquet"], server.env(), "no bucket"),
+        "missing object": ([*mine_from, f"s3://{bucket}/no-such.parquet"], server.env(), "not found"),
+        "wrong credentials": ([*mine_from, f"s3://{bucket}/user.parquet"],
                               server.env(AWS_SECRET_ACCESS_KEY="not-the-secret"), "access denied"),
-        "unreachable endpoint": (mine_from + [f"s3://{bucket}/user.parquet"], server.env(AWS_ENDPOINT_URL=closed),
+        "unreachable endpoint": ([*mine_from, f"s3://{bucket}/user.parquet"], server.env(AWS_ENDPOINT_URL=closed),
                                  "cannot connect"),
         "missing output bucket": (["svd", "--positives", str(TRAIN), "--out-dir", "s3://hnmine-no-such-bucket/emb"],
                                   server.env(), "no bucket"),
@@ -154,17 +147,19 @@ def _failure_cases(server: S3Server, bucket: str) -> dict[str, tuple[list[str], 
 
 @pytest.mark.parametrize("case", ["missing bucket", "missing object", "wrong credentials", "unreachable endpoint",
                                   "missing output bucket"])
-def test_store_failures_are_one_line_exit_2_in_bounded_time(s3_server, case):
-    bucket = s3_server.bucket()
-    args, env, expected = _failure_cases(s3_server, bucket)[case]
+def test_store_failures_are_one_line_exit_2_in_bounded_time(cli, s3_env, monkeypatch, case):
+    bucket = s3_env.bucket()
+    args, env, expected = _failure_cases(s3_env, bucket)[case]
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.setenv(name, env[name])
     start = time.monotonic()
-    result = hnmine(args, env)
+    result = cli(*args)
     elapsed = time.monotonic() - start
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output[-2000:]
     assert len(lines) == 1 and lines[0].startswith("hnmine: error: ") and expected in lines[0], lines
-    assert s3_server.secret_key not in result.stderr and "not-the-secret" not in result.stderr
-    assert elapsed < 30, f"{case}: {elapsed:.1f} s"
+    assert s3_env.secret_key not in result.output and "not-the-secret" not in result.output
+    assert elapsed < 20, f"{case}: {elapsed:.1f} s"
 
 
 def test_credentials_in_a_url_are_refused_and_never_shown(cli):

@@ -605,7 +605,7 @@ class ObjectStorePublication(Publication):
     def __init__(self, target: str | Path, *, overwrite: bool = False, fmt: str = "mine",
                  wait_lock: float = 0.0) -> None:
         url = storage.url(target).rstrip("/")
-        self.given = url
+        self.given = Path(url)  # only shown; self.url is the URL itself
         self.url = url
         self.store, self.path = storage.filesystem(url)
         parent, _, name = self.path.rpartition("/")
@@ -615,7 +615,7 @@ class ObjectStorePublication(Publication):
         self.target = url
         self.overwrite = overwrite
         self.format = fmt
-        self.lock = ObjectStoreLock(self.store, f"{parent}/.{name}.lock", url, wait_lock)
+        self.store_lock = ObjectStoreLock(self.store, f"{parent}/.{name}.lock", url, wait_lock)
         self.record = f"{parent}/.{name}.commit"
         with storage.store_errors(url, "read the output"):
             missing = storage.bucket_missing(self.store, self.path)
@@ -664,13 +664,13 @@ class ObjectStorePublication(Publication):
             raise InputError(reason)
 
     def __enter__(self) -> Publication:
-        self.lock.acquire()
+        self.store_lock.acquire()
         try:
             self._check(self.url)
             with storage.store_errors(self.url, "remove stale staging"):
                 self.stale_removed = self._remove_stale_staging()
         except BaseException:
-            self.lock.release()
+            self.store_lock.release()
             raise
         return self
 
@@ -689,7 +689,7 @@ class ObjectStorePublication(Publication):
     @contextlib.contextmanager
     def staging_dir(self) -> Iterator[Path]:
         """A private local directory the parts are written into; uploaded by :meth:`commit`."""
-        if not self.lock.token:
+        if not self.store_lock.token:
             raise RuntimeError("Publication.staging_dir() outside `with Publication(...)`")
         self.staging = Path(tempfile.mkdtemp(prefix="hnmine-staging-"))
         try:
@@ -699,7 +699,7 @@ class ObjectStorePublication(Publication):
 
     def commit(self, manifest: dict[str, Any]) -> Any:
         staging = self.staging
-        if staging is None or not self.lock.token:
+        if staging is None or not self.store_lock.token:
             raise RuntimeError("Publication.commit() outside staging_dir()")
         files = _listed_files(staging)
         if files is None:
@@ -757,7 +757,7 @@ class ObjectStorePublication(Publication):
             self.remote_staging = None
 
     def _release(self) -> None:
-        self.lock.release()
+        self.store_lock.release()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -63,7 +63,7 @@ def is_url(path: str | Path | None) -> bool:
     if path is None:
         return False
     match = _URL.match(url(path))
-    return bool(match) and match.group(1).lower() != "file"
+    return match is not None and match.group(1).lower() != "file"
 
 
 def _local_path(path: str | Path) -> Path:
@@ -183,7 +183,9 @@ def _reason(exc: BaseException) -> str:
     text = re.sub(r"\s*\(Request ID: [^)]*\)", "", text)
     if "curlCode" in text or "NETWORK_CONNECTION" in text:
         curl = re.search(r"curlCode: \d+, [^;]*", text)
-        return f"cannot connect to the store ({curl.group(0) if curl else text[:160]})"
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        where = f" at {endpoint}" if (endpoint and "s3" in text.lower()) or "AWS" in text else ""
+        return f"cannot connect to the store{where} ({curl.group(0) if curl else text[:160]})"
     if re.search(r"ACCESS_DENIED|InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|403", text):
         return f"access denied: check the credentials ({text[:160]})"
     if re.search(r"NoSuchBucket|Bucket does not exist|bucket.*not exist", text, re.IGNORECASE):

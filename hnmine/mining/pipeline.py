@@ -172,8 +172,9 @@ _INPUT_FIELDS = ("users", "items", "positives", "user_ids", "item_ids", "item_fe
 def _local_inputs(config: MineConfig) -> Iterator[MineConfig]:
     """``config`` with every input that is a URL replaced by a local copy (removed on exit)."""
     with contextlib.ExitStack() as stack:
-        local = {name: str(stack.enter_context(LocalCopy(getattr(config, name), name.replace("_", " "))))
-                 for name in _INPUT_FIELDS if is_url(getattr(config, name))}
+        local: dict[str, Any] = {
+            name: str(stack.enter_context(LocalCopy(getattr(config, name), name.replace("_", " "))))
+            for name in _INPUT_FIELDS if is_url(getattr(config, name))}
         yield replace(config, **local) if local else config
 
 
