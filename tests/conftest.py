@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,13 +154,29 @@ def _free_port_pair() -> int:
         return port
 
 
+def _wait_ready(server: S3Server, died: Callable[[], str], deadline: float) -> None:
+    """Until a bucket can be created (the S3 port answers before the filer behind it is up)."""
+    while True:
+        try:
+            server.filesystem().create_dir(f"hnmine-ready-{uuid.uuid4().hex[:8]}")
+            return
+        except OSError as exc:
+            log = died()
+            if log or time.monotonic() > deadline:
+                pytest.fail(f"the S3 server at {server.endpoint} is not ready ({exc}): {log}")
+            time.sleep(0.3)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """SeaweedFS serving S3 on 127.0.0.1: the one .ci/run started (HNMINE_TEST_S3_ENDPOINT), or one started
     here in a temporary directory on free ports and stopped after the session."""
     if os.environ.get("HNMINE_TEST_S3_ENDPOINT"):
-        yield S3Server(os.environ["HNMINE_TEST_S3_ENDPOINT"], os.environ.get("HNMINE_TEST_S3_ACCESS_KEY", S3_ACCESS_KEY),
-                       os.environ.get("HNMINE_TEST_S3_SECRET_KEY", S3_SECRET_KEY))
+        running = S3Server(os.environ["HNMINE_TEST_S3_ENDPOINT"],
+                           os.environ.get("HNMINE_TEST_S3_ACCESS_KEY", S3_ACCESS_KEY),
+                           os.environ.get("HNMINE_TEST_S3_SECRET_KEY", S3_SECRET_KEY))
+        _wait_ready(running, lambda: "", time.monotonic() + 60)
+        yield running
         return
     weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
     if weed is None:
@@ -180,15 +196,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = S3Server(f"http://127.0.0.1:{s3}", S3_ACCESS_KEY, S3_SECRET_KEY)
     try:
-        deadline = time.monotonic() + 60
-        while True:  # ready once a bucket can be created and listed
-            try:
-                endpoint.filesystem().create_dir(f"hnmine-ready-{uuid.uuid4().hex[:8]}")
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"SeaweedFS did not start: {(root / 'weed.log').read_text()[-2000:]}")
-                time.sleep(0.3)
+        _wait_ready(endpoint, lambda: "" if server.poll() is None else (root / "weed.log").read_text()[-2000:],
+                    time.monotonic() + 60)
         yield endpoint
     finally:
         server.kill()  # weed can hang seconds in a graceful shutdown; its data directory is discarded anyway
