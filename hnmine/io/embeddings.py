@@ -302,7 +302,8 @@ class EmbeddingSource:
         dims = {c.shape[1] for c in chunks}
         if len(dims) > 1:
             raise InputError(f"{self.path}: vectors have different lengths across files: {sorted(dims)}")
-        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), self._copies[0].url)
+        source = self._copies[0].url if self._copies[0].remote else str(self.path)
+        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), source)
 
     def peek_dim(self) -> int:
         """The vector length, read from the first row."""

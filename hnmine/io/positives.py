@@ -23,7 +23,7 @@ import polars as pl
 
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import FLOAT32_MAX, check_ids
-from hnmine.io.storage import local_copy
+from hnmine.io.storage import is_url, local_copy, url
 
 __all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
 
@@ -161,7 +161,8 @@ def read_positives(
     """
     with local_copy(path, "positives") as local:
         positives = _read_positives(local, fmt, user_column, item_column, weight_column)
-    positives.source = str(path)
+    if is_url(path):
+        positives.source = url(path)
     return positives
 
 
