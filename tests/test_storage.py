@@ -3,10 +3,10 @@ SeaweedFS started by the ``s3_server`` fixture (tests/conftest.py), buckets made
 
 from __future__ import annotations
 
-import functools
 import json
-import operator
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +28,11 @@ def hnmine(args: list[str | Path], env: dict[str, str], fault: str | None = None
         env = {**env, "HNMINE_FAULT": fault}
     return subprocess.run([sys.executable, "-m", "hnmine", *map(str, args)], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False, timeout=300)
+
+
+def options(urls: dict[str, str]) -> list[str]:
+    """``--users URL --items URL ...``"""
+    return [word for name, value in urls.items() for word in (f"--{name}", value)]
 
 
 def objects(server: S3Server, prefix: str) -> dict[str, bytes]:
@@ -77,14 +82,14 @@ def test_mine_reads_from_and_publishes_to_s3_the_bytes_of_a_local_run(cli, s3_en
     # the publisher's own objects are gone: no staging prefix, commit record or lock beside the output
     assert set(objects(s3_env, bucket)) == {f"in/{n}" for n in ("emb/user.parquet", "emb/item.parquet",
                                                                "train.txt")} | {f"mined/{n}" for n in published}
-    again = cli("mine", *functools.reduce(operator.iadd, ([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE)
+    again = cli("mine", *options(url), "--out", f"s3://{bucket}/mined", *MINE)
     assert again.exit_code == 2 and "pass --overwrite" in again.output
 
 
 def test_fault_mid_upload_keeps_the_previous_output_and_no_success_is_ever_over_a_partial_one(cli, s3_env, s3_inputs):
     bucket, url = s3_inputs
     s3_server, env = s3_env, s3_env.env()
-    args = ["mine", *functools.reduce(operator.iadd, ([f"--{k}", v] for k, v in url.items()), []), "--out", f"s3://{bucket}/mined", *MINE,
+    args = ["mine", *options(url), "--out", f"s3://{bucket}/mined", *MINE,
             "--overwrite"]
     assert cli(*args).exit_code == 0
     before = objects(s3_server, f"{bucket}/mined")
@@ -177,3 +182,17 @@ def test_other_fsspec_schemes_go_through_fsspec(sample_embeddings):
     assert output_format("memory://hnmine-test/emb") == "embeddings"
     back = read_embeddings(user_url)
     assert (back.ids == users.ids).all() and (back.vectors == users.vectors).all() and back.source == user_url
+
+
+def test_a_live_writer_s_lock_is_respected_and_a_report_needs_a_local_out(cli, s3_env, s3_inputs):
+    bucket, url = s3_inputs
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-01-05T02:00:01Z", "token": "x"}
+    with s3_env.filesystem().open_output_stream(f"{bucket}/.mined.lock") as lock:
+        lock.write(json.dumps(holder).encode())
+    inputs = options(url)
+    result = cli("mine", *inputs, "--out", f"s3://{bucket}/mined", *MINE)
+    assert result.exit_code == 75 and f"pid {os.getpid()}" in result.output, result.output
+    assert set(objects(s3_env, bucket)) == {".mined.lock", "in/emb/user.parquet", "in/emb/item.parquet",
+                                            "in/train.txt"}
+    result = cli("mine", *inputs, "--out", f"s3://{bucket}/other", "--report", *MINE)
+    assert result.exit_code == 2 and "--report writes into a local --out" in result.output
