@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import os
 import re
 import shutil
@@ -125,13 +126,15 @@ def _s3_filesystem() -> Any:
     return fs.S3FileSystem(**options)
 
 
-def _store_environment() -> tuple[str, ...]:
-    """What a filesystem is built from besides the URL: a new value means a new filesystem."""
-    return tuple(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("AWS_", "HNMINE_STORE_")))
+def _store_environment() -> str:
+    """A digest of what a filesystem is built from besides the URL (a new value means a new filesystem);
+    a digest, so the cache's keys hold no secret."""
+    text = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("AWS_", "HNMINE_STORE_")))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @lru_cache(maxsize=16)
-def _filesystem(scheme: str, authority: str, environment: tuple[str, ...]) -> Any:
+def _filesystem(scheme: str, authority: str, environment: str) -> Any:
     from pyarrow import fs
 
     if scheme == "s3":
@@ -184,7 +187,7 @@ def _reason(exc: BaseException) -> str:
     if "curlCode" in text or "NETWORK_CONNECTION" in text:
         curl = re.search(r"curlCode: \d+, [^;]*", text)
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        where = f" at {endpoint}" if (endpoint and "s3" in text.lower()) or "AWS" in text else ""
+        where = f" at {endpoint}" if endpoint and ("AWS" in text or "s3" in text.lower()) else ""
         return f"cannot connect to the store{where} ({curl.group(0) if curl else text[:160]})"
     if re.search(r"ACCESS_DENIED|InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|Forbidden|403", text):
         return f"access denied: check the credentials ({text[:160]})"
