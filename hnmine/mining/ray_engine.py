@@ -47,7 +47,7 @@ def _connect(ray: Any, address: str, cpus: int) -> bool:
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
     try:
         if address == "local":
-            ray.init(num_cpus=cpus, **options)
+            ray.init(address="local", num_cpus=cpus, **options)  # a new cluster, even beside a running one
         else:
             ray.init(address=address, **options)
     except ConnectionError as exc:
@@ -128,11 +128,12 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
     threads = config.threads_per_worker
     started = _connect(ray, config.ray_address, config.workers * threads + 1)
     try:
+        # Ray Data's own lines (the plan, start and finish, a warning that its bars are off) are not the
+        # run's: hnmine reports progress; errors still show
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
-        # Ray Data's per-dataset INFO lines (plan, start, finish) are not the run's: hnmine reports progress
-        logging.getLogger("ray.data").setLevel(logging.WARNING)
         shared_ref = ray.put(replace(shared, config=replace(config, threads=threads)))
         ids_ref = ray.put(user_ids)
         # reading takes no CPU of its own: the pool's actors hold the CPUs, and reads waiting for one
