@@ -8,7 +8,7 @@ job submits to a running cluster). On a shared machine timings are noisy, so the
 recorded before and after. Every variant's published tables are checked equal to the local engine's.
 Usage (from the repository root, after ``make setup``)::
 
-    .venv/bin/python benchmarks/bench_scale.py --out bench-out/scale
+    .venv/bin/python benchmarks/bench_scale.py --out bench-out/scale --users 4096 --in-process
     .venv/bin/python benchmarks/bench_scale.py --data synthetic --users 16384 --variants local,ray-1 --repeat 1
 
 - ``gowalla``: SVD d=64 embeddings of the Gowalla train split (29,858 users x 40,981 items; made
@@ -101,6 +101,17 @@ def _run(data: tuple[Path, Path, Path], out: Path, options: dict) -> tuple[float
     return wall, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
+def _run_in_process(data: tuple[Path, Path, Path], out: Path, options: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one :func:`hnmine.mine` call in this (warm) process."""
+    from hnmine import MineConfig, mine
+
+    user, item, train = data
+    start, cpu = time.perf_counter(), time.process_time()
+    mine(MineConfig(users=str(user), items=str(item), positives=str(train), out=str(out), overwrite=True,
+                    chunk_size=4096, **options))
+    return time.perf_counter() - start, time.process_time() - cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "scale")
@@ -108,6 +119,8 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=8192, help="users of the synthetic catalog")
     parser.add_argument("--data", default="gowalla,synthetic")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--in-process", action="store_true",
+                        help="call hnmine.mine() here instead of whole processes (imports and kernels warm)")
     args = parser.parse_args()
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID: where a run is (a shared machine can stall one)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +142,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for variant, options in variants.items():  # interleaved: the load drifts alike for all
                 out = args.out / f"{name}-{variant}"
-                wall, seconds = _run(data, out, options)
+                wall, seconds = (_run_in_process if args.in_process else _run)(data, out, options)
                 times[variant].append(wall)
                 cpu[variant].append(seconds)
                 print(f"{name} {variant}: {times[variant][-1]:.1f} s", flush=True)
