@@ -11,7 +11,8 @@ It leaves what TorchEasyRec leaves (numpy and pyarrow only, so each step starts 
   and ``item_tower_emb`` as comma-separated text, as predict writes them to tables.
 
 ``--die-once FILE``: the first call that finds no FILE creates it and SIGKILLs itself (the OOM
-killer). ``--hang FILE``: write the process id to FILE, then sleep (to be killed from outside).
+killer). ``--hang FILE``: if there is no FILE, write the process id to it, then sleep (to be killed
+from outside).
 ``--at-round N``: either only in round N.
 """
 
@@ -37,7 +38,7 @@ def _interrupts(args: argparse.Namespace) -> None:
     if args.die_once and not Path(args.die_once).exists():
         Path(args.die_once).write_text("died")
         os.kill(os.getpid(), signal.SIGKILL)
-    if args.hang:
+    if args.hang and not Path(args.hang).exists():
         Path(args.hang).write_text(str(os.getpid()))
         time.sleep(120)
 
@@ -49,8 +50,8 @@ def train(args: argparse.Namespace) -> None:
     items = np.asarray(table["item_id"].to_pylist(), dtype=object)
     user_ids, user_rows = np.unique(users, return_inverse=True)
     item_ids, item_rows = np.unique(items, return_inverse=True)
-    # every item's vector from (seed of round 0, item id): stable across rounds
-    item_vecs = np.stack([np.random.default_rng([0, *item.encode()]).standard_normal(DIM) for item in item_ids])
+    # random item vectors, the same in every round (the training positives, so the sorted ids, do not change)
+    item_vecs = np.random.default_rng(0).standard_normal((len(item_ids), DIM))
     sums = np.zeros((len(user_ids), DIM))
     np.add.at(sums, user_rows, item_vecs[item_rows])
     user_vecs = sums / np.bincount(user_rows, minlength=len(user_ids))[:, None]
