@@ -12,6 +12,11 @@ Layout of ``out/``::
         model.pt  embeddings/  metrics.json  manifest.json
     metrics.json  metrics.png
     best_round.json          the round with the best validation Recall@20 (the model to use)
+    run.log                  the run's events and the external commands' output, appended
+
+With an external trainer (``--train-command``, :class:`hnmine.loop.trainers.ExternalTrainer`) a
+round holds ``model/`` and ``export/`` (what its commands left) instead of ``model.pt``; its
+``embeddings/`` are what the export left, checked and rewritten in hnmine's form.
 
 ``run.json`` carries ``"tool": "hnmine run"`` and a ``format_version``: only a directory holding
 hnmine's run.json (or nothing) is used as a run directory, and a run holds the directory's lock
