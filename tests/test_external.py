@@ -162,8 +162,8 @@ def test_mine_and_evaluate_read_torcheasyrec_output_with_string_ids(cli, tmp_pat
 def test_torcheasyrec_layout_string_ids_two_rounds_killed_trainer_resumes(cli, tmp_path, data):
     """Two rounds with tests/tzrec_trainer.py: round 1 trains on the GraphLearn tables mined for it; its
     embeddings (string ids, predict layout) give exactly the metrics of the same vectors under int ids;
-    a trainer SIGKILLed in round 1 fails the run in one line (exit 3), and the rerun resumes at round 1
-    to the metrics of a run never interrupted."""
+    a trainer SIGKILLed in round 1's train step, then in its export step, fails the run in one line
+    (exit 3) each time, and the rerun resumes at round 1 to the metrics of a run never interrupted."""
     clean = tmp_path / "clean"
     result = cli("run", *inputs(data), *LOOP, *tzrec(), "--out", clean)
     assert result.exit_code == 0, result.output
@@ -186,17 +186,20 @@ def test_torcheasyrec_layout_string_ids_two_rounds_killed_trainer_resumes(cli, t
                 "test": evaluate(tmp_path / "u.parquet", tmp_path / "i.parquet", both, data["int_test"]).metrics}
     assert round_metrics(clean)[0] == expected
 
+    # round 1's trainer dies in its train step, then (rerun) in its export step, then (rerun) completes
     out = tmp_path / "resumed"
-    killed = tzrec(train_extra=f" --at-round 1 --die-once {shlex.quote(str(tmp_path / 'died'))}")
-    line = error_line(cli("run", *inputs(data), *LOOP, *killed, "--out", out), 3)
-    assert "round 1 train:" in line and "was killed by SIGKILL" in line and "a rerun resumes" in line
-    assert (out / "round_00" / "manifest.json").exists() and not (out / "round_01" / "manifest.json").exists()
-    assert "error: round 1 train" in (out / "run.log").read_text()
+    killed = tzrec(train_extra=f" --at-round 1 --die-once {shlex.quote(str(tmp_path / 'train-died'))}",
+                   export_extra=f" --at-round 1 --die-once {shlex.quote(str(tmp_path / 'export-died'))}")
+    for step in ("train", "export"):
+        line = error_line(cli("run", *inputs(data), *LOOP, *killed, "--out", out), 3)
+        assert f"round 1 {step}:" in line and "was killed by SIGKILL" in line and "a rerun resumes" in line
+        assert (out / "round_00" / "manifest.json").exists() and not (out / "round_01" / "manifest.json").exists()
+        assert f"error: round 1 {step}" in (out / "run.log").read_text()
     round0 = (out / "round_00" / "manifest.json").stat().st_mtime_ns
     result = cli("run", *inputs(data), *LOOP, *killed, "--out", out)
     assert result.exit_code == 0, result.output
     assert (out / "round_00" / "manifest.json").stat().st_mtime_ns == round0
-    assert "resuming: rounds 0-0 complete" in (out / "run.log").read_text()
+    assert (out / "run.log").read_text().count("resuming: rounds 0-0 complete") == 2
     assert round_metrics(out) == round_metrics(clean)
 
 
