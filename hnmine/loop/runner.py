@@ -419,9 +419,12 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
     log = RunLog(out / "run.log")
     try:
         return _rounds(config, progress or NoProgress(), out, train_path, valid, test, log)
-    except CommandFailedError as exc:
+    except InputError as exc:
         log(f"error: {exc}")
-        raise CommandFailedError(f"{exc} (all its output: {out / 'run.log'}; a rerun resumes at this round)") from None
+        if isinstance(exc, CommandFailedError):
+            raise CommandFailedError(f"{exc} (all its output: {out / 'run.log'}; a rerun resumes at this "
+                                     "round)") from None
+        raise
     finally:
         log.close()
 
