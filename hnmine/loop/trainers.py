@@ -28,6 +28,7 @@ from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.io.embeddings import read_embeddings, write_embedding_dir
 from hnmine.io.positives import Positives, index_positives
+from hnmine.io.storage import is_url, url
 from hnmine.loop.commands import CommandFailedError, command_env, fill_placeholders, format_command, run_command
 from hnmine.options import column_pair, parse_rank_window
 from hnmine.progress import Progress
@@ -48,7 +49,7 @@ class RoundPaths:
     run_dir: Path
     train: Path
     valid: Path | None
-    test: Path | None
+    test: str | None  # a path or a URL (hnmine.io.storage)
     mined: Path | None
     prev_round_dir: Path | None
     rank_window: str | None  # the window ``mined`` was cut from
@@ -78,7 +79,7 @@ class RoundPaths:
             "prev_model_dir": text(self.prev_round_dir / "model" if self.prev_round_dir else None),
             "mined": text(self.mined), "rank_window": self.rank_window or "", "window_size": size,
             "export_dir": text(self.round_dir / "export"),
-            "train": text(self.train), "valid": text(self.valid), "test": text(self.test),
+            "train": text(self.train), "valid": text(self.valid), "test": _path_or_url(self.test),
         }
 
 
@@ -167,8 +168,7 @@ class ExternalTrainer:
         values = paths.placeholders()
         for name, template, option in (("user_embeddings", self.config.user_embeddings, "--user-embeddings"),
                                        ("item_embeddings", self.config.item_embeddings, "--item-embeddings")):
-            path = Path(fill_placeholders(template, values, option))
-            values[name] = str(path if path.is_absolute() else path.absolute())
+            values[name] = _path_or_url(fill_placeholders(template, values, option))
         return values
 
     def _run(self, paths: RoundPaths, step: str, template: str, option: str, timeout: float | None) -> dict[str, Any]:
@@ -232,6 +232,13 @@ def adopt_embeddings(users_path: str, items_path: str, id_column: str, vector_co
     write_embedding_dir(out_dir, users.ids, users.vectors, items.ids, items.vectors, tool="hnmine run")
     return {"user_embeddings": users_path, "item_embeddings": items_path, "users": len(users),
             "items": len(items), "dim": users.dim}
+
+
+def _path_or_url(path: str | None) -> str:
+    """An absolute path, a URL as it is, or "" for none."""
+    if path is None:
+        return ""
+    return url(path) if is_url(path) else str(Path(path).absolute())
 
 
 def _missing(column: pl.Series, ids: np.ndarray) -> Any:
