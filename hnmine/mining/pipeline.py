@@ -148,9 +148,9 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
-    users = EmbeddingSource(config.users, id_column=config.id_column, vector_column=config.vector_column,
-                            ids_path=config.user_ids)
-    items = EmbeddingSource(config.items, id_column=config.id_column, vector_column=config.vector_column,
+    (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
+    users = EmbeddingSource(config.users, id_column=user_id, vector_column=user_vector, ids_path=config.user_ids)
+    items = EmbeddingSource(config.items, id_column=item_id, vector_column=item_vector,
                             ids_path=config.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
@@ -363,7 +363,8 @@ class ChunkInputs:
     item_rows: np.ndarray
     audit_rows: np.ndarray  # user rows the --audit-sample compares with exact search
     n_users: int
-    vector_column: str  # how errors name the users' vector column
+    id_column: str  # the users' id column
+    vector_column: str  # the users' vector column (how errors name it)
 
     @property
     def needed(self) -> int:
@@ -520,7 +521,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         audit_rows = np.sort(order[: config.audit_sample])
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
                          inputs.positives.item_rows, audit_rows, len(inputs.user_ids),
-                         "vector" if inputs.users.is_npy else config.vector_column)
+                         inputs.users.id_column, "vector" if inputs.users.is_npy else inputs.users.vector_column)
     context = None if config.engine == "ray" else ChunkContext(shared)
     mark = timer.add("index", mark)
     faults.point("mine.index")

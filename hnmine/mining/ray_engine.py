@@ -65,6 +65,7 @@ class _ChunkMiner:
         inputs: ChunkInputs = ray.get(shared[0])
         ids: np.ndarray = ray.get(user_ids[0])
         self.config = inputs.config
+        self.inputs = inputs
         self.context = ChunkContext(inputs)
         self.order = np.argsort(ids, kind="stable")
         self.sorted_ids = ids[self.order]
@@ -91,7 +92,7 @@ class _ChunkMiner:
     def _mine(self, batch: Any) -> list[ChunkResult]:
         config = self.config
         where = str(config.users)
-        ids = _ids_to_numpy(batch.column(0), where, config.id_column)
+        ids = _ids_to_numpy(batch.column(0), where, self.inputs.id_column)
         rows = self._rows(ids)
         order = np.argsort(rows, kind="stable")
         rows, ids = rows[order], ids[order]
@@ -103,7 +104,7 @@ class _ChunkMiner:
             if not len(run):
                 continue
             first = int(rows[run[0]])
-            matrix = _vectors_to_numpy(vectors.slice(int(run[0]), len(run)), where, config.vector_column, first,
+            matrix = _vectors_to_numpy(vectors.slice(int(run[0]), len(run)), where, self.inputs.vector_column, first,
                                        ids[run])
             results.append(mine_chunk(self.context, first, Embeddings(ids[run], matrix, where)))
         return results
@@ -139,7 +140,7 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
         # reading takes no CPU of its own: the pool's actors hold the CPUs, and reads waiting for one
         # would starve them (a cluster with exactly workers x threads CPUs never started a read)
         dataset = ray.data.read_parquet([str(f) for f in users.files], num_cpus=0).select_columns(
-            [config.id_column, config.vector_column])
+            [shared.id_column, shared.vector_column])
         # The pool grows from one actor to --workers: Ray Data lists the files in a task that needs a
         # CPU, and a pool started at full size on a cluster of exactly workers x threads CPUs waited for
         # it forever.
