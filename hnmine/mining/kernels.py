@@ -6,6 +6,9 @@ whole chunk these cost more than the FAISS search itself; as one compiled loop p
 parallel over users, they cost a fraction of it (docs/performance.md).
 The trainer's compiled loops are in :mod:`hnmine.training.kernels`; they share :func:`dot`.
 
+The exact engine's kernels release the GIL: its tiles of users run on a pool of Python threads
+(:mod:`hnmine.mining.retrieval`), each calling them with one numba thread.
+
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled
 without fast-math, so the compiler may not reassociate it: a pair's score is the same in every run,
@@ -300,7 +303,7 @@ def _compact_bounded(fast, items, count, depth, slack, norms):  # pragma: no cov
     return c, bound
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors, slacks, depth, bounds,
                     res_fast, res_items, counts, overflow):  # pragma: no cover - compiled
     """Fold one GEMM block of fast scores (bf16 as int16 bits, or float32) into each user's reservoir.
@@ -366,7 +369,7 @@ def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors
         counts[i] = c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, redo):  # pragma: no cover
     """Cut each reservoir to the items whose upper bound reaches a proven lower bound ``L`` on the
     user's ``depth``-th best score; the rest provably rank below ``depth``.
@@ -429,7 +432,7 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
         counts[i] = keep
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def rescore_reservoirs(queries, vectors, res_items, counts, skip, chunks, out):  # pragma: no cover - compiled
     """Canonical score of every reservoir entry (``out[i, t]``), computed item by item.
 
@@ -505,7 +508,7 @@ def _sort_keys(keys, tmp):  # pragma: no cover - compiled
             keys[t] = tmp[t]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items, out_scores):  # pragma: no cover
     """Ranks ``lo..hi`` of each user's rescored candidates, sorted by (score desc, item row asc).
 
@@ -536,7 +539,7 @@ def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items,
                 out_items[i, col] = -1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - compiled
     """``out[i]``: the ``ranks[i]``-th best lower bound (fast score - slack * norm) of row i (0: -inf).
 
@@ -561,7 +564,7 @@ def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - comp
         out[i] = best[k - 1]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
     """Reservoir entries from catalog places (norm order) to item rows, in place."""
     for i in prange(res_items.shape[0]):
@@ -569,7 +572,7 @@ def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
             res_items[i, t] = order[res_items[i, t]]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
     """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted."""
     for i in prange(indptr.shape[0] - 1):

@@ -21,9 +21,11 @@ score blocks are folded into per-user candidate reservoirs in one compiled pass
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal, cast
@@ -43,6 +45,8 @@ SAFETY_MARGIN = 16
 _MIN_CALL = 256
 # The exact engine: users per GEMM tile and items per block (a cache-sized score buffer).
 _TILE_USERS = 1024
+# ... and at least this many, when a chunk is split among threads.
+_MIN_TILE = 128
 _TILE_ITEMS = 1024
 # The bf16 engine guesses each user's bound from every 8th item (in norm order).
 _GUESS_STRIDE = 32
@@ -445,8 +449,6 @@ class _Gemm:
             self._q = torch.from_numpy(queries).to(torch.bfloat16)
         else:
             self._q = queries
-        self.rows = min(_TILE_USERS, len(queries))  # the largest tile
-        self.buf: np.ndarray | torch.Tensor | None = None
 
     def tile(self, users: np.ndarray) -> np.ndarray | torch.Tensor:
         """The tile's query rows (``users`` ascending)."""
@@ -460,29 +462,25 @@ class _Gemm:
 
     def blocks(self, q: np.ndarray | torch.Tensor, block_items: int) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(b0, scores)``: the tile's scores against catalog places ``b0..b0+block``, one GEMM
-        into a reused, cache-sized buffer (each block is overwritten by the next)."""
+        into a cache-sized buffer (each block is overwritten by the next)."""
         index = self.index
         mt, n = q.shape[0], index.n_items
         if self.bf16:
             import torch
 
-            if self.buf is None:
-                self.buf = torch.empty(self.rows * block_items, dtype=torch.bfloat16)
-            buf = cast("torch.Tensor", self.buf)
+            buf = torch.empty(mt * block_items, dtype=torch.bfloat16)
             for b0 in range(0, n, block_items):
                 b1 = min(b0 + block_items, n)
                 scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
                 torch.mm(q, index._items_bf16_t[:, b0:b1], out=scores)
                 yield b0, scores.view(torch.int16).numpy()
             return
-        if self.buf is None:
-            self.buf = np.empty(self.rows * block_items, dtype=np.float32)
-        fbuf = cast(np.ndarray, self.buf)
+        fbuf = np.empty(mt * block_items, dtype=np.float32)
         for b0 in range(0, n, block_items):
             b1 = min(b0 + block_items, n)
-            scores = fbuf[: mt * (b1 - b0)].reshape(mt, b1 - b0)
-            np.matmul(q, index._items_sorted[b0:b1].T, out=scores)
-            yield b0, scores
+            out = fbuf[: mt * (b1 - b0)].reshape(mt, b1 - b0)
+            np.matmul(q, index._items_sorted[b0:b1].T, out=out)
+            yield b0, out
 
     def sample(self, q: np.ndarray | torch.Tensor) -> np.ndarray:
         """The tile's scores against the catalog sample (every ``_GUESS_STRIDE``-th place)."""
@@ -492,6 +490,38 @@ class _Gemm:
             return torch.mm(q, self.index._sample_bf16_t).view(torch.int16).numpy()
         return np.matmul(q, self.index._sample_sorted.T)
 
+    @contextlib.contextmanager
+    def threads(self, threads: int) -> Iterator[None]:
+        """The GEMM's own thread pool (numpy's BLAS or torch's) limited to ``threads`` meanwhile."""
+        if self.bf16:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(before)
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+
+
+def _workers() -> int:
+    """Python threads for the exact engine's tiles: numba's thread count, where its threading layer
+    lets several threads launch compiled kernels at once (omp, tbb; not workqueue)."""
+    threads = numba.get_num_threads()
+    if threads < 2:
+        return 1
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel kernel has run in this process yet: run one
+        kernels.places_to_rows(np.zeros((0, 1), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
+        layer = numba.threading_layer()
+    return threads if layer in ("omp", "tbb") else 1
+
 
 def _retrieve_exact(
     index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
@@ -499,8 +529,8 @@ def _retrieve_exact(
     """Exact window by tiled GEMM and a per-user candidate reservoir, in canonical order.
 
     For a tile of users, each block of items (in descending norm order) is scored by one GEMM into
-    a reused, cache-sized buffer, and :func:`hnmine.mining.kernels.reservoir_block` folds it into
-    each user's reservoir in the same pass over the scores. A fast score (bf16 or float32) is within
+    a cache-sized buffer, and :func:`hnmine.mining.kernels.reservoir_block` folds it into each
+    user's reservoir in the same pass over the scores. A fast score (bf16 or float32) is within
     ``slack |q| |v|`` of the canonical one (:func:`_bf16_slack`, :func:`_fp32_slack`), so each item
     carries its own interval: the reservoir keeps every non-positive item whose upper bound reaches
     the running ``hi``-th best lower bound, and all of those are rescored canonically and sorted by
@@ -508,6 +538,10 @@ def _retrieve_exact(
     independent of tiles, chunks and threads. The scan starts from a guess of that bound taken on a
     sample of the catalog (:func:`_guess_bounds`), checked at the end: a user whose guess was too
     high (rare) is scanned again without one.
+
+    Tiles run on a pool of Python threads, each doing its tile's GEMM, scan and rescoring with one
+    thread (the kernels release the GIL): no barrier per block between two thread pools, and a
+    thread slowed by another process on its core only delays its own tiles.
     """
     m = len(queries)
     n = index.n_items
@@ -531,8 +565,8 @@ def _retrieve_exact(
     gemm = _Gemm(index, queries)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
-    for t0 in range(0, m, _TILE_USERS):
-        users = np.arange(t0, min(t0 + _TILE_USERS, m))
+
+    def tile(users: np.ndarray) -> None:
         guessing = True
         cap = 4 * depth + 256
         while users.size:
@@ -564,7 +598,8 @@ def _retrieve_exact(
             skip = overflow | redo
             kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
             canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
-            kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
+            kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip,
+                                       8 * numba.get_num_threads(), canon)
             if contiguous:  # the kernel writes the done rows in place (skipped rows: written when redone)
                 win_items = items_out[users[0] : users[-1] + 1]
                 win_scores = scores_out[users[0] : users[-1] + 1]
@@ -582,6 +617,22 @@ def _retrieve_exact(
                 cap *= 4
             guessing = False
             users = users[~done]
+
+    workers = _workers()
+    size = min(_TILE_USERS, max(_MIN_TILE, -(-m // workers)))
+    tiles = [np.arange(t0, min(t0 + size, m)) for t0 in range(0, m, size)]
+    if workers == 1 or len(tiles) == 1:
+        with gemm.threads(numba.get_num_threads()):
+            for users in tiles:
+                tile(users)
+    else:
+        def one_thread(users: np.ndarray) -> None:
+            numba.set_num_threads(1)  # per thread: this one's kernels run on it alone
+            tile(users)
+
+        with gemm.threads(1), ThreadPoolExecutor(min(workers, len(tiles))) as pool:
+            for _ in pool.map(one_thread, tiles):
+                pass
     return Window(items=items_out, scores=scores_out, available=n - counts, lo=lo, retrieved=retrieved)
 
 
