@@ -27,7 +27,7 @@ import itertools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal, cast
 
 import numba
@@ -460,23 +460,24 @@ class _Gemm:
             return self._q[torch.from_numpy(users)]
         return self._q[users]
 
-    def blocks(self, q: np.ndarray | torch.Tensor, block_items: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(b0, scores)``: the tile's scores against catalog places ``b0..b0+block``, one GEMM
-        into a cache-sized buffer (each block is overwritten by the next)."""
+    def blocks(self, q: np.ndarray | torch.Tensor, block_items: int, limit: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(b0, scores)``: the tile's scores against catalog places ``b0..b0+block``, for every
+        block that starts below place ``limit``; one GEMM each into a cache-sized buffer (each block
+        is overwritten by the next)."""
         index = self.index
         mt, n = q.shape[0], index.n_items
         if self.bf16:
             import torch
 
             buf = torch.empty(mt * block_items, dtype=torch.bfloat16)
-            for b0 in range(0, n, block_items):
+            for b0 in range(0, limit, block_items):
                 b1 = min(b0 + block_items, n)
                 scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
                 torch.mm(q, index._items_bf16_t[:, b0:b1], out=scores)
                 yield b0, scores.view(torch.int16).numpy()
             return
         fbuf = np.empty(mt * block_items, dtype=np.float32)
-        for b0 in range(0, n, block_items):
+        for b0 in range(0, limit, block_items):
             b1 = min(b0 + block_items, n)
             out = fbuf[: mt * (b1 - b0)].reshape(mt, b1 - b0)
             np.matmul(q, index._items_sorted[b0:b1].T, out=out)
@@ -566,6 +567,11 @@ def _retrieve_exact(
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
 
+    guesses = np.full(m, -np.inf, dtype=np.float32)
+
+    def guess(users: np.ndarray) -> None:
+        guesses[users] = _guess_bounds(index, gemm, gemm.tile(users), slacks[users], counts[users], depth)
+
     def tile(users: np.ndarray) -> None:
         guessing = True
         cap = 4 * depth + 256
@@ -580,21 +586,19 @@ def _retrieve_exact(
             tile_pos = np.empty(len(rows), dtype=np.int64)
             kernels.sorted_places(tile_ptr, np.ascontiguousarray(rows, dtype=np.int64), index._place, tile_pos)
             cursors = np.zeros(mt, dtype=np.int64) + tile_ptr[:-1]
-            if guessing:
-                guesses = _guess_bounds(index, gemm, q, slacks[users], counts[users], depth)
-            else:
-                guesses = np.full(mt, -np.inf, dtype=np.float32)
-            bounds = guesses.copy()
+            start = guesses[users] if guessing else np.full(mt, -np.inf, dtype=np.float32)
+            bounds = start.copy()
             res_fast = np.empty((mt, cap), dtype=np.float32)
             res_items = np.empty((mt, cap), dtype=np.int64)
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
-            for b0, scores in gemm.blocks(q, block_items):
+            limit = int(reach[users].max()) if guessing else n
+            for b0, scores in gemm.blocks(q, block_items, limit):
                 kernels.reservoir_block(scores, b0, index._order, sorted_norms, tile_ptr, tile_pos, cursors,
                                         slacks[users], depth, bounds, res_fast, res_items, found, overflow)
             found[overflow] = 0
             redo = np.zeros(mt, dtype=np.bool_)
-            kernels.settle_bounded(sorted_norms, slacks[users], guesses, res_fast, res_items, found, depth, redo)
+            kernels.settle_bounded(sorted_norms, slacks[users], start, res_fast, res_items, found, depth, redo)
             skip = overflow | redo
             kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
             canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
@@ -620,20 +624,42 @@ def _retrieve_exact(
 
     workers = _workers()
     size = min(_TILE_USERS, max(_MIN_TILE, -(-m // workers)))
-    tiles = [np.arange(t0, min(t0 + size, m)) for t0 in range(0, m, size)]
-    if workers == 1 or len(tiles) == 1:
-        with gemm.threads(numba.get_num_threads()):
-            for users in tiles:
-                tile(users)
-    else:
-        def one_thread(users: np.ndarray) -> None:
-            numba.set_num_threads(1)  # per thread: this one's kernels run on it alone
-            tile(users)
+    serial = workers == 1 or m <= size
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(gemm.threads(numba.get_num_threads() if serial else 1))
+        if serial:
+            def run(task: Callable[[np.ndarray], None], tiles: list[np.ndarray]) -> None:
+                for users in tiles:
+                    task(users)
+        else:
+            pool = stack.enter_context(ThreadPoolExecutor(workers))
 
-        with gemm.threads(1), ThreadPoolExecutor(min(workers, len(tiles))) as pool:
-            for _ in pool.map(one_thread, tiles):
-                pass
+            def run(task: Callable[[np.ndarray], None], tiles: list[np.ndarray]) -> None:
+                def one_thread(users: np.ndarray) -> None:
+                    numba.set_num_threads(1)  # per thread: this one's kernels run on it alone
+                    task(users)
+
+                for _ in pool.map(one_thread, tiles):
+                    pass
+
+        run(guess, [np.arange(t0, min(t0 + size, m)) for t0 in range(0, m, size)])
+        # An item scores at most |q| |v| (Cauchy-Schwarz): the catalog in norm order, past the places a
+        # user's guess allows (``reach``), holds none of its top ``depth``, provided the guess is proven
+        # (else the user is scanned again in full). Tiles of users with similar reach stop early together.
+        reach = _reach(sorted_norms, qn, guesses, queries.shape[1])
+        order = np.argsort(reach, kind="stable")
+        run(tile, [np.sort(order[t0 : t0 + size]) for t0 in range(0, m, size)])
     return Window(items=items_out, scores=scores_out, available=n - counts, lo=lo, retrieved=retrieved)
+
+
+def _reach(sorted_norms: np.ndarray, qn: np.ndarray, guesses: np.ndarray, dim: int) -> np.ndarray:
+    """Per user, how many catalog places (descending norms) may score at least its guess: past them,
+    every canonical score is below it, as it is at most ``(1 + gamma_d) |q| |v|`` (``qn`` and the
+    norms are rounded up; twice ``gamma_d`` to spare)."""
+    gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        floor = np.where((guesses > 0) & (qn > 0), guesses.astype(np.float64) / (qn * (1 + 2 * gamma)), -np.inf)
+    return np.searchsorted(-sorted_norms.astype(np.float64), -floor, side="right")
 
 
 def _guess_bounds(index: ItemIndex, gemm: _Gemm, q: np.ndarray | torch.Tensor, slacks: np.ndarray,
