@@ -267,7 +267,7 @@ def _fast_value(row, j):  # pragma: no cover - compiled only
     raise NotImplementedError
 
 
-@overload(_span_hits, jit_options={"cache": True})
+@overload(_span_hits)
 def _span_hits_typed(row, j, floor):  # pragma: no cover - compiled
     if row.dtype == types.int16:
         def bf16(row, j, floor):
@@ -277,7 +277,7 @@ def _span_hits_typed(row, j, floor):  # pragma: no cover - compiled
     return lambda row, j, floor: _span_mask_f32(row[j : j + 64], floor)
 
 
-@overload(_fast_value, jit_options={"cache": True})
+@overload(_fast_value)
 def _fast_value_typed(row, j):  # pragma: no cover - compiled
     if row.dtype == types.int16:
         return lambda row, j: _bf16_value(row[j])

@@ -25,10 +25,10 @@ import contextlib
 import functools
 import itertools
 import math
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numba
 import numpy as np
@@ -443,6 +443,7 @@ class _Gemm:
     def __init__(self, index: ItemIndex, queries: np.ndarray) -> None:
         self.index = index
         self.bf16 = index.bf16
+        self._q: Any  # a bf16 torch.Tensor or the float32 queries
         if self.bf16:
             import torch
 
@@ -473,7 +474,7 @@ class _Gemm:
             for b0 in range(0, limit, block_items):
                 b1 = min(b0 + block_items, n)
                 scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
-                torch.mm(q, index._items_bf16_t[:, b0:b1], out=scores)
+                torch.mm(cast("torch.Tensor", q), index._items_bf16_t[:, b0:b1], out=scores)
                 yield b0, scores.view(torch.int16).numpy()
             return
         fbuf = np.empty(mt * block_items, dtype=np.float32)
@@ -488,7 +489,7 @@ class _Gemm:
         if self.bf16:
             import torch
 
-            return torch.mm(q, self.index._sample_bf16_t).view(torch.int16).numpy()
+            return torch.mm(cast("torch.Tensor", q), self.index._sample_bf16_t).view(torch.int16).numpy()
         return np.matmul(q, self.index._sample_sorted.T)
 
     @contextlib.contextmanager
