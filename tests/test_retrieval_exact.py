@@ -186,8 +186,14 @@ def test_guessed_bounds_and_redo(monkeypatch, precision):
     assert (redone.retrieved > 0).all()
 
 
-def test_auto_precision_takes_bf16_only_for_big_jobs():
-    """``auto`` loads torch for bf16 tiles only where the job's GEMM pays for it (and the CPU has them)."""
+def test_auto_takes_the_exact_engine_and_bf16_only_for_big_jobs():
+    """``auto`` takes the exact engine for big jobs, and loads torch for bf16 tiles only where the job's
+    GEMM pays for it (and the CPU has them): a Gowalla-size job runs float32 tiles, without torch."""
+    rng = np.random.default_rng(4)
+    items = rng.standard_normal((2000, 8)).astype(np.float32)
+    assert ItemIndex(items, IndexSpec(kind="auto"), queries=10).spec.kind == "flat"
+    big = ItemIndex(items, IndexSpec(kind="auto"), queries=R._AUTO_EXACT_PAIRS // 2000)
+    assert (big.spec.kind, big.precision) == ("exact", "fp32")
     assert not R._wants_bf16("auto", 29_858, (40_981, 64))  # Gowalla: float32 tiles
     assert R._wants_bf16("auto", 100_000, (1_000_000, 64)) == R.cpu_has_bf16()
     assert R._wants_bf16("bf16", 10, (10, 4)) and not R._wants_bf16("fp32", 10**6, (10**6, 64))

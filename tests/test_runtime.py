@@ -46,18 +46,16 @@ def test_help_imports_no_heavy_library():
     assert loaded_after(["run", "--help"]) == []
 
 
-def test_mine_loads_neither_torch_nor_faiss(sample_embeddings, tmp_path):
-    """The default engine (exact, float32 tiles by numpy's BLAS) needs neither library."""
+def test_mine_on_a_small_job_does_not_load_torch(sample_embeddings, tmp_path):
     users, items = sample_embeddings
     code = (
         "import json, sys\nfrom hnmine import MineConfig, mine\n"
         f"report = mine(MineConfig(users={str(users)!r}, items={str(items)!r}, "
         f"positives={str(hnmine_root() / 'sample_data' / 'train.txt')!r}, out={str(tmp_path / 'o')!r}))\n"
-        "print(json.dumps({'index': report.index, 'gemm': report.gemm_precision, 'torch': 'torch' in sys.modules, "
-        "'faiss': 'faiss' in sys.modules}))"
+        "print(json.dumps({'index': report.index, 'torch': 'torch' in sys.modules}))"
     )
     result = json.loads(python(code).strip().splitlines()[-1])
-    assert result == {"index": "exact", "gemm": "fp32", "torch": False, "faiss": False}
+    assert result == {"index": "flat", "torch": False}
 
 
 def hnmine_root() -> Path:

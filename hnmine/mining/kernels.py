@@ -7,7 +7,8 @@ parallel over users, they cost a fraction of it (docs/performance.md).
 The trainer's compiled loops are in :mod:`hnmine.training.kernels`; they share :func:`dot`.
 
 The exact engine's kernels release the GIL: its tiles of users run on a pool of Python threads
-(:mod:`hnmine.mining.retrieval`), each calling them with one numba thread.
+(:mod:`hnmine.mining.retrieval`), each calling them with one numba thread. Its own kernels are
+therefore sequential (``parallel=True`` would only add to their compilation: seconds each).
 
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled
@@ -284,16 +285,21 @@ def _fast_value_typed(row, j):  # pragma: no cover - compiled
     return lambda row, j: np.float32(row[j])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _compact_bounded(fast, items, count, depth, slack, norms):  # pragma: no cover - compiled
     """Keep the entries whose upper bound reaches the ``depth``-th best lower bound; return (count, it).
 
-    Entry t's exact score lies in ``fast[t] -+ slack * norms[items[t]]``.
+    Entry t's exact score lies in ``fast[t] -+ slack * norms[items[t]]``. Rare (a full reservoir, a
+    user scanned without a guess): the window's radix sort on the lower bounds, not ``np.partition``
+    or ``np.sort``, whose compilation alone took as long as every kernel of the engine together.
     """
-    lower = np.empty(count, dtype=np.float32)
+    keys = np.empty(count, dtype=np.uint64)
     for t in range(count):
-        lower[t] = fast[t] - slack * norms[items[t]]
-    bound = np.partition(lower, count - depth)[count - depth]
+        b32 = np.float32(fast[t] - slack * norms[items[t]]).view(np.int32)
+        keys[t] = np.uint64(np.uint32(b32 ^ (~(b32 >> 31) & _SIGN_OFF))) << np.uint64(32)  # ascending: best first
+    _sort_keys(keys, np.empty(count, dtype=np.uint64))
+    desc = np.int32(np.uint32(keys[depth - 1] >> np.uint64(32)))
+    bound = np.int32(desc ^ (~(desc >> 31) & _SIGN_OFF)).view(np.float32)
     c = 0
     for t in range(count):
         if fast[t] + slack * norms[items[t]] >= bound:
@@ -303,7 +309,7 @@ def _compact_bounded(fast, items, count, depth, slack, norms):  # pragma: no cov
     return c, bound
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors, slacks, depth, bounds,
                     res_fast, res_items, counts, overflow):  # pragma: no cover - compiled
     """Fold one GEMM block of fast scores (bf16 as int16 bits, or float32) into each user's reservoir.
@@ -321,7 +327,7 @@ def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors
     mt = scores.shape[0]
     cap = res_fast.shape[1]
     limit = min(scores.shape[1], sorted_norms.shape[0] - b0)
-    for i in prange(mt):
+    for i in range(mt):
         if overflow[i]:
             continue
         cur = cursors[i]
@@ -369,7 +375,7 @@ def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors
         counts[i] = c
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, redo):  # pragma: no cover
     """Cut each reservoir to the items whose upper bound reaches a proven lower bound ``L`` on the
     user's ``depth``-th best score; the rest provably rank below ``depth``.
@@ -381,7 +387,7 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
     that hold ``depth`` entries (an actual entry's value, so exactly ``depth`` or more reach it).
     Without a guess, ``L`` is the exact ``depth``-th best (a partition).
     """
-    for i in prange(res_fast.shape[0]):
+    for i in range(res_fast.shape[0]):
         c = counts[i]
         g = guesses[i]
         redo[i] = False
@@ -539,14 +545,14 @@ def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items,
                 out_items[i, col] = -1
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - compiled
     """``out[i]``: the ``ranks[i]``-th best lower bound (fast score - slack * norm) of row i (0: -inf).
 
     The ranks are small (tens): a sorted top-k buffer rejects most scores with one compare.
     """
     m, s = scores.shape
-    for i in prange(m):
+    for i in range(m):
         k = ranks[i]
         if k < 1 or k > s:
             out[i] = -np.inf
@@ -564,20 +570,25 @@ def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - comp
         out[i] = best[k - 1]
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
     """Reservoir entries from catalog places (norm order) to item rows, in place."""
-    for i in prange(res_items.shape[0]):
+    for i in range(res_items.shape[0]):
         for t in range(counts[i]):
             res_items[i, t] = order[res_items[i, t]]
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
-    """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted."""
-    for i in prange(indptr.shape[0] - 1):
+    """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted (by
+    insertion: a few dozen each, typically; ``np.sort`` costs seconds to compile)."""
+    for i in range(indptr.shape[0] - 1):
         a = indptr[i]
         b = indptr[i + 1]
         for t in range(a, b):
-            out[t] = place[pos_rows[t]]
-        out[a:b] = np.sort(out[a:b])
+            value = place[pos_rows[t]]
+            k = t
+            while k > a and out[k - 1] > value:
+                out[k] = out[k - 1]
+                k -= 1
+            out[k] = value
