@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from hnmine.errors import InputError
+from hnmine.io.storage import is_url, url
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.pipeline import MineReport
@@ -145,6 +146,8 @@ def mine(
     known = {f.name for f in fields(MineConfig)}
     settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known}
     cfg = MineConfig(**settings)
+    if html_report and is_url(cfg.out):
+        fail(f"{url(cfg.out)}: --report writes into a local --out; run hnmine report on a local copy instead")
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 
