@@ -519,15 +519,10 @@ class _Gemm:
 def _workers() -> int:
     """Python threads for the exact engine's tiles: numba's thread count, where its threading layer
     lets several threads launch compiled kernels at once (omp, tbb; not workqueue)."""
-    threads = numba.get_num_threads()
+    threads = numba.get_num_threads()  # starts numba's threading layer, if no kernel has yet
     if threads < 2:
         return 1
-    try:
-        layer = numba.threading_layer()
-    except ValueError:  # no parallel kernel has run in this process yet: run one
-        kernels.places_to_rows(np.zeros((0, 1), dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
-        layer = numba.threading_layer()
-    return threads if layer in ("omp", "tbb") else 1
+    return threads if numba.threading_layer() in ("omp", "tbb") else 1
 
 
 def _retrieve_exact(
