@@ -144,9 +144,9 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
-    users = EmbeddingSource(config.users, id_column=config.id_column, vector_column=config.vector_column,
-                            ids_path=config.user_ids)
-    items = EmbeddingSource(config.items, id_column=config.id_column, vector_column=config.vector_column,
+    (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
+    users = EmbeddingSource(config.users, id_column=user_id, vector_column=user_vector, ids_path=config.user_ids)
+    items = EmbeddingSource(config.items, id_column=item_id, vector_column=item_vector,
                             ids_path=config.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
@@ -423,7 +423,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             if queries.shape[1] != inputs.items.dim:
                 raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
             score_range.check(queries, chunk.ids, first_row, config.users,
-                              "vector" if inputs.users.is_npy else config.vector_column)
+                              "vector" if inputs.users.is_npy else inputs.users.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
             max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
             window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
