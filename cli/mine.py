@@ -106,10 +106,10 @@ def mine(
     seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
     metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
     index: Annotated[
-        str, typer.Option(help="auto|flat|exact (exact, same output: flat = FAISS, exact = tiled GEMM engine, auto = exact where the CPU has bf16 units, else flat)|ivf|hnsw (approximate).")
+        str, typer.Option(help="auto|flat|exact (exact, same output: flat = FAISS, exact = tiled GEMM engine, auto = exact from 2e8 user-item pairs, else flat)|ivf|hnsw (approximate).")
     ] = "auto",
     precision: Annotated[
-        str, typer.Option(help="exact: GEMM precision auto|fp32|bf16 (bf16 tiles, every candidate rescored in fp32: same output; auto = bf16 where the CPU has AMX/AVX512-BF16).")
+        str, typer.Option(help="exact: GEMM precision auto|fp32|bf16 (bf16 tiles by torch, every candidate rescored in fp32: same output; auto = bf16 for big jobs where the CPU has AMX/AVX512-BF16).")
     ] = "auto",
     nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
     nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,

@@ -156,28 +156,47 @@ def test_exact_reservoir_overflow_retries_with_more_room(precision):
     np.testing.assert_array_equal(exact.scores, flat.scores)
 
 
-def test_bf16_guessed_bounds_and_redo(monkeypatch):
-    """A large catalog takes the sampled-guess path; guesses that are too high are detected and the
-    users scanned again, so the windows are still the canonical ones."""
+def test_guessed_bounds_and_redo(monkeypatch, precision):
+    """A large catalog takes the sampled-guess path and skips the items past each user's
+    Cauchy-Schwarz reach of its guess; guesses that are too high are detected and the users
+    scanned again in full, so the windows are still the canonical ones."""
     users, items, indptr, pos = _data(150, 20000, dim=32, heavy=False, seed=21)
-    index = ItemIndex(items, IndexSpec(kind="exact", precision="bf16"))
-    assert index.precision == "bf16"
-    flat = retrieve_window(ItemIndex(items), users, indptr, pos, 11, 60)
-    guessed = retrieve_window(index, users, indptr, pos, 11, 60)
+    items *= np.exp(np.random.default_rng(3).uniform(-7, 0, (len(items), 1))).astype(np.float32)  # norms spread 1000x
+    index = ItemIndex(items, IndexSpec(kind="exact", precision=precision))
+    assert index.precision == precision
+    flat = retrieve_window(ItemIndex(items), users, indptr, pos, 101, 300)
+    reaches = []
+    real_reach = R._reach
+    monkeypatch.setattr(R, "_reach", lambda *args: reaches.append(real_reach(*args)) or reaches[-1])
+    guessed = retrieve_window(index, users, indptr, pos, 101, 300)
+    assert reaches[0].max() < len(items)  # every user's scan stopped early
     np.testing.assert_array_equal(guessed.items, flat.items)
     np.testing.assert_array_equal(guessed.scores, flat.scores)
-    calls = []
     real = R._guess_bounds
 
     def too_high(*args):
-        calls.append(1)
-        return real(*args) + np.float32(1e3)  # above every score: every user must be redone
+        guesses = real(*args)
+        assert np.isfinite(guesses).all()
+        return guesses + np.float32(1e3)  # above every score: every user must be redone
 
     monkeypatch.setattr(R, "_guess_bounds", too_high)
-    redone = retrieve_window(index, users, indptr, pos, 11, 60)
-    assert calls
+    redone = retrieve_window(index, users, indptr, pos, 101, 300)
     np.testing.assert_array_equal(redone.items, flat.items)
     np.testing.assert_array_equal(redone.scores, flat.scores)
+    assert (redone.retrieved > 0).all()
+
+
+def test_auto_takes_the_exact_engine_and_bf16_only_for_big_jobs():
+    """``auto`` takes the exact engine for big jobs, and loads torch for bf16 tiles only where the job's
+    GEMM pays for it (and the CPU has them): a Gowalla-size job runs float32 tiles, without torch."""
+    rng = np.random.default_rng(4)
+    items = rng.standard_normal((2000, 8)).astype(np.float32)
+    assert ItemIndex(items, IndexSpec(kind="auto"), queries=10).spec.kind == "flat"
+    big = ItemIndex(items, IndexSpec(kind="auto"), queries=R._AUTO_EXACT_PAIRS // 2000)
+    assert (big.spec.kind, big.precision) == ("exact", "fp32")
+    assert not R._wants_bf16("auto", 29_858, (40_981, 64))  # Gowalla: float32 tiles
+    assert R._wants_bf16("auto", 100_000, (1_000_000, 64)) == R.cpu_has_bf16()
+    assert R._wants_bf16("bf16", 10, (10, 4)) and not R._wants_bf16("fp32", 10**6, (10**6, 64))
 
 
 def test_bf16_bound_covers_torch_bf16_gemm():

@@ -6,6 +6,10 @@ whole chunk these cost more than the FAISS search itself; as one compiled loop p
 parallel over users, they cost a fraction of it (docs/performance.md).
 The trainer's compiled loops are in :mod:`hnmine.training.kernels`; they share :func:`dot`.
 
+The exact engine's kernels release the GIL: its tiles of users run on a pool of Python threads
+(:mod:`hnmine.mining.retrieval`), each calling them with one numba thread. Its own kernels are
+therefore sequential (``parallel=True`` would only add to their compilation: seconds each).
+
 Determinism: every user is computed by the same sequential code whatever the thread that runs it,
 and :func:`dot` fixes its summation order (8 interleaved partial sums, combined pairwise), compiled
 without fast-math, so the compiler may not reassociate it: a pair's score is the same in every run,
@@ -18,10 +22,10 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core.extending import intrinsic
+from numba.core.extending import intrinsic, overload
 
 __all__ = [
-    "canonical_pairs", "dot", "finish_sorted", "post_search_candidates", "rescore_reservoirs", "reservoir_block", "reservoir_block_bf16",
+    "canonical_pairs", "dot", "post_search_candidates", "rescore_reservoirs", "reservoir_block",
     "sample_bounds", "set_threads", "settle_bounded", "window_from_scores",
 ]
 
@@ -113,54 +117,6 @@ def _rescore_range(fast, count, width_c, margin, lo, depth):  # pragma: no cover
 
 
 @njit(cache=True, inline="always")
-def _finish_row(q, vectors, fast, items, count, width_c, margin, lo, hi, depth, out_items, out_scores):  # pragma: no cover
-    """Canonical ranks ``lo..hi`` of one user from its candidates in fast-score order.
-
-    ``fast[:count]`` are non-increasing finite fast-kernel scores of the user's non-positive
-    candidates, ``items[:count]`` their rows; positions ``count..width_c-1`` count as -inf. The
-    candidates must include every item within ``margin`` of the ``depth``-th best. Returns the
-    number of candidates that can reach the window (``end``); see ``retrieval._finish``.
-    """
-    neg_inf = np.float32(-np.inf)
-    end, head = _rescore_range(fast, count, width_c, margin, lo, depth)
-    n = end - head
-    scores = np.empty(max(n, 1), dtype=np.float32)
-    for t in range(n):
-        scores[t] = dot(q, vectors[items[head + t]])
-    bits = scores.view(np.int32)
-    keys = np.empty(n, dtype=np.uint64)
-    for t in range(n):
-        b32 = bits[t]
-        # Non-negative floats: flip all bits but the sign; negative: keep. As uint32 that sorts by
-        # descending score; the item row in the low half breaks ties.
-        desc = b32 ^ (~(b32 >> 31) & _SIGN_OFF)
-        keys[t] = (np.uint64(np.uint32(desc)) << np.uint64(32)) | np.uint64(items[head + t])
-    # The fast order is the canonical one but for near-ties: insertion sort is ~linear on it.
-    for t in range(1, n):
-        key = keys[t]
-        s = t - 1
-        while s >= 0 and keys[s] > key:
-            keys[s + 1] = keys[s]
-            s -= 1
-        keys[s + 1] = key
-    back = np.empty(1, dtype=np.int32)
-    back_f = back.view(np.float32)
-    width = hi - lo + 1
-    for c in range(width):
-        idx = lo - 1 - head + c
-        if 0 <= idx < n:
-            key = keys[idx]
-            desc = np.int32(np.uint32(key >> np.uint64(32)))
-            back[0] = desc ^ (~(desc >> 31) & _SIGN_OFF)
-            out_scores[c] = back_f[0]
-            out_items[c] = np.int64(key & _LOW32)
-        else:
-            out_scores[c] = neg_inf
-            out_items[c] = -1
-    return end
-
-
-@njit(cache=True, inline="always")
 def _is_positive(pos_rows, start, stop, row):  # pragma: no cover - compiled
     """Whether item ``row`` is among a user's positives ``pos_rows[start:stop]`` (sorted): binary search."""
     lo = start
@@ -180,7 +136,7 @@ def post_search_candidates(fast, rows, users, indptr, pos_rows, margins, lo, nee
     """After a FAISS call: each user's candidates that need a canonical score.
 
     ``fast``/``rows`` are FAISS's (m, depth) results for chunk users ``users``; ``indptr``/``pos_rows``
-    the chunk's positives (sorted per user). Positives are dropped, then (as :func:`_finish_row`) the candidates that can reach ranks
+    the chunk's positives (sorted per user). Positives are dropped, then (see :func:`_rescore_range`) the candidates that can reach ranks
     ``lo..need`` canonically are ``cand_items[i, :counts[i]]``, after a head of ``heads[i]`` items
     whose order is settled. :func:`rescore_reservoirs` then scores them item by item and
     :func:`window_from_scores` cuts the window. With ``check``, ``short[i]`` flags a user whose
@@ -216,103 +172,7 @@ def post_search_candidates(fast, rows, users, indptr, pos_rows, margins, lo, nee
             short[i] = not (fast[i, depth - 1] < f_d - margin)
 
 
-@njit(cache=True, parallel=True)
-def finish_sorted(queries, vectors, fast_sorted, item_sorted, margins, lo, hi, depth,
-                  out_items, out_scores, ends):  # pragma: no cover - compiled
-    """:func:`_finish_row` for every row of candidates already in fast-score order (-inf padded)."""
-    m, width_c = fast_sorted.shape
-    for i in prange(m):
-        count = 0
-        while count < width_c and fast_sorted[i, count] > -np.inf:
-            count += 1
-        ends[i] = _finish_row(queries[i], vectors, fast_sorted[i], item_sorted[i], count, width_c,
-                              margins[i], lo, hi, depth, out_items[i], out_scores[i])
-
-
-@njit(cache=True)
-def _next_span(row, j, full, floor):  # pragma: no cover - compiled
-    """The first 64-score span from ``j`` (below ``full``) with a score >= ``floor``, else ``full``.
-
-    Fixed-length, branch-free counting: it vectorises (0.15 ns a score here, 0.44 with 32-score spans).
-    """
-    while j < full:
-        hits = 0
-        for jj in range(j, j + 64):
-            hits += np.int32(row[jj] >= floor)
-        if hits:
-            return j
-        j += 64
-    return j
-
-
-@njit(cache=True, inline="always")
-def _compact_row(fast, items, count, depth, margin):  # pragma: no cover - compiled
-    """Keep the entries within ``margin`` of the ``depth``-th best; return (count, that score)."""
-    threshold = np.partition(fast[:count], count - depth)[count - depth]  # the depth-th best
-    keep = threshold - margin
-    c = 0
-    for t in range(count):
-        if fast[t] >= keep:
-            fast[c] = fast[t]
-            items[c] = items[t]
-            c += 1
-    return c, threshold
-
-
-@njit(cache=True, parallel=True)
-def reservoir_block(scores, b0, n_items, indptr, pos_rows, margins, depth, thresholds, res_fast, res_items,
-                    counts, overflow):  # pragma: no cover - compiled
-    """Fold one GEMM block of scores into each user's candidate reservoir (the exact engine).
-
-    A user keeps every non-positive item scoring at least ``threshold - margin``, where ``threshold``
-    is a running lower bound on its ``depth``-th best score (the ``depth``-th best of the reservoir,
-    updated when it fills up), so the reservoir always holds every item that can reach the top
-    ``depth`` canonically. A reservoir that cannot make room (more than its capacity within the
-    margin: duplicate vectors) sets ``overflow``; the caller retries with more room.
-    """
-    mt = scores.shape[0]
-    cap = res_fast.shape[1]
-    limit = min(scores.shape[1], n_items - b0)
-    for i in prange(mt):
-        if overflow[i]:
-            continue
-        a = indptr[i]
-        b = indptr[i + 1]
-        margin = margins[i]
-        floor = thresholds[i] - margin
-        c = counts[i]
-        row = scores[i]
-        full = limit - limit % 64
-        j = 0
-        while j < limit:
-            j = _next_span(row, j, full, floor)  # most spans of a block hold no candidate
-            stop = j + 64 if j < full else limit
-            for jj in range(j, stop):
-                s = row[jj]
-                if s < floor:
-                    continue
-                r = b0 + jj
-                if _is_positive(pos_rows, a, b, r):
-                    continue
-                if c == cap:
-                    c, thr = _compact_row(res_fast[i], res_items[i], c, depth, margin)
-                    thresholds[i] = thr
-                    floor = thr - margin
-                    if s < floor:
-                        continue
-                    if c == cap:
-                        overflow[i] = True
-                        break
-                res_fast[i, c] = s
-                res_items[i, c] = r
-                c += 1
-            if overflow[i]:
-                break
-            j = stop
-        counts[i] = c
-
-
-# ------------------------------------------------------------------ bf16 scoring (exact engine)
+# ------------------------------------------------------------------ the exact engine's scan (bf16 or float32 scores)
 @njit(cache=True, inline="always")
 def _bf16_key(x):  # pragma: no cover - compiled
     """bf16 bits (int16) -> an int32 whose order is the float order (sign-magnitude to two's complement)."""
@@ -387,16 +247,59 @@ def _floor_bits(value):  # pragma: no cover - compiled
     return _bf16_floor_key(value), False
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
+def _span_mask_f32(span, floor):  # pragma: no cover - compiled
+    """Bit t set when the float32 score ``span[t]`` >= ``floor`` (a 64-score slice, indexed from 0)."""
+    mask = np.uint64(0)
+    for t in range(64):
+        mask |= np.uint64(span[t] >= floor) << np.uint64(t)
+    return mask
+
+
+# The exact engine's GEMM gives bf16 scores (as int16 bits) or float32 ones: the scan reads either
+# through these two, chosen by numba from the score array's type when a kernel is compiled.
+def _span_hits(row, j, floor):  # pragma: no cover - compiled only
+    """Bit t set when score ``row[j + t]`` may reach ``floor`` (64 scores from ``j``)."""
+    raise NotImplementedError
+
+
+def _fast_value(row, j):  # pragma: no cover - compiled only
+    """The fast score ``row[j]`` as float32."""
+    raise NotImplementedError
+
+
+@overload(_span_hits)
+def _span_hits_typed(row, j, floor):  # pragma: no cover - compiled
+    if row.dtype == types.int16:
+        def bf16(row, j, floor):
+            kfloor, raw = _floor_bits(floor)
+            return _span_mask(row, j, kfloor, raw)
+        return bf16
+    return lambda row, j, floor: _span_mask_f32(row[j : j + 64], floor)
+
+
+@overload(_fast_value)
+def _fast_value_typed(row, j):  # pragma: no cover - compiled
+    if row.dtype == types.int16:
+        return lambda row, j: _bf16_value(row[j])
+    return lambda row, j: np.float32(row[j])
+
+
+@njit(cache=True)
 def _compact_bounded(fast, items, count, depth, slack, norms):  # pragma: no cover - compiled
     """Keep the entries whose upper bound reaches the ``depth``-th best lower bound; return (count, it).
 
-    Entry t's exact score lies in ``fast[t] -+ slack * norms[items[t]]``.
+    Entry t's exact score lies in ``fast[t] -+ slack * norms[items[t]]``. Rare (a full reservoir, a
+    user scanned without a guess): the window's radix sort on the lower bounds, not ``np.partition``
+    or ``np.sort``, whose compilation alone took as long as every kernel of the engine together.
     """
-    lower = np.empty(count, dtype=np.float32)
+    keys = np.empty(count, dtype=np.uint64)
     for t in range(count):
-        lower[t] = fast[t] - slack * norms[items[t]]
-    bound = np.partition(lower, count - depth)[count - depth]
+        b32 = np.float32(fast[t] - slack * norms[items[t]]).view(np.int32)
+        keys[t] = np.uint64(np.uint32(b32 ^ (~(b32 >> 31) & _SIGN_OFF))) << np.uint64(32)  # ascending: best first
+    _sort_keys(keys, np.empty(count, dtype=np.uint64))
+    desc = np.int32(np.uint32(keys[depth - 1] >> np.uint64(32)))
+    bound = np.int32(desc ^ (~(desc >> 31) & _SIGN_OFF)).view(np.float32)
     c = 0
     for t in range(count):
         if fast[t] + slack * norms[items[t]] >= bound:
@@ -406,14 +309,14 @@ def _compact_bounded(fast, items, count, depth, slack, norms):  # pragma: no cov
     return c, bound
 
 
-@njit(cache=True, parallel=True)
-def reservoir_block_bf16(scores, b0, order, sorted_norms, indptr, pos_places, cursors, slacks, depth, bounds,
-                         res_fast, res_items, counts, overflow):  # pragma: no cover - compiled
-    """:func:`reservoir_block` for a block of bf16 scores (int16 bits) with per-item error bounds.
+@njit(cache=True, nogil=True)
+def reservoir_block(scores, b0, order, sorted_norms, indptr, pos_places, cursors, slacks, depth, bounds,
+                    res_fast, res_items, counts, overflow):  # pragma: no cover - compiled
+    """Fold one GEMM block of fast scores (bf16 as int16 bits, or float32) into each user's reservoir.
 
     Column ``jj`` of the block is catalog place ``b0 + jj``: item row ``order[b0 + jj]``, the catalog
     in descending norm order, with norm ``sorted_norms[b0 + jj]``. The exact score of (user i, that
-    item) lies within ``slacks[i] * norm`` of its bf16 score. ``bounds[i]`` is a running lower bound
+    item) lies within ``slacks[i] * norm`` of its fast score. ``bounds[i]`` is a running lower bound
     on the user's ``depth``-th best exact score (the ``depth``-th best lower bound in the reservoir);
     an item is kept when its upper bound reaches it, so the reservoir always holds every item that
     can reach the top ``depth``. Each 64-score span is tested by vectorised integer compares against
@@ -424,7 +327,7 @@ def reservoir_block_bf16(scores, b0, order, sorted_norms, indptr, pos_places, cu
     mt = scores.shape[0]
     cap = res_fast.shape[1]
     limit = min(scores.shape[1], sorted_norms.shape[0] - b0)
-    for i in prange(mt):
+    for i in range(mt):
         if overflow[i]:
             continue
         cur = cursors[i]
@@ -434,18 +337,18 @@ def reservoir_block_bf16(scores, b0, order, sorted_norms, indptr, pos_places, cu
         c = counts[i]
         row = scores[i]
         for j in range(0, limit, 64):
-            kfloor, raw = _floor_bits(bound - slack * sorted_norms[b0 + j])
+            floor = bound - slack * sorted_norms[b0 + j]
             if j + 64 <= limit:
-                mask = _span_mask(row, j, kfloor, raw)
+                mask = _span_hits(row, j, floor)
             else:  # the last, partial span: pad, and keep only its real scores' bits
                 span = np.zeros(64, dtype=scores.dtype)
                 span[: limit - j] = row[j:limit]
-                mask = _span_mask(span, 0, kfloor, raw) & ((np.uint64(1) << np.uint64(limit - j)) - np.uint64(1))
+                mask = _span_hits(span, 0, floor) & ((np.uint64(1) << np.uint64(limit - j)) - np.uint64(1))
             while mask:
                 jj = j + np.int64(_trailing_zeros(mask))
                 mask &= mask - np.uint64(1)
                 place = b0 + jj
-                s = _bf16_value(row[jj])
+                s = _fast_value(row, jj)
                 if s + slack * sorted_norms[place] < bound:
                     continue
                 while cur < end and pos_places[cur] < place:
@@ -472,7 +375,7 @@ def reservoir_block_bf16(scores, b0, order, sorted_norms, indptr, pos_places, cu
         counts[i] = c
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, redo):  # pragma: no cover
     """Cut each reservoir to the items whose upper bound reaches a proven lower bound ``L`` on the
     user's ``depth``-th best score; the rest provably rank below ``depth``.
@@ -484,7 +387,7 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
     that hold ``depth`` entries (an actual entry's value, so exactly ``depth`` or more reach it).
     Without a guess, ``L`` is the exact ``depth``-th best (a partition).
     """
-    for i in prange(res_fast.shape[0]):
+    for i in range(res_fast.shape[0]):
         c = counts[i]
         g = guesses[i]
         redo[i] = False
@@ -535,7 +438,7 @@ def settle_bounded(norms, slacks, guesses, res_fast, res_items, counts, depth, r
         counts[i] = keep
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def rescore_reservoirs(queries, vectors, res_items, counts, skip, chunks, out):  # pragma: no cover - compiled
     """Canonical score of every reservoir entry (``out[i, t]``), computed item by item.
 
@@ -611,7 +514,7 @@ def _sort_keys(keys, tmp):  # pragma: no cover - compiled
             keys[t] = tmp[t]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items, out_scores):  # pragma: no cover
     """Ranks ``lo..hi`` of each user's rescored candidates, sorted by (score desc, item row asc).
 
@@ -642,14 +545,14 @@ def window_from_scores(res_items, canon, counts, heads, skip, lo, hi, out_items,
                 out_items[i, col] = -1
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - compiled
-    """``out[i]``: the ``ranks[i]``-th best lower bound (bf16 score - slack * norm) of row i (0: -inf).
+    """``out[i]``: the ``ranks[i]``-th best lower bound (fast score - slack * norm) of row i (0: -inf).
 
     The ranks are small (tens): a sorted top-k buffer rejects most scores with one compare.
     """
     m, s = scores.shape
-    for i in prange(m):
+    for i in range(m):
         k = ranks[i]
         if k < 1 or k > s:
             out[i] = -np.inf
@@ -657,7 +560,7 @@ def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - comp
         best = np.full(k, -np.inf, dtype=np.float32)  # descending
         slack = slacks[i]
         for j in range(s):
-            low = _bf16_value(scores[i, j]) - slack * norms[j]
+            low = _fast_value(scores[i], j) - slack * norms[j]
             if low > best[k - 1]:
                 t = k - 1
                 while t > 0 and best[t - 1] < low:
@@ -667,20 +570,25 @@ def sample_bounds(scores, norms, slacks, ranks, out):  # pragma: no cover - comp
         out[i] = best[k - 1]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def places_to_rows(res_items, counts, order):  # pragma: no cover - compiled
     """Reservoir entries from catalog places (norm order) to item rows, in place."""
-    for i in prange(res_items.shape[0]):
+    for i in range(res_items.shape[0]):
         for t in range(counts[i]):
             res_items[i, t] = order[res_items[i, t]]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def sorted_places(indptr, pos_rows, place, out):  # pragma: no cover - compiled
-    """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted."""
-    for i in prange(indptr.shape[0] - 1):
+    """Each user's positives (``pos_rows[indptr[i]:indptr[i + 1]]``) as catalog places, sorted (by
+    insertion: a few dozen each, typically; ``np.sort`` costs seconds to compile)."""
+    for i in range(indptr.shape[0] - 1):
         a = indptr[i]
         b = indptr[i + 1]
         for t in range(a, b):
-            out[t] = place[pos_rows[t]]
-        out[a:b] = np.sort(out[a:b])
+            value = place[pos_rows[t]]
+            k = t
+            while k > a and out[k - 1] > value:
+                out[k] = out[k - 1]
+                k -= 1
+            out[k] = value

@@ -11,21 +11,24 @@ of queries per call and the thread count (their last bits differ), so the window
 fixed canonical kernel (:func:`_canonical_pairs`) and sorted by (score desc, item row asc). The window
 therefore does not depend on chunk size or threads. Any two float32 kernels of a length-d dot product
 differ by at most ``2 gamma_d |q| max|v|`` (:func:`_noise_margin`), which makes it provable which
-candidates can reach ranks ``lo..hi`` canonically: only those are rescored (:func:`_finish`), and a user
+candidates can reach ranks ``lo..hi`` canonically: only those are rescored, and a user
 whose FAISS results stop within that margin of its ``hi``-th score is searched deeper.
 
-``exact`` is a second exact engine without FAISS: a tiled torch GEMM whose score blocks are folded
-into per-user candidate reservoirs in one compiled pass (:func:`_retrieve_exact`); it returns the
-same windows bit for bit.
+``exact`` is a second exact engine without FAISS: a tiled GEMM (numpy float32, or torch bf16) whose
+score blocks are folded into per-user candidate reservoirs in one compiled pass
+(:func:`_retrieve_exact`); it returns the same windows bit for bit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numba
 import numpy as np
@@ -43,12 +46,20 @@ SAFETY_MARGIN = 16
 _MIN_CALL = 256
 # The exact engine: users per GEMM tile and items per block (a cache-sized score buffer).
 _TILE_USERS = 1024
+# ... and at least this many, when a chunk is split among threads.
+_MIN_TILE = 128
 _TILE_ITEMS = 1024
 # The bf16 engine guesses each user's bound from every 8th item (in norm order).
 _GUESS_STRIDE = 32
-# ``auto`` takes the bf16 engine from this many (user, item) pairs: below it, loading torch (~1.5 s)
-# costs more than the faster GEMM saves (Gowalla, 29,858 x 40,981: 12.5 ns less per 1,000 pairs).
+# ``kind="auto"`` takes the exact engine from this many (user, item) pairs: below it, FAISS flat is as
+# fast and its kernels compile in half the time on a cold start (9 against 16 CPU-seconds).
 _AUTO_EXACT_PAIRS = 200_000_000
+# ``precision="auto"`` takes bf16 tiles (torch) from this many multiply-adds (users x items x dim), on
+# CPUs with bf16 units: below it, loading torch (~2 CPU-seconds with its exit) and rescoring the more
+# candidates its wider bounds keep cost more than its faster GEMM saves over numpy's float32 one
+# (AVX512-BF16, one thread: 195 against 62 GFLOP/s, 0.022 ns less per multiply-add; Gowalla with
+# d = 64 is 7.8e10).
+_AUTO_BF16_MACS = 2e11
 # The last ``threads`` an index was given (FAISS, torch and numba keep one process-wide setting each).
 _threads: int | None = None
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
@@ -66,17 +77,17 @@ PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
 class IndexSpec:
     """Which index to search and its parameters.
 
-    ``auto`` is the fastest exact engine for this CPU and job: ``exact`` with bf16 tiles where the CPU
-    has AMX / AVX512-BF16 and the job scores at least ``_AUTO_EXACT_PAIRS`` (user, item) pairs (a
-    smaller job is done before torch has loaded), FAISS ``flat`` otherwise (the windows are the same
-    either way).
+    ``auto`` is the faster exact engine for the job: ``exact`` from ``_AUTO_EXACT_PAIRS`` (user, item)
+    pairs, FAISS ``flat`` below (the windows are the same either way).
 
-    ``precision`` is the ``exact`` engine's GEMM: ``bf16`` (AMX / AVX512-BF16 tiles, several times the
-    fp32 rate) or ``fp32``; ``auto`` takes bf16 where the CPU has it. Either way every candidate is
-    rescored in float32 and the window is the same bit for bit: bf16 only widens the provable bound
-    on each fast score, so a few more candidates are rescored.
+    ``precision`` is the ``exact`` engine's GEMM: ``fp32`` (numpy's BLAS) or ``bf16`` (torch, on AMX /
+    AVX512-BF16 tiles, several times the fp32 rate); ``auto`` takes bf16 where the CPU has it and the
+    job is big enough to pay for loading torch (``_AUTO_BF16_MACS``; ``queries``, the users the job
+    will search, tells), fp32 otherwise. Either way every candidate is rescored in float32 and the
+    window is the same bit for bit: bf16 only widens the provable bound on each fast score, so more
+    candidates are rescored.
 
-    ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled torch GEMM, see :func:`_retrieve_exact`) are
+    ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled GEMM, see :func:`_retrieve_exact`) are
     exact and give identical windows (which is faster depends on the machine: docs/performance.md).
     ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
     (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``, ``ef_search`` raised to at least the
@@ -101,19 +112,21 @@ def resolved_spec(spec: IndexSpec, n_items: int, queries: int | None) -> IndexSp
     if spec.kind != "auto":
         return spec
     big = queries is None or queries * n_items >= _AUTO_EXACT_PAIRS
-    return replace(spec, kind="exact" if big and _wants_bf16(spec.precision) else "flat")
+    return replace(spec, kind="exact" if big else "flat")
 
 
 class ItemIndex:
-    """A FAISS inner-product index over the item vectors (unit-normalised first for cosine).
+    """An inner-product index over the item vectors (unit-normalised first for cosine): the exact
+    engine's catalog or a FAISS index.
 
-    ``queries`` (how many users the job will search, if known) only informs ``auto``'s choice.
+    ``queries`` (how many users the job will search, if known) only informs ``auto``'s choices.
     """
 
     def __init__(self, vectors: np.ndarray, spec: IndexSpec = IndexSpec(), threads: int | None = None,
                  queries: int | None = None) -> None:
         spec = resolved_spec(spec, len(vectors), queries)
         self.spec = spec
+        self._queries = queries
         if threads:
             global _threads
             _threads = threads  # for torch too, should an exact index (an audit) follow a FAISS one
@@ -153,24 +166,26 @@ class ItemIndex:
         self.index.add(self.vectors)
 
     def _prepare_exact(self) -> None:
-        """Items as a (d, n) torch view for the tiled GEMM (a private copy: torch needs it writable)."""
-        import torch
+        """The catalog in descending norm order (a block's items then have similar error bounds), as
+        the GEMM reads it: float32 rows for numpy's BLAS, or a bf16 (d, n) torch view."""
+        norms = np.linalg.norm(self.vectors.astype(np.float64), axis=1) * (1 + 1e-6)
+        self._norms = norms.astype(np.float32)
+        self._order = np.argsort(-self._norms, kind="stable").astype(np.int64)
+        self._place = np.empty(self.n_items, dtype=np.int64)
+        self._place[self._order] = np.arange(self.n_items)
+        self._sorted_norms = self._norms[self._order]
+        self.bf16 = _wants_bf16(self.spec.precision, self._queries, self.vectors.shape)
+        if self.bf16:
+            import torch
 
-        if _threads:
-            torch.set_num_threads(_threads)
-        self._items_t = torch.from_numpy(self.vectors.copy()).t()  # (d, n) view of a row-major matrix
-        self.bf16 = False
-        if _wants_bf16(self.spec.precision):
-            norms = np.linalg.norm(self.vectors.astype(np.float64), axis=1) * (1 + 1e-6)
-            self._norms = norms.astype(np.float32)
-            # Blocks of items in descending norm order: a block's items then have similar error bounds.
-            self._order = np.argsort(-self._norms, kind="stable").astype(np.int64)
-            self._place = np.empty(self.n_items, dtype=np.int64)
-            self._place[self._order] = np.arange(self.n_items)
-            self._sorted_norms = self._norms[self._order]
+            if _threads:
+                torch.set_num_threads(_threads)
             self._items_bf16_t = torch.from_numpy(self.vectors[self._order]).to(torch.bfloat16).t()
             self._sample_bf16_t = self._items_bf16_t[:, ::_GUESS_STRIDE].contiguous()
             self.bf16 = _bf16_gemm_within_bound(self.vectors)
+        if not self.bf16:
+            self._items_sorted = self.vectors[self._order]
+            self._sample_sorted = np.ascontiguousarray(self._items_sorted[::_GUESS_STRIDE])
 
     @property
     def precision(self) -> str:
@@ -468,8 +483,13 @@ def cpu_has_bf16() -> bool:
     return False
 
 
-def _wants_bf16(precision: str) -> bool:
-    return precision == "bf16" or (precision == "auto" and cpu_has_bf16())
+def _wants_bf16(precision: str, queries: int | None, shape: tuple[int, ...]) -> bool:
+    """Whether the exact engine takes bf16 tiles: asked for, or ``auto`` on a CPU with bf16 units and a
+    job of at least ``_AUTO_BF16_MACS`` multiply-adds (``queries`` users; unknown counts as big)."""
+    if precision != "auto":
+        return precision == "bf16"
+    big = queries is None or queries * shape[0] * shape[1] >= _AUTO_BF16_MACS
+    return big and cpu_has_bf16()
 
 
 def _bf16_slack(dim: int) -> float:
@@ -484,6 +504,18 @@ def _bf16_slack(dim: int) -> float:
     gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
     fast = (2 * u + u * u) + gamma * (1 + u) ** 2 + u * (1 + u) ** 2 * (1 + gamma)
     return 1.01 * (fast + gamma)
+
+
+def _fp32_slack(dim: int) -> float:
+    """``c`` with |float32 GEMM score - canonical float32 score| <= c |q| |v| for any pair.
+
+    Both are float32 sums of the same products in some order (FMA or not), each within ``gamma_d
+    sum|q_i v_i| <= gamma_d |q| |v|`` of the exact value. The scan's own float32 arithmetic on bounds
+    (a few roundings of numbers no larger than ``|q| |v|`` for any item that can reach the bound) is
+    covered by 16 units of rounding, ``2**-20``.
+    """
+    gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
+    return 1.01 * 2 * gamma + 2.0**-20
 
 
 def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
@@ -505,17 +537,88 @@ def _bf16_gemm_within_bound(vectors: np.ndarray, sample: int = 512) -> bool:
     return bool(np.all(np.abs(fast - exact) <= bound))
 
 
-def _score_blocks(q: torch.Tensor, items_t: torch.Tensor, buf: torch.Tensor, block_items: int):
-    """Yield ``(b0, scores)``: the tile's scores against items ``b0..b0+block`` by one ``torch.mm`` into
-    the reused, cache-sized buffer ``buf`` (each block is overwritten by the next)."""
-    import torch
+class _Gemm:
+    """The exact engine's fast scores, as numpy arrays the compiled scan reads: bf16 tiles by torch
+    (returned as their int16 bits) or float32 by numpy's BLAS. ``queries`` are the job's users."""
 
-    mt, n = q.shape[0], items_t.shape[1]
-    for b0 in range(0, n, block_items):
-        b1 = min(b0 + block_items, n)
-        scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
-        torch.mm(q, items_t[:, b0:b1], out=scores)
-        yield b0, scores
+    def __init__(self, index: ItemIndex, queries: np.ndarray) -> None:
+        self.index = index
+        self.bf16 = index.bf16
+        self._q: Any  # a bf16 torch.Tensor or the float32 queries
+        if self.bf16:
+            import torch
+
+            self._q = torch.from_numpy(queries).to(torch.bfloat16)
+        else:
+            self._q = queries
+
+    def tile(self, users: np.ndarray) -> np.ndarray | torch.Tensor:
+        """The tile's query rows (``users`` ascending)."""
+        if users[-1] - users[0] + 1 == len(users):
+            return self._q[users[0] : users[-1] + 1]
+        if self.bf16:
+            import torch
+
+            return self._q[torch.from_numpy(users)]
+        return self._q[users]
+
+    def blocks(self, q: np.ndarray | torch.Tensor, block_items: int, limit: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(b0, scores)``: the tile's scores against catalog places ``b0..b0+block``, for every
+        block that starts below place ``limit``; one GEMM each into a cache-sized buffer (each block
+        is overwritten by the next)."""
+        index = self.index
+        mt, n = q.shape[0], index.n_items
+        if self.bf16:
+            import torch
+
+            buf = torch.empty(mt * block_items, dtype=torch.bfloat16)
+            for b0 in range(0, limit, block_items):
+                b1 = min(b0 + block_items, n)
+                scores = buf[: mt * (b1 - b0)].view(mt, b1 - b0)
+                torch.mm(cast("torch.Tensor", q), index._items_bf16_t[:, b0:b1], out=scores)
+                yield b0, scores.view(torch.int16).numpy()
+            return
+        fbuf = np.empty(mt * block_items, dtype=np.float32)
+        for b0 in range(0, limit, block_items):
+            b1 = min(b0 + block_items, n)
+            out = fbuf[: mt * (b1 - b0)].reshape(mt, b1 - b0)
+            np.matmul(q, index._items_sorted[b0:b1].T, out=out)
+            yield b0, out
+
+    def sample(self, q: np.ndarray | torch.Tensor) -> np.ndarray:
+        """The tile's scores against the catalog sample (every ``_GUESS_STRIDE``-th place)."""
+        if self.bf16:
+            import torch
+
+            return torch.mm(cast("torch.Tensor", q), self.index._sample_bf16_t).view(torch.int16).numpy()
+        return np.matmul(q, self.index._sample_sorted.T)
+
+    @contextlib.contextmanager
+    def threads(self, threads: int) -> Iterator[None]:
+        """The GEMM's own thread pool (numpy's BLAS or torch's) limited to ``threads`` meanwhile."""
+        if self.bf16:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(threads)
+            try:
+                yield
+            finally:
+                torch.set_num_threads(before)
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads, user_api="blas"):
+            yield
+
+
+def _workers() -> int:
+    """Python threads for the exact engine's tiles: numba's thread count, where its threading layer
+    lets several threads launch compiled kernels at once (omp, tbb; not workqueue)."""
+    threads = numba.get_num_threads()  # starts numba's threading layer, if no kernel has yet
+    if threads < 2:
+        return 1
+    return threads if numba.threading_layer() in ("omp", "tbb") else 1
 
 
 def _retrieve_exact(
@@ -523,116 +626,56 @@ def _retrieve_exact(
 ) -> Window:
     """Exact window by tiled GEMM and a per-user candidate reservoir, in canonical order.
 
-    For a tile of users, each block of items is scored by one ``torch.mm`` into a reused, cache-sized
-    buffer, and :func:`hnmine.mining.kernels.reservoir_block` folds it into each user's reservoir in the same
-    pass over the scores: positives are skipped, and only items scoring at least a running lower bound
-    on the user's ``hi``-th best non-positive score, minus the noise margin (see :func:`_noise_margin`),
-    are kept. That provably includes every item of the canonical top ``hi`` whatever the GEMM's
-    rounding; the candidates are then rescored with the canonical kernel and sorted by (score desc,
-    item asc), exactly as the FAISS flat path does, so the window is identical to it and independent
-    of tiles, chunks and threads.
+    For a tile of users, each block of items (in descending norm order) is scored by one GEMM into
+    a cache-sized buffer, and :func:`hnmine.mining.kernels.reservoir_block` folds it into each
+    user's reservoir in the same pass over the scores. A fast score (bf16 or float32) is within
+    ``slack |q| |v|`` of the canonical one (:func:`_bf16_slack`, :func:`_fp32_slack`), so each item
+    carries its own interval: the reservoir keeps every non-positive item whose upper bound reaches
+    the running ``hi``-th best lower bound, and all of those are rescored canonically and sorted by
+    (score desc, item asc), exactly as the FAISS flat path does, so the window is identical to it and
+    independent of tiles, chunks and threads. The scan starts from a guess of that bound taken on a
+    sample of the catalog (:func:`_guess_bounds`), checked at the end: a user whose guess was too
+    high (rare) is scanned again without one.
+
+    Tiles run on a pool of Python threads, each doing its tile's GEMM, scan and rescoring with one
+    thread (the kernels release the GIL): no barrier per block between two thread pools, and a
+    thread slowed by another process on its core only delays its own tiles.
     """
     m = len(queries)
     n = index.n_items
     width = hi - lo + 1
     counts = np.diff(indptr)
-    items_out = np.full((m, width), -1, dtype=np.int64)
-    scores_out = np.full((m, width), -np.inf, dtype=np.float32)
-    retrieved = np.zeros(m, dtype=np.int64)
-    available = n - counts
     if m == 0 or n == 0:
-        return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
-    depth = min(hi, n)
+        return Window(items=np.full((m, width), -1, dtype=np.int64), scores=np.full((m, width), -np.inf, dtype=np.float32),
+                      available=n - counts, lo=lo, retrieved=np.zeros(m, dtype=np.int64))
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if not queries.flags.writeable:  # torch.from_numpy warns on read-only arrays (e.g. from arrow)
         queries = queries.copy()
-    if index.bf16:
-        return _retrieve_bf16(index, queries, indptr, pos_rows, lo, hi)
-    import torch
-
-    margins = _noise_margin(queries, index._max_norm)
-    items_t = index._items_t
-    block_items = min(_TILE_ITEMS, n)
-    buf = torch.empty(min(_TILE_USERS, m) * block_items)
-    q_all = torch.from_numpy(queries)
-    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
-    pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
-    for t0 in range(0, m, _TILE_USERS):
-        t1 = min(t0 + _TILE_USERS, m)
-        mt = t1 - t0
-        q = q_all[t0:t1]
-        tile_ptr = indptr[t0 : t1 + 1] - indptr[t0]
-        tile_pos = pos_rows[indptr[t0] : indptr[t1]]
-        cap = 2 * depth + 64
-        while True:
-            thresholds = np.full(mt, -np.inf, dtype=np.float32)
-            res_fast = np.empty((mt, cap), dtype=np.float32)
-            res_items = np.empty((mt, cap), dtype=np.int64)
-            found = np.zeros(mt, dtype=np.int64)
-            overflow = np.zeros(mt, dtype=np.bool_)
-            for b0, scores in _score_blocks(q, items_t, buf, block_items):
-                kernels.reservoir_block(scores.numpy(), b0, n, tile_ptr, tile_pos, margins[t0:t1], depth,
-                                        thresholds, res_fast, res_items, found, overflow)
-            if not overflow.any():
-                break
-            cap *= 4  # many items within the margin of each other (duplicates): retry with more room
-        width_c = max(int(found.max()), 1)
-        fast2d = np.full((mt, width_c), -np.inf, dtype=np.float32)
-        item2d = np.zeros((mt, width_c), dtype=np.int64)
-        valid = np.arange(width_c)[None, :] < found[:, None]
-        fast2d[valid] = res_fast[:, :width_c][valid]
-        item2d[valid] = res_items[:, :width_c][valid]
-        # Fast-score order per user: uint64 keys (score desc, slot) sort fast in numpy.
-        skeys = _descending_keys(fast2d, np.broadcast_to(np.arange(width_c), fast2d.shape))
-        skeys.sort(axis=1)
-        fast_sorted = _scores_from_keys(skeys)
-        item_sorted = np.take_along_axis(item2d, (skeys & np.uint64(0xFFFFFFFF)).astype(np.int64), axis=1)
-        win_items, win_scores, end = _finish(queries[t0:t1], index.vectors, fast_sorted, item_sorted,
-                                             margins[t0:t1], lo, hi, depth)
-        items_out[t0:t1] = win_items
-        scores_out[t0:t1] = win_scores
-        retrieved[t0:t1] = end
-    return Window(items=items_out, scores=scores_out, available=available, lo=lo, retrieved=retrieved)
-
-
-def _retrieve_bf16(
-    index: ItemIndex, queries: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, lo: int, hi: int
-) -> Window:
-    """The exact engine with bf16 GEMM tiles (see :func:`_retrieve_exact`).
-
-    A bf16 score is within ``slack |q| |v|`` of the canonical one (:func:`_bf16_slack`), so each
-    item carries its own interval: the reservoir keeps every item whose upper bound reaches the
-    running ``hi``-th best lower bound, and all of those are rescored canonically. The scan starts
-    from a guess of that bound taken on a sample of the catalog (:func:`_guess_bounds`), checked
-    at the end: a user whose guess was too high (rare) is scanned again without one.
-    """
-    import torch
-
-    m = len(queries)
-    n = index.n_items
-    width = hi - lo + 1
-    counts = np.diff(indptr)
     items_out = np.empty((m, width), dtype=np.int64)  # every row is written (users are redone until done)
     scores_out = np.empty((m, width), dtype=np.float32)
     retrieved = np.zeros(m, dtype=np.int64)
     depth = min(hi, n)
+    slack = _bf16_slack(queries.shape[1]) if index.bf16 else _fp32_slack(queries.shape[1])
     qn = np.linalg.norm(queries.astype(np.float64), axis=1) * (1 + 1e-6)
-    slacks = (_bf16_slack(queries.shape[1]) * qn + 1e-30).astype(np.float32)
+    slacks = (slack * qn + 1e-30).astype(np.float32)
     sorted_norms = index._sorted_norms
     block_items = min(_TILE_ITEMS, n)
-    buf = torch.empty(min(_TILE_USERS, m) * block_items, dtype=torch.bfloat16)
-    q_all = torch.from_numpy(queries).to(torch.bfloat16)
-    items_t = index._items_bf16_t
+    gemm = _Gemm(index, queries)
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
     pos_rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
-    for t0 in range(0, m, _TILE_USERS):
-        users = np.arange(t0, min(t0 + _TILE_USERS, m))
+
+    guesses = np.full(m, -np.inf, dtype=np.float32)
+
+    def guess(users: np.ndarray) -> None:
+        guesses[users] = _guess_bounds(index, gemm, gemm.tile(users), slacks[users], counts[users], depth)
+
+    def tile(users: np.ndarray) -> None:
         guessing = True
         cap = 4 * depth + 256
         while users.size:
             mt = users.size
             contiguous = users[-1] - users[0] + 1 == mt
-            q = q_all[users[0] : users[-1] + 1] if contiguous else q_all[torch.from_numpy(users)]
+            q = gemm.tile(users)
             # Each user's positives as catalog places (norm order), sorted: the scan walks them in order.
             tile_ptr = np.concatenate(([0], np.cumsum(counts[users]))).astype(np.int64)
             rows = (pos_rows[indptr[users[0]] : indptr[users[-1] + 1]] if contiguous
@@ -640,26 +683,24 @@ def _retrieve_bf16(
             tile_pos = np.empty(len(rows), dtype=np.int64)
             kernels.sorted_places(tile_ptr, np.ascontiguousarray(rows, dtype=np.int64), index._place, tile_pos)
             cursors = np.zeros(mt, dtype=np.int64) + tile_ptr[:-1]
-            if guessing:
-                guesses = _guess_bounds(index, q, slacks[users], counts[users], depth)
-            else:
-                guesses = np.full(mt, -np.inf, dtype=np.float32)
-            bounds = guesses.copy()
+            start = guesses[users] if guessing else np.full(mt, -np.inf, dtype=np.float32)
+            bounds = start.copy()
             res_fast = np.empty((mt, cap), dtype=np.float32)
             res_items = np.empty((mt, cap), dtype=np.int64)
             found = np.zeros(mt, dtype=np.int64)
             overflow = np.zeros(mt, dtype=np.bool_)
-            for b0, scores in _score_blocks(q, items_t, buf, block_items):
-                kernels.reservoir_block_bf16(scores.view(torch.int16).numpy(), b0, index._order, sorted_norms,
-                                             tile_ptr, tile_pos, cursors, slacks[users], depth, bounds, res_fast,
-                                             res_items, found, overflow)
+            limit = int(reach[users].max()) if guessing else n
+            for b0, scores in gemm.blocks(q, block_items, limit):
+                kernels.reservoir_block(scores, b0, index._order, sorted_norms, tile_ptr, tile_pos, cursors,
+                                        slacks[users], depth, bounds, res_fast, res_items, found, overflow)
             found[overflow] = 0
             redo = np.zeros(mt, dtype=np.bool_)
-            kernels.settle_bounded(sorted_norms, slacks[users], guesses, res_fast, res_items, found, depth, redo)
+            kernels.settle_bounded(sorted_norms, slacks[users], start, res_fast, res_items, found, depth, redo)
             skip = overflow | redo
             kernels.places_to_rows(res_items, np.where(skip, 0, found), index._order)
             canon = np.empty((mt, int(found.max(initial=0))), dtype=np.float32)
-            kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip, 8 * numba.get_num_threads(), canon)
+            kernels.rescore_reservoirs(queries[users], index.vectors, res_items, found, skip,
+                                       8 * numba.get_num_threads(), canon)
             if contiguous:  # the kernel writes the done rows in place (skipped rows: written when redone)
                 win_items = items_out[users[0] : users[-1] + 1]
                 win_scores = scores_out[users[0] : users[-1] + 1]
@@ -677,61 +718,65 @@ def _retrieve_bf16(
                 cap *= 4
             guessing = False
             users = users[~done]
+
+    workers = _workers()
+    size = min(_TILE_USERS, max(_MIN_TILE, -(-m // workers)))
+    serial = workers == 1 or m <= size
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(gemm.threads(numba.get_num_threads() if serial else 1))
+        if serial:
+            def run(task: Callable[[np.ndarray], None], tiles: list[np.ndarray]) -> None:
+                for users in tiles:
+                    task(users)
+        else:
+            pool = stack.enter_context(ThreadPoolExecutor(workers))
+
+            def run(task: Callable[[np.ndarray], None], tiles: list[np.ndarray]) -> None:
+                def one_thread(users: np.ndarray) -> None:
+                    numba.set_num_threads(1)  # per thread: this one's kernels run on it alone
+                    task(users)
+
+                for _ in pool.map(one_thread, tiles):
+                    pass
+
+        run(guess, [np.arange(t0, min(t0 + size, m)) for t0 in range(0, m, size)])
+        # An item scores at most |q| |v| (Cauchy-Schwarz): the catalog in norm order, past the places a
+        # user's guess allows (``reach``), holds none of its top ``depth``, provided the guess is proven
+        # (else the user is scanned again in full). Tiles of users with similar reach stop early together.
+        reach = _reach(sorted_norms, qn, guesses, queries.shape[1])
+        order = np.argsort(reach, kind="stable")
+        run(tile, [np.sort(order[t0 : t0 + size]) for t0 in range(0, m, size)])
     return Window(items=items_out, scores=scores_out, available=n - counts, lo=lo, retrieved=retrieved)
 
 
-def _guess_bounds(index: ItemIndex, q: torch.Tensor, slacks: np.ndarray, pos_counts: np.ndarray, depth: int,
-                  ) -> np.ndarray:
+def _reach(sorted_norms: np.ndarray, qn: np.ndarray, guesses: np.ndarray, dim: int) -> np.ndarray:
+    """Per user, how many catalog places (descending norms) may score at least its guess: past them,
+    every canonical score is below it, as it is at most ``(1 + gamma_d) |q| |v|`` (``qn`` and the
+    norms are rounded up; twice ``gamma_d`` to spare)."""
+    gamma = dim * 2.0**-24 / (1.0 - dim * 2.0**-24)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        floor = np.where((guesses > 0) & (qn > 0), guesses.astype(np.float64) / (qn * (1 + 2 * gamma)), -np.inf)
+    return np.searchsorted(-sorted_norms.astype(np.float64), -floor, side="right")
+
+
+def _guess_bounds(index: ItemIndex, gemm: _Gemm, q: np.ndarray | torch.Tensor, slacks: np.ndarray,
+                  pos_counts: np.ndarray, depth: int) -> np.ndarray:
     """Per user, a likely lower bound on its ``depth``-th best score, from a sample of the catalog.
 
-    The sample (every ``stride``-th item in norm order) is scored in bf16; a user's guess is the lower
-    bound at the sample rank that matches ``(depth + positives) / 0.6`` in the catalog, so about 1.7x
-    ``depth`` items reach it. Without a guess the reservoir starts empty and compacts many times
-    before its bound rises (the first blocks, highest norms, hold most candidates). A guess is only a
-    starting point: :func:`hnmine.mining.kernels.finish_bounded` checks it.
+    The sample (every ``stride``-th item in norm order) is scored by the engine's GEMM; a user's guess
+    is the lower bound at the sample rank that matches ``(depth + positives) / 0.6`` in the catalog,
+    so about 1.7x ``depth`` items reach it. Without a guess the reservoir starts empty and compacts
+    many times before its bound rises (the first blocks, highest norms, hold most candidates). A
+    guess is only a starting point: :func:`hnmine.mining.kernels.settle_bounded` checks it.
     """
-    import torch
-
     n = index.n_items
     stride = _GUESS_STRIDE
     mt = q.shape[0]
     if n < 16 * depth:
         return np.full(mt, -np.inf, dtype=np.float32)
     sample = index._order[::stride]
-    fast = torch.mm(q, index._sample_bf16_t)
     ranks = np.ceil((depth + pos_counts) * len(sample) / n / 0.6).astype(np.int64)
     ranks[(ranks < 8) | (depth + pos_counts >= n // 2)] = 0  # too few sample items above: no guess
     guesses = np.empty(mt, dtype=np.float32)
-    kernels.sample_bounds(fast.view(torch.int16).numpy(), index._norms[sample], slacks, ranks, guesses)
+    kernels.sample_bounds(gemm.sample(q), index._norms[sample], slacks, ranks, guesses)
     return guesses
-
-
-def _finish(
-    queries: np.ndarray,
-    vectors: np.ndarray,
-    fast_sorted: np.ndarray,
-    item_sorted: np.ndarray,
-    margin_np: np.ndarray,
-    lo: int,
-    hi: int,
-    depth: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Canonical window from candidates sorted by a fast kernel's score (desc, -inf padded).
-
-    The candidates must include every non-positive item whose fast score is within ``margin`` of the
-    ``depth``-th best. Only the candidates that can land in ranks ``lo..hi`` are rescored with the
-    canonical kernel: the ``depth``-th fast score ``F`` bounds the window's tail (``F - margin``), and
-    the longest head (< ``lo``) separated from the rest by a fast-score gap > ``margin`` is in the
-    same order canonically, so it only shifts the ranks. Returns (items, scores, candidates used).
-    """
-    mt = fast_sorted.shape[0]
-    width = hi - lo + 1
-    win_items = np.empty((mt, width), dtype=np.int64)
-    win_scores = np.empty((mt, width), dtype=np.float32)
-    ends = np.empty(mt, dtype=np.int64)
-    kernels.finish_sorted(
-        np.ascontiguousarray(queries, dtype=np.float32), vectors, np.ascontiguousarray(fast_sorted, dtype=np.float32),
-        np.ascontiguousarray(item_sorted, dtype=np.int64), np.ascontiguousarray(margin_np, dtype=np.float32),
-        lo, hi, depth, win_items, win_scores, ends,
-    )
-    return win_items, win_scores, ends

@@ -50,12 +50,7 @@ class WindowSketch:
         rows = rows[np.argsort(keys[rows], kind="stable")[: self.sample]]
         scores = window.scores[rows][:, self.cols].astype(np.float32)
         scores[~np.isfinite(scores)] = np.nan
-        refs = np.full((len(rows), 2), np.nan)
-        for j, u in enumerate(rows):
-            pos = pos_rows[indptr[u] : indptr[u + 1]]
-            if len(pos):
-                s = item_vectors[pos] @ queries[u]
-                refs[j] = (float(np.median(s)), float(s.min()))
+        refs = _positive_refs(rows, queries, item_vectors, indptr, pos_rows)
         keys_all = np.concatenate([self.keys, keys[rows]])
         keep = np.argsort(keys_all, kind="stable")[: self.sample]
         ids_all = [*self.ids, *user_ids[rows].tolist()]
@@ -131,6 +126,24 @@ class WindowSketch:
                 (negatives["score"].cast(pl.Float64) > negatives["ref_min"]).mean()) if neg_margins.size else None,
         }
         return out
+
+
+def _positive_refs(rows: np.ndarray, queries: np.ndarray, item_vectors: np.ndarray, indptr: np.ndarray,
+                   pos_rows: np.ndarray) -> np.ndarray:
+    """(median, min) of each user's positives' scores (float32, as ``np.median`` gives them; NaN for a
+    user without positives), all users' positives at once: one pass, no loop over users."""
+    counts = indptr[rows + 1] - indptr[rows]
+    starts = np.cumsum(counts) - counts
+    group = np.repeat(np.arange(len(rows)), counts)
+    pos = pos_rows[np.arange(int(counts.sum())) - starts[group] + indptr[rows][group]]
+    scores = np.einsum("ij,ij->i", item_vectors[pos], queries[rows][group])
+    ordered = scores[np.lexsort((scores, group))]
+    refs = np.full((len(rows), 2), np.nan)
+    has = counts > 0
+    first, below, above = starts[has], (counts[has] - 1) // 2, counts[has] // 2
+    refs[has, 0] = (ordered[first + below] + ordered[first + above]) / np.float32(2)
+    refs[has, 1] = ordered[first]
+    return refs
 
 
 def _nanmean(a: np.ndarray) -> np.ndarray:
