@@ -74,6 +74,8 @@ class MineConfig:
     wait_lock: float = 0.0
     # an output without hard negatives or without positive edges is an error unless this is set
     allow_empty: bool = False
+    # also publish each user's ranks 1..HI with their scores here, for `hnmine select` (hnmine/mining/candidates.py)
+    save_candidates: str | None = None
 
     def window(self) -> tuple[int, int]:
         return parse_rank_window(self.rank_window)

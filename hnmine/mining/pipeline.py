@@ -9,6 +9,7 @@ print what a run would do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import math
@@ -43,6 +44,16 @@ from hnmine.io.tables import (
     user_node_table,
     write_parquet_table,
 )
+from hnmine.mining.candidates import (
+    CACHE_FORMAT,
+    CandidateReader,
+    CandidateWriter,
+    Fingerprint,
+    cache_entry,
+    candidate_table,
+    engine_name,
+    window_slice,
+)
 from hnmine.mining.config import MineConfig
 from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
 from hnmine.mining.retrieval import (
@@ -57,7 +68,7 @@ from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of, parse_size
 from hnmine.progress import NoProgress, Progress
 
-__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan"]
+__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan", "select"]
 
 @dataclass
 class MineReport:
@@ -323,12 +334,41 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
+    with contextlib.ExitStack() as stack:
+        publication = stack.enter_context(
+            Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock))
+        cache = None
+        if config.save_candidates is not None:
+            cache = stack.enter_context(Publication(config.save_candidates, overwrite=config.overwrite,
+                                                    fmt=CACHE_FORMAT, wait_lock=config.wait_lock))
+            if cache.target == publication.target:
+                raise InputError("--save-candidates must be another directory than --out")
+        return _mine(config, publication, progress, command, cache=cache)
+
+
+def select(config: MineConfig, candidates: str | Path, progress: Progress | None = None,
+           command: list[str] | None = None) -> MineReport:
+    """``hnmine select``: :func:`mine` with each user's ranked candidates read from a cache written by
+    ``mine --save-candidates`` instead of retrieved; publishes the same files ``mine`` would with
+    ``config`` (manifest.json aside). The cache must match the inputs (its fingerprint) and hold
+    the window (``HI`` <= its depth); otherwise one-line :class:`InputError`. The index options of
+    ``config`` are not used: the cache's engine ranked the candidates.
+    """
+    config.validate()
+    if config.save_candidates is not None:
+        raise InputError("select reads a candidate cache; --save-candidates is mine's option")
+    reader = CandidateReader(candidates)
+    lo, hi = config.window()
+    reader.check_options(lo, hi, config.metric)
     with Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication:
-        return _mine(config, publication, progress, command)
+        return _mine(config, publication, progress, command, source=reader)
 
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
-          command: list[str] | None) -> MineReport:
+          command: list[str] | None, *, source: CandidateReader | None = None,
+          cache: Publication | None = None) -> MineReport:
+    """The job; ``source``: candidates read from a cache instead of retrieved (``select``);
+    ``cache``: the cache publication the retrieved candidates are also written to (``--save-candidates``)."""
     progress = progress or NoProgress()
     timer = _Timer()
     started = time.time()
@@ -350,12 +390,22 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     )
     fingerprints = {name: _fingerprint(getattr(config, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
+    fingerprint = None
+    if source is not None or cache is not None:
+        fingerprint = Fingerprint(inputs.user_ids, inputs.items.ids, inputs.items.vectors, inputs.positives.indptr,
+                                  inputs.positives.item_rows, config.metric, hi if source is None else source.depth,
+                                  engine_name(config.index_spec()) if source is None else source.engine)
+    if source is not None and fingerprint is not None:
+        source.check_inputs(fingerprint, len(inputs.user_ids))
     mark = timer.add("read", mark)
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
-    index = ItemIndex(item_vectors, config.index_spec(), config.threads, queries=len(inputs.user_ids))
-    audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
+    index = None if source is not None else ItemIndex(item_vectors, config.index_spec(), config.threads,
+                                                      queries=len(inputs.user_ids))
+    exact = source.exact if source is not None else bool(index and index.exact)
+    audit_index = (ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and index is not None
+                   and not index.exact else None)
     mark = timer.add("index", mark)
     faults.point("mine.index")
     needed = width if config.strategy == "all" else min(config.num_hard, width)
@@ -383,7 +433,9 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     max_depth = 0
     sketch = WindowSketch(lo, width)
 
-    with publication.staging_dir() as staging:
+    with publication.staging_dir() as staging, (
+            cache.staging_dir() if cache is not None else contextlib.nullcontext(None)) as cache_staging:
+        saver = CandidateWriter(cache_staging) if cache_staging is not None else None
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
@@ -399,14 +451,23 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             score_range.check(queries, chunk.ids, first_row, config.users,
                               "vector" if inputs.users.is_npy else config.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
-            max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
-            window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
+            if fingerprint is not None:
+                fingerprint.add_users(chunk.vectors)
+            if index is None:
+                assert source is not None
+                window = source.window(first_row, stop, len(inputs.items) - np.diff(indptr), lo, hi)
+            else:
+                max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
+                window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
+                if saver is not None:
+                    saver.write(candidate_table(window, first_row))
+                    window = window_slice(window, lo, hi)
             if audit_index is not None:
                 hits, total = _audit_chunk(audit_index, window, queries, indptr, pos_rows,
                                            audit_rows[(audit_rows >= first_row) & (audit_rows < stop)] - first_row, lo, hi)
                 audit_hits += hits
                 audit_total += total
-            mark = timer.add("retrieve", mark)
+            mark = timer.add("retrieve" if source is None else "candidates", mark)
             faults.point("mine.retrieve")
             streams = user_streams(config.seed, id_keys(chunk.ids))
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
@@ -416,7 +477,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             n_selected = np.bincount(selection.user, minlength=len(chunk))
             kept = np.minimum(n_selected, needed)
             reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
-                                    selection.after_filters, index.exact)
+                                    selection.after_filters, exact)
             short_reasons.update(reasons[(kept > 0) & (reasons != "")].tolist())
             empty_reasons.update(reasons[kept == 0].tolist())
             table = hard_neg_edge_table(selection, chunk.ids, inputs.items.ids, lo, edge_weight)
@@ -468,26 +529,37 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
-        report.max_search_depth = max_depth
-        report.gemm_precision = index.precision
-        report.index = index.spec.kind
+        report.max_search_depth = max_depth if source is None else source.max_search_depth
+        report.gemm_precision = index.precision if index is not None else source.precision if source else "fp32"
+        report.index = index.spec.kind if index is not None else source.index if source else ""
         if audit_index is not None:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
                             "index": config.index}
         timer.add("write", mark)
         report.timings = {k: round(v, 4) for k, v in timer.totals.items()}
         report.timings["total"] = round(time.time() - started, 4)
+        if source is not None and fingerprint is not None:
+            source.check_user_vectors(fingerprint)  # a stale cache never becomes output
         manifest = {
-            "tool": "hnmine mine",
+            "tool": "hnmine mine" if source is None else "hnmine select",
             "command": command if command is not None else sys.argv,
             "options": asdict(config),
-            "inputs": fingerprints,
+            "inputs": {**fingerprints, **({"candidates": str(source.dir.absolute())} if source else {})},
             "summary": report.to_dict(),
             "versions": _versions(),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if cache is not None and saver is not None and fingerprint is not None and index is not None:
+            saver.close()
+            cache.commit({
+                "tool": "hnmine mine", "command": manifest["command"], "inputs": fingerprints,
+                CACHE_FORMAT: cache_entry(fingerprint, hi, engine_name(config.index_spec()), config.metric,
+                                          index.exact, index.precision, index.spec.kind, max_depth,
+                                          len(inputs.user_ids)),
+            })
+            faults.point("mine.candidates")
         publication.commit(manifest)
     return report
 

@@ -1,0 +1,140 @@
+"""The candidate cache (``mine --save-candidates``) and ``hnmine select``: the same bytes as ``mine``, stale
+or mismatched caches refused in one line, on sample_data's real Gowalla slice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from hnmine.embed.svd import write_svd_embeddings
+from hnmine.errors import InputError
+from hnmine.io.positives import read_positives
+from hnmine.mining.config import MineConfig
+from hnmine.mining.pipeline import mine, select
+from tests.conftest import SAMPLE
+
+TRAIN = SAMPLE / "train.txt"
+
+
+def digests(out: Path) -> dict[str, str]:
+    """sha256 of every published file but the manifest (which records the command and timings)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.iterdir()) if p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def cached(sample_embeddings, tmp_path_factory) -> tuple[MineConfig, Path]:
+    """A mine of ranks 1:400 that also wrote its candidate cache; (its config, the cache)."""
+    user, item = sample_embeddings
+    root = tmp_path_factory.mktemp("cache")
+    config = MineConfig(users=str(user), items=str(item), positives=str(TRAIN), out=str(root / "mined"),
+                        rank_window="1:400", save_candidates=str(root / "cand"), threads=2)
+    mine(config)
+    return replace(config, save_candidates=None), root / "cand"
+
+
+@pytest.mark.parametrize("options", [
+    {"rank_window": "101:400", "item_features": str(SAMPLE / "item_features.csv")},
+    {"rank_window": "1:400", "strategy": "softmax-v", "rho": 0.05, "seed": 3, "chunk_size": 700},
+    {"rank_window": "51:250", "strategy": "top", "num_hard": 5, "edge_weight": "rank"},
+    {"rank_window": "201:400", "strategy": "softmax", "temperature": 0.1, "max_item_negatives": 4, "seed": 9},
+    {"rank_window": "101:300", "strategy": "all", "absolute_margin": 0.0, "max_score": 0.5},
+])
+def test_select_publishes_the_bytes_mine_would(cached, tmp_path, options):
+    config, cache = cached
+    mined = replace(config, out=str(tmp_path / "mine"), **options)
+    mine(mined)
+    selected = replace(mined, out=str(tmp_path / "select"), threads=1)
+    report = select(selected, cache)
+    assert digests(tmp_path / "select") == digests(tmp_path / "mine")
+    assert len(digests(tmp_path / "mine")) == 9
+    assert report.rows["hard_neg_edge"] > 0
+    manifest = json.loads((tmp_path / "select" / "manifest.json").read_text())
+    assert manifest["tool"] == "hnmine select" and manifest["format"] == "mine"
+    assert "retrieve" not in manifest["summary"]["timings"]
+
+
+def test_the_cache_holds_ranks_1_to_hi_in_canonical_order(cached):
+    config, cache = cached
+    table = pq.read_table(cache / "candidates.parquet")
+    assert table.column_names == ["user_row", "item_rows", "scores"]
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert manifest["format"] == "candidates" and manifest["candidates"]["depth"] == 400
+    assert table.num_rows == manifest["candidates"]["users"] == 2986
+    items = np.stack(table.column("item_rows").to_numpy(zero_copy_only=False))
+    scores = np.stack(table.column("scores").to_numpy(zero_copy_only=False))
+    assert items.shape == (2986, 400) and (table.column("user_row").to_numpy() == np.arange(2986)).all()
+    # score descending, ties by item row; never one of the user's positives
+    assert (np.diff(scores, axis=1) <= 0).all()
+    ties = np.diff(scores, axis=1) == 0
+    assert (np.diff(items, axis=1)[ties] > 0).all()
+    mined = pl.read_parquet(Path(config.out) / "hard_neg_edge.parquet")
+    assert (mined["rank"] >= 1).all() and (mined["rank"] <= 400).all()
+
+
+def test_window_beyond_the_cached_depth_is_refused(cached, tmp_path, cli):
+    config, cache = cached
+    with pytest.raises(InputError, match="beyond the cached depth 400"):
+        select(replace(config, out=str(tmp_path / "o"), rank_window="101:401"), cache)
+    user, item = config.users, config.items
+    result = cli("select", "--candidates", cache, "--users", user, "--items", item, "--positives", TRAIN,
+                 "--rank-window", "300:500", "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0 and "beyond the cached depth" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_stale_or_mismatched_cache_is_refused_in_one_line(cached, tmp_path, cli):
+    config, cache = cached
+    # other embeddings (retrained: another seed), other positives, another metric, not a cache at all
+    other = write_svd_embeddings(read_positives(TRAIN), tmp_path / "emb2", dim=32, seed=1)
+    fewer = tmp_path / "train_fewer.txt"
+    lines = TRAIN.read_text().splitlines()
+    fewer.write_text("\n".join([" ".join(lines[0].split()[:-1]), *lines[1:]]) + "\n")
+    cases = [
+        (["--users", other[0], "--items", other[1], "--positives", TRAIN], "stale or mismatched"),
+        (["--users", config.users, "--items", config.items, "--positives", fewer], "stale or mismatched"),
+        (["--users", config.users, "--items", config.items, "--positives", TRAIN, "--metric", "cosine"],
+         "ranked with --metric ip"),
+    ]
+    for args, message in cases:
+        result = cli("select", "--candidates", cache, *args, "--rank-window", "101:400", "--out", tmp_path / "o")
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().count("\n") == 0 and message in result.output
+        assert not (tmp_path / "o").exists()
+    result = cli("select", "--candidates", config.out, "--users", config.users, "--items", config.items,
+                 "--positives", TRAIN, "--out", tmp_path / "o")
+    assert result.exit_code == 2 and "not a candidate cache" in result.output
+
+
+def test_stale_user_vectors_alone_are_refused_before_publishing(cached, tmp_path):
+    config, cache = cached
+    users = pl.read_parquet(config.users)
+    vectors = np.stack(users["embedding"].to_numpy())
+    vectors[-1, 0] += 1.0  # the last user only: found after every chunk is selected, before publishing
+    changed = tmp_path / "user.parquet"
+    users.with_columns(pl.Series("embedding", vectors.astype(np.float32).tolist(),
+                                 dtype=users.schema["embedding"])).write_parquet(changed)
+    with pytest.raises(InputError, match="other user vectors"):
+        select(replace(config, users=str(changed), out=str(tmp_path / "o")), cache)
+    assert not (tmp_path / "o").exists()
+
+
+def test_save_candidates_keeps_mine_output_and_refuses_foreign_directories(sample_embeddings, tmp_path):
+    user, item = sample_embeddings
+    base = MineConfig(users=str(user), items=str(item), positives=str(TRAIN), out=str(tmp_path / "a"))
+    mine(base)
+    mine(replace(base, out=str(tmp_path / "b"), save_candidates=str(tmp_path / "cand")))
+    assert digests(tmp_path / "a") == digests(tmp_path / "b")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="not an hnmine output"):
+        mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(foreign)))
+    assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "c").exists()
