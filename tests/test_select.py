@@ -18,7 +18,7 @@ from hnmine.errors import InputError
 from hnmine.io.positives import read_positives
 from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine, select
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, lightgcn_positives
 
 TRAIN = SAMPLE / "train.txt"
 
@@ -63,17 +63,21 @@ def test_select_publishes_the_bytes_mine_would(cached, tmp_path, options):
 def test_the_cache_holds_ranks_1_to_hi_in_canonical_order(cached):
     config, cache = cached
     table = pq.read_table(cache / "candidates.parquet")
-    assert table.column_names == ["user_row", "item_rows", "scores"]
+    assert table.column_names == ["item_row", "score"]
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["format"] == "candidates" and manifest["candidates"]["depth"] == 400
-    assert table.num_rows == manifest["candidates"]["users"] == 2986
-    items = np.stack(table.column("item_rows").to_numpy(zero_copy_only=False))
-    scores = np.stack(table.column("scores").to_numpy(zero_copy_only=False))
-    assert items.shape == (2986, 400) and (table.column("user_row").to_numpy() == np.arange(2986)).all()
+    assert manifest["candidates"]["users"] == 2986 and table.num_rows == 2986 * 400
+    items = table.column("item_row").to_numpy().reshape(2986, 400)
+    scores = table.column("score").to_numpy().reshape(2986, 400)
     # score descending, ties by item row; never one of the user's positives
     assert (np.diff(scores, axis=1) <= 0).all()
     ties = np.diff(scores, axis=1) == 0
     assert (np.diff(items, axis=1)[ties] > 0).all()
+    item_ids = pl.read_parquet(config.items)["id"].to_numpy()
+    user_ids = pl.read_parquet(config.users)["id"].to_numpy()
+    positives = lightgcn_positives(TRAIN)
+    for row in range(0, 2986, 97):
+        assert not positives[user_ids[row]] & set(item_ids[items[row]].tolist())
     mined = pl.read_parquet(Path(config.out) / "hard_neg_edge.parquet")
     assert (mined["rank"] >= 1).all() and (mined["rank"] <= 400).all()
 

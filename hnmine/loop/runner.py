@@ -10,8 +10,13 @@ Layout of ``out/``::
     round_01/                mined with round_00's embeddings, then retrained
         mined/  (hnmine mine's output: hard_neg_edge, pos_edge, user, item, manifest.json)
         model.pt  embeddings/  metrics.json  manifest.json
+        control/             with control=True: the same round without hard negatives
+            model.pt  embeddings/
     metrics.json  metrics.png
     best_round.json          the round with the best validation Recall@20 (the model to use)
+
+metrics.json, metrics.png and best_round.json are rewritten (atomically) after every round, so a
+long run can be followed, and stopped, from them.
 
 ``run.json`` carries ``"tool": "hnmine run"`` and a ``format_version``: only a directory holding
 hnmine's run.json (or nothing) is used as a run directory, and a run holds the directory's lock
@@ -21,7 +26,9 @@ A round is complete when its ``manifest.json`` exists (written last). A rerun sk
 rounds, deletes an incomplete one and goes on from there, so an interrupted run resumes.
 Round r >= 1 trains from round r-1's model (``init="warm"``) or from scratch (``"scratch"``);
 ``hard=False`` keeps the same schedule without hard negatives: the control that separates the
-effect of mining from the effect of training longer. ``round_patience`` ends the run early once that
+effect of mining from the effect of training longer; ``control=True`` trains that control alongside,
+round by round from the same round 0 (round r's control starts from round r-1's control model), and
+states the gain of mining over it in metrics.json, best_round.json and the plot. ``round_patience`` ends the run early once that
 many rounds in a row have not beaten the best validation Recall@20.
 """
 
@@ -60,7 +67,8 @@ from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
 from hnmine.training.trainer import train
 
-__all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
+__all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "metrics_table", "plot_metrics", "run",
+           "summary_line"]
 
 INITS = ("warm", "scratch")
 AUTO_WINDOW = "auto"
@@ -90,6 +98,10 @@ class RunConfig:
     valid_fraction: float = 0.1
     init: str = "warm"
     hard: bool = True
+    # also train the hard=False control each round, from the same round 0 with the same schedule and
+    # seeds: the gain of mining is stated over it, not only over round 0 (which misses what the
+    # extra epochs alone do)
+    control: bool = False
     # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
     # (restarting at --lr undoes round 0's convergence)
     refine_epochs: int | None = 3
@@ -125,6 +137,9 @@ class RunConfig:
             raise InputError("--iterations must be at least 1")
         if self.round_patience < 0:
             raise InputError("--round-patience must be >= 0 (0: run every round)")
+        if self.control and not self.hard:
+            raise InputError("--control trains a --no-hard control beside the mined rounds; with --no-hard the run "
+                             "is the control")
         if self.init not in INITS:
             raise InputError("--init must be warm or scratch")
         if not 0 <= self.valid_fraction < 1:
@@ -182,6 +197,9 @@ class RoundResult:
     mine_seconds: float
     epochs: int
     loss: float | None
+    # the --no-hard control's metrics at this round (round 0's own for round 0); None: no control run
+    control: dict[str, dict[str, float]] | None = None
+    control_train_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -307,6 +325,21 @@ def best_round(results: list[RoundResult]) -> RoundResult | None:
     return max(scored, key=lambda res: (res.metrics[BEST_SPLIT][BEST_METRIC], -res.round))
 
 
+NO_CONTROL = ("no --no-hard control was run (hnmine run --control): the gain over round 0 includes what the "
+              "extra epochs alone do, not only mining")
+
+
+def best_control(results: list[RoundResult]) -> tuple[int, float] | None:
+    """(round, value) of the control's best validation Recall@20 (the earliest of equals); None without."""
+    scored = [(res.round, res.control[BEST_SPLIT][BEST_METRIC]) for res in results
+              if res.control and BEST_METRIC in res.control.get(BEST_SPLIT, {})]
+    return max(scored, key=lambda rv: (rv[1], -rv[0])) if scored else None
+
+
+def _gain(value: float, base: float | None) -> float | None:
+    return value / base - 1 if base else None
+
+
 def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool) -> dict[str, Any] | None:
     best = best_round(results)
     if best is None:
@@ -314,12 +347,48 @@ def _best_round_record(out: Path, results: list[RoundResult], stopped_early: boo
     first = results[0].metrics[BEST_SPLIT][BEST_METRIC]
     value = best.metrics[BEST_SPLIT][BEST_METRIC]
     round_dir = out / f"round_{best.round:02d}"
-    return {
+    record: dict[str, Any] = {
         "round": best.round, "split": BEST_SPLIT, "metric": BEST_METRIC, "value": value,
-        "gain_over_round_0": value / first - 1 if first else None,
+        "gain_over_round_0": _gain(value, first),
         "metrics": best.metrics, "rounds_run": len(results), "stopped_early": stopped_early,
         "model": str(round_dir / "model.pt"), "embeddings": str(round_dir / "embeddings"),
     }
+    control = best_control(results)
+    if control is None:
+        record.update({"gain_over_control": None, "control": None, "control_note": NO_CONTROL})
+        return record
+    same = best.control[BEST_SPLIT][BEST_METRIC] if best.control else None
+    # what mining adds: the best mined round over the best the same schedule reaches without it
+    record["gain_over_control"] = _gain(value, control[1])
+    record["control"] = {"round": control[0], "value": control[1], "same_round_value": same,
+                         "gain_over_same_round": _gain(value, same) if same is not None else None,
+                         "model": str(out / f"round_{control[0]:02d}" / ("control" if control[0] else "") / "model.pt")}
+    return record
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """The run's one-line verdict: the best round, its gain over the control (or why there is none)."""
+    line = f"best round by validation {record['metric']}: {record['round']} ({record['value']:.4f}"
+    control = record.get("control")
+    if control is not None and record.get("gain_over_control") is not None:
+        line += (f", {100 * record['gain_over_control']:+.2f}% over the --no-hard control's best "
+                 f"(round {control['round']}: {control['value']:.4f})")
+    if record.get("gain_over_round_0") is not None:
+        line += f", {100 * record['gain_over_round_0']:+.2f}% over round 0"
+    line += ")"
+    if control is None and "control_note" in record:
+        line += f"; {record['control_note']}"
+    return line
+
+
+def _write_summaries(out: Path, results: list[RoundResult], stopped_early: bool) -> None:
+    """metrics.json, best_round.json and metrics.png as of the rounds done (after every round)."""
+    _write_json(out / "metrics.json", [res.to_dict() for res in results])
+    faults.point("run.metrics")
+    record = _best_round_record(out, results, stopped_early)
+    if record is not None:
+        _write_json(out / "best_round.json", record)
+    plot_metrics(results, out / "metrics.png")
 
 
 def _load_results(out: Path, rounds: int) -> list[RoundResult]:
@@ -408,6 +477,13 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
                 tcfg = replace(tcfg, lr_min=config.refine_lr_min)
         lo, hi = parse_rank_window(window)
         tcfg = replace(tcfg, hard_window=hi - lo + 1)
+        control_cfg = None
+        if config.control and r > 0:
+            # a hard=False round: the same schedule, seed and tables, from the control's previous model
+            previous_control = out / f"round_{r - 1:02d}" / ("control" if r > 1 else "")
+            control_cfg = replace(tcfg, out=str(round_dir / "control" / "model.pt"), hard_negatives=None,
+                                  window_embeddings=None, rank_window=None,
+                                  init=str(previous_control / "model.pt") if config.init == "warm" else None)
         logger.info(f"round {r}: training {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
         treport = train(tcfg, progress)
@@ -418,14 +494,31 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
         for name, table in heldout.items():
             masked = train_positives if name == "valid" or valid is None else full_positives
             metrics[name] = evaluate(exported.user_path, exported.item_path, masked, table, config.ks).metrics
+        control_metrics: dict[str, dict[str, float]] | None = metrics if config.control else None
+        control_seconds = 0.0
+        if control_cfg is not None:
+            logger.info(f"round {r}: training the --no-hard control ({control_cfg.epochs} epochs, warm start "
+                        f"from {'round 0' if r == 1 else f'round {r - 1} control'})")
+            (round_dir / "control").mkdir()
+            creport = train(control_cfg, progress)
+            control_seconds = creport.seconds
+            cexported = export_embeddings(round_dir / "control" / "model.pt", round_dir / "control" / "embeddings")
+            faults.point("run.round.control")
+            control_metrics = {}
+            for name, table in heldout.items():
+                masked = train_positives if name == "valid" or valid is None else full_positives
+                control_metrics[name] = evaluate(cexported.user_path, cexported.item_path, masked, table,
+                                                 config.ks).metrics
         result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=treport.seconds,
                              mine_seconds=mine_seconds, epochs=tcfg.epochs,
-                             loss=treport.epochs[-1]["loss"] if treport.epochs else None)
+                             loss=treport.epochs[-1]["loss"] if treport.epochs else None,
+                             control=control_metrics, control_train_seconds=control_seconds)
         _write_json(round_dir / "metrics.json", result.to_dict())
         faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
             "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
             "train": asdict(tcfg), "train_report": treport.to_dict(), "result": result.to_dict(),
+            **({"control_train": asdict(control_cfg)} if control_cfg is not None else {}),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
@@ -433,17 +526,17 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
         results.append(result)
         logger.info("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
-    _write_json(out / "metrics.json", [res.to_dict() for res in results])
-    faults.point("run.metrics")
-    record = _best_round_record(out, results, stopped_early)
-    if record is not None:
-        _write_json(out / "best_round.json", record)
-    plot_metrics(results, out / "metrics.png")
+        if control_cfg is not None and control_metrics is not None:
+            logger.info("round {}: control {}".format(r, "; ".join(
+                f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in control_metrics.items())))
+        _write_summaries(out, results, stopped_early=False)
+    _write_summaries(out, results, stopped_early)
     return results
 
 
 def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
-    """One row per round: every split's metrics, the gain of Recall@20 over round 0, FN rate, seconds."""
+    """One row per round: every split's metrics, the gain of Recall@20 over round 0 and over the
+    --no-hard control at the same round (when one was run), FN rate, seconds."""
     rows = []
     base = results[0].metrics if results else {}
     for res in results:
@@ -452,6 +545,10 @@ def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
             row.update({f"{name} {k}": v for k, v in values.items()})
             if "recall@20" in values and base.get(name, {}).get("recall@20"):
                 row[f"{name} R@20 gain %"] = 100 * (values["recall@20"] / base[name]["recall@20"] - 1)
+            control = (res.control or {}).get(name, {}).get("recall@20")
+            if control:
+                row[f"{name} control R@20"] = control
+                row[f"{name} gain vs control %"] = 100 * (values["recall@20"] / control - 1)
         if "rank_window" in res.hard_negatives:
             row["window"] = res.hard_negatives["rank_window"]
         row["FN rate"] = next((v for k, v in res.hard_negatives.items() if k.startswith("false_negative_rate")), None)
@@ -461,7 +558,8 @@ def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
 
 
 def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
-    """Recall@K and NDCG@K per round, one line per split and K (needs matplotlib; skipped without it)."""
+    """Recall@K and NDCG@K per round, one line per split and K, and the --no-hard control's as dotted
+    lines of the same colour when one was run (needs matplotlib; skipped without it)."""
     try:
         import matplotlib
 
@@ -476,7 +574,12 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
         keys = sorted({(split, k) for res in results for split, m in res.metrics.items() for k in m
                        if k.startswith(metric)})
         for split, key in keys:
-            ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
+            line, = ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
+            control = [(res.round, res.control[split][key]) for res in results
+                       if res.control and key in res.control.get(split, {})]
+            if len(control) > 1:
+                ax.plot(*zip(*control, strict=True), marker=".", linestyle=":", color=line.get_color(),
+                        label=f"{split} {key}, --no-hard control")
         ax.set_xlabel("round")
         ax.set_title(metric.upper() if metric == "ndcg" else "Recall")
         if best is not None:
@@ -485,6 +588,7 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:  # a reader of a running loop's plot never sees half of it
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

@@ -2,11 +2,14 @@
 ``hnmine mine --save-candidates DIR`` and re-selected from by ``hnmine select``.
 
 Retrieval is what mining spends its time on; the window, the strategy, the filters, the cap and
-the seed only change what is picked from the ranked candidates. The cache holds, per user row, the
-item rows of ranks 1..DEPTH (DEPTH = the HI of the window it was mined with; -1 where the catalog
-runs out) and their canonical fp32 scores, in canonical order (score desc, item row asc), so rank =
-position + 1 and any window LO:HI with HI <= DEPTH is a slice of it (:func:`window_slice`): the same
-window retrieval would return.
+the seed only change what is picked from the ranked candidates. The cache holds, for every user row
+in order, the item rows of its ranks 1..DEPTH (DEPTH = the HI of the window it was mined with; -1
+where the catalog runs out) and their canonical fp32 scores, in canonical order (score desc, item
+row asc): ``candidates.parquet`` has the flat columns ``item_row`` (int32) and ``score`` (float32),
+DEPTH rows per user, so row ``k`` is user row ``k // DEPTH`` at rank ``k % DEPTH + 1``. Flat and
+uncompressed because that reads at memory speed (a list column of the same values reads 4-7x slower,
+and scores barely compress). Any window LO:HI with HI <= DEPTH is a slice of it
+(:func:`window_slice`): the same window retrieval would return.
 
 A cache is an hnmine output of format ``candidates`` (published like ``mine``'s output:
 hnmine/io/publish.py): ``candidates.parquet`` plus ``manifest.json``, whose ``candidates`` entry
@@ -90,16 +93,13 @@ class Fingerprint:
         return self._users.hexdigest()
 
 
-def candidate_table(window: Window, first_row: int) -> pa.Table:
-    """One chunk of the cache (a pure function of the chunk's window of ranks 1..DEPTH):
-    user_row, then item rows and scores as fixed-size lists in rank order."""
+def candidate_table(window: Window) -> pa.Table:
+    """One chunk of the cache (a pure function of the chunk's window of ranks 1..DEPTH): its users'
+    item rows and scores, user by user in rank order."""
     if window.lo != 1:
         raise ValueError("a candidate cache holds ranks from 1")
-    m, depth = window.items.shape
-    items = pa.FixedSizeListArray.from_arrays(pa.array(window.items.astype(np.int32).ravel()), depth)
-    scores = pa.FixedSizeListArray.from_arrays(pa.array(np.ascontiguousarray(window.scores).ravel()), depth)
-    rows = pa.array(np.arange(first_row, first_row + m, dtype=np.int64))
-    return pa.table({"user_row": rows, "item_rows": items, "scores": scores})
+    return pa.table({"item_row": pa.array(window.items.astype(np.int32).ravel()),
+                     "score": pa.array(np.ascontiguousarray(window.scores, dtype=np.float32).ravel())})
 
 
 class CandidateWriter:
@@ -108,14 +108,11 @@ class CandidateWriter:
     def __init__(self, directory: Path) -> None:
         self.path = directory / CACHE_FILE
         self.writer: pq.ParquetWriter | None = None
-        self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if self.writer is None:
-            # scores barely compress and item rows little: no dictionary, light compression, fast reads
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="lz4", use_dictionary=False)
-        self.writer.write_table(table)
-        self.rows += table.num_rows
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="none", use_dictionary=False)
+        self.writer.write_table(table, row_group_size=table.num_rows)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -174,27 +171,28 @@ class CandidateReader:
 
     def window(self, first_row: int, stop: int, available: np.ndarray, lo: int, hi: int) -> Window:
         """Ranks ``lo..hi`` of user rows ``first_row..stop-1`` (called with consecutive ranges)."""
+        rows = (stop - first_row) * self.depth
         if self._batches is None:
-            self._batches = pq.ParquetFile(self.dir / CACHE_FILE).iter_batches(batch_size=max(stop - first_row, 1024))
+            file = pq.ParquetFile(self.dir / CACHE_FILE)
+            if file.metadata.num_rows != self.users * self.depth:
+                raise _refuse(self.dir, f"{CACHE_FILE} holds {file.metadata.num_rows:,} rows, not users x depth = "
+                                        f"{self.users * self.depth:,}: the cache is damaged")
+            self._batches = file.iter_batches(batch_size=max(rows, 1 << 20))
         if first_row != self._buffered_from:
             raise ValueError("candidate ranges must be read in order")
         have = sum(b.num_rows for b in self._buffer)
-        while have < stop - first_row:
-            batch = next(self._batches, None)
-            if batch is None:
-                raise _refuse(self.dir, f"{CACHE_FILE} ends before user row {stop}: the cache is damaged")
+        while have < rows:
+            batch = next(self._batches)
             self._buffer.append(batch)
             have += batch.num_rows
         table = pa.Table.from_batches(self._buffer)
-        part, rest = table.slice(0, stop - first_row), table.slice(stop - first_row)
+        part, rest = table.slice(0, rows), table.slice(rows)
         self._buffer = rest.to_batches() if rest.num_rows else []
         self._buffered_from = stop
-        m = part.num_rows
-        items = part.column("item_rows").combine_chunks().values.to_numpy().reshape(m, self.depth)
-        scores = part.column("scores").combine_chunks().values.to_numpy().reshape(m, self.depth)
-        full = Window(items=items.astype(np.int64), scores=scores.astype(np.float32, copy=False),
-                      available=available, lo=1)
-        return window_slice(full, lo, hi)
+        shape = (stop - first_row, self.depth)
+        items = part.column("item_row").to_numpy().reshape(shape).astype(np.int64)
+        scores = part.column("score").to_numpy().reshape(shape)
+        return window_slice(Window(items=items, scores=scores, available=available, lo=1), lo, hi)
 
 
 def cache_entry(fingerprint: Fingerprint, depth: int, engine: str, metric: str, exact: bool, precision: str,

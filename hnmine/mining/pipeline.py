@@ -460,7 +460,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                 max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
                 window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
                 if saver is not None:
-                    saver.write(candidate_table(window, first_row))
+                    saver.write(candidate_table(window))
                     window = window_slice(window, lo, hi)
             if audit_index is not None:
                 hits, total = _audit_chunk(audit_index, window, queries, indptr, pos_rows,

@@ -1,0 +1,91 @@
+"""``hnmine run --control``: mining's gain stated over a --no-hard control trained alongside, never only
+over round 0; the summaries rewritten after every round; progress lines during an epoch off a terminal."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from hnmine.cli.common import ConsoleProgress
+from hnmine.cli.main import app
+from hnmine.errors import InputError
+from hnmine.loop.runner import NO_CONTROL, RunConfig, run
+from hnmine.training.trainer import train
+from tests.conftest import TEST, TINY, TRAIN, tiny_config
+
+
+def test_control_is_the_no_hard_run_and_gains_are_stated_over_it(tmp_path):
+    base = RunConfig(positives=str(TRAIN), out=str(tmp_path / "mined"), iterations=3, test=str(TEST),
+                     rank_window="11:60", num_hard=4, train=tiny_config(tmp_path))
+    results = run(replace(base, control=True))
+    out = tmp_path / "mined"
+    assert (out / "round_01" / "control" / "model.pt").exists()
+    assert (out / "round_02" / "control" / "embeddings" / "item.parquet").exists()
+    assert results[0].control == results[0].metrics  # the same round 0
+    # the control is what `run --no-hard` trains: same schedule, seeds and tables, round by round
+    plain = run(replace(base, out=str(tmp_path / "plain"), hard=False))
+    assert [r.control for r in results] == [r.metrics for r in plain]
+    best = json.loads((out / "best_round.json").read_text())
+    control_values = [r.control["valid"]["recall@20"] for r in results if r.control]
+    assert best["control"]["value"] == max(control_values)
+    assert best["gain_over_control"] == pytest.approx(best["value"] / max(control_values) - 1)
+    same = results[best["round"]].control["valid"]["recall@20"]
+    assert best["control"]["same_round_value"] == same
+    saved = json.loads((out / "metrics.json").read_text())
+    assert [m["control"] for m in saved] == [r.control for r in results]
+    with pytest.raises(InputError, match="--control"):
+        run(replace(base, out=str(tmp_path / "x"), hard=False, control=True))
+
+
+def test_without_a_control_the_summary_says_so(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--iterations", "2",
+                                      "--out", str(out), "--rank-window", "11:60", "--num-hard", "4", *TINY])
+    assert result.exit_code == 0, result.output
+    best = json.loads((out / "best_round.json").read_text())
+    assert best["gain_over_control"] is None and best["control"] is None and best["control_note"] == NO_CONTROL
+    assert "no --no-hard control was run" in result.output and "over round 0" in result.output
+    report = (out / "report.html").read_text()
+    assert "no control run" in report
+
+
+def test_summaries_are_written_after_every_round(tmp_path, monkeypatch):
+    """A run stopped inside round 1 has round 0's metrics.json, best_round.json and plot already."""
+    import hnmine.loop.runner as runner
+
+    out = tmp_path / "run"
+    seen = []
+
+    def stop_in_round_1(config, progress=None):
+        if "round_01" in config.out:
+            seen.append(json.loads((out / "metrics.json").read_text()))
+            raise KeyboardInterrupt
+        return train(config, progress)
+
+    monkeypatch.setattr(runner, "train", stop_in_round_1)
+    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=3, test=str(TEST), rank_window="11:60",
+                       num_hard=4, train=tiny_config(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        run(config)
+    assert [m["round"] for m in seen[0]] == [0]
+    assert json.loads((out / "best_round.json").read_text())["round"] == 0
+    assert (out / "metrics.png").stat().st_size > 1000
+
+
+def test_epoch_progress_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    progress = ConsoleProgress(interval=0.0)
+    assert not progress.tty  # pytest captures stderr
+    try:
+        train(tiny_config(tmp_path, batch_size=256), progress)
+    finally:
+        logging.getLogger("hnmine").handlers.clear()
+    lines = [line for line in capsys.readouterr().err.splitlines() if ": step " in line]
+    assert lines and all("epoch 1/1: step " in line and "steps/s" in line and "s left" in line for line in lines)
+    quiet = ConsoleProgress(quiet=True, interval=0.0)
+    quiet.start(10, "epoch 1/1")
+    quiet.advance(5)
+    assert ": step " not in capsys.readouterr().err
