@@ -101,6 +101,8 @@ OUTPUT_ONLY = ("config", "dry_run", "json_summary", "quiet", "html_report", "can
 
 
 # Options mine and select share (typer has no option groups: declared once, here).
+MaxPositiveSimilarity = Annotated[Optional[float], typer.Option(help="Drop window items whose cosine with one of the user's positives (item embeddings) is above this: near duplicates.")]
+ExcludeSame = Annotated[Optional[str], typer.Option(help="Drop window items sharing this --item-features column's value (a product or cluster id) with one of the user's positives.")]
 Users = Annotated[Optional[Path], typer.Option(help="User embeddings: parquet file or directory, or .npy with --user-ids.")]
 Items = Annotated[Optional[Path], typer.Option(help="Item embeddings: parquet file or directory, or .npy with --item-ids.")]
 Positives = Annotated[Optional[Path], typer.Option(help="Users' positives: parquet, CSV/TSV or LightGCN text (user item item ...).")]
@@ -176,6 +178,8 @@ def mine(
     relative_margin: RelativeMargin = None,
     margin_reference: MarginReference = "median",
     max_item_negatives: MaxItemNegatives = None,
+    max_positive_similarity: MaxPositiveSimilarity = None,
+    exclude_same: ExcludeSame = None,
     seed: Seed = 0,
     metric: Metric = "ip",
     index: Annotated[

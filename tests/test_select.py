@@ -45,6 +45,8 @@ def cached(sample_embeddings, tmp_path_factory) -> tuple[MineConfig, Path]:
     {"rank_window": "51:250", "strategy": "top", "num_hard": 5, "edge_weight": "rank"},
     {"rank_window": "201:400", "strategy": "softmax", "temperature": 0.1, "max_item_negatives": 4, "seed": 9},
     {"rank_window": "101:300", "strategy": "all", "absolute_margin": 0.0, "max_score": 0.5},
+    {"rank_window": "101:400", "max_positive_similarity": 0.5, "exclude_same": "popularity_bucket",
+     "item_features": str(SAMPLE / "item_features.csv")},
 ])
 def test_select_publishes_the_bytes_mine_would(cached, tmp_path, options):
     config, cache = cached
@@ -142,3 +144,44 @@ def test_save_candidates_keeps_mine_output_and_refuses_foreign_directories(sampl
     with pytest.raises(InputError, match="not an hnmine output"):
         mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(foreign)))
     assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "c").exists()
+
+
+def _published(out: Path) -> dict[str, set[str]]:
+    frame = pl.read_parquet(out / "hard_neg_edge.parquet").group_by("user_id").agg(pl.col("item_id"))
+    return {str(u): {str(i) for i in items} for u, items in frame.iter_rows()}
+
+
+def test_near_duplicates_of_positives_are_never_negatives(cached, tmp_path):
+    config, _ = cached
+    positives = {str(u): {str(i) for i in items} for u, items in lightgcn_positives(TRAIN).items()}
+    items = pl.read_parquet(config.items)
+    row = {str(i): r for r, i in enumerate(items["id"].to_list())}
+    unit = np.stack(items["embedding"].to_numpy()).astype(np.float64)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    plain = replace(config, rank_window="101:400", out=str(tmp_path / "plain"))
+    mine(plain)
+    mine(replace(plain, out=str(tmp_path / "cos"), max_positive_similarity=0.8))
+    before, after = _published(tmp_path / "plain"), _published(tmp_path / "cos")
+    near = 0
+    for user, negatives in before.items():
+        own = unit[[row[i] for i in positives[user]]]
+        for item in negatives:
+            near += float((own @ unit[row[item]]).max()) > 0.8 + 1e-5
+    assert near > 100  # the filter has something to remove on this data
+    for user, negatives in after.items():
+        own = unit[[row[i] for i in positives[user]]]
+        assert all(float((own @ unit[row[i]]).max()) <= 0.8 + 1e-5 for i in negatives)
+    # a key column: no negative shares its popularity bucket with one of the user's positives
+    features = pl.read_csv(SAMPLE / "item_features.csv")
+    bucket = dict(zip(map(str, features["id"]), features["popularity_bucket"], strict=True))
+    mine(replace(plain, out=str(tmp_path / "key"), item_features=str(SAMPLE / "item_features.csv"),
+                 exclude_same="popularity_bucket", allow_empty=True))
+    keyed = _published(tmp_path / "key")
+    assert keyed and sum(map(len, keyed.values())) < sum(map(len, before.values()))
+    for user, negatives in keyed.items():
+        assert not {bucket[i] for i in negatives} & {bucket[i] for i in positives[user]}
+    with pytest.raises(InputError, match="no column 'colour'"):
+        mine(replace(plain, out=str(tmp_path / "x"), item_features=str(SAMPLE / "item_features.csv"),
+                     exclude_same="colour"))
+    with pytest.raises(InputError, match="--exclude-same"):
+        mine(replace(plain, out=str(tmp_path / "x"), exclude_same="popularity_bucket"))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -190,9 +191,11 @@ class CandidateReader:
         self._buffer = rest.to_batches() if rest.num_rows else []
         self._buffered_from = stop
         shape = (stop - first_row, self.depth)
-        items = part.column("item_row").to_numpy().reshape(shape).astype(np.int64)
+        items = part.column("item_row").to_numpy().reshape(shape)
         scores = part.column("score").to_numpy().reshape(shape)
-        return window_slice(Window(items=items, scores=scores, available=available, lo=1), lo, hi)
+        window = window_slice(Window(items=items, scores=scores, available=available, lo=1), lo, hi)
+        # only the window's columns are copied (the selection reads item rows as int64)
+        return replace(window, items=window.items.astype(np.int64), scores=np.ascontiguousarray(window.scores))
 
 
 def cache_entry(fingerprint: Fingerprint, depth: int, engine: str, metric: str, exact: bool, precision: str,

@@ -52,6 +52,10 @@ class MineConfig:
     relative_margin: float | None = None
     margin_reference: str = "median"
     max_item_negatives: int | None = None
+    # near duplicates of a user's positives are no negatives: drop window items whose cosine with one
+    # of them (on the item embeddings) is above this, or that share this --item-features column's value
+    max_positive_similarity: float | None = None
+    exclude_same: str | None = None
     seed: int = 0
     metric: str = "ip"
     index: str = "auto"
@@ -121,6 +125,10 @@ class MineConfig:
             raise InputError("--min-score is above --max-score: no negative could pass")
         if self.max_memory is not None:
             parse_size(self.max_memory)
+        if self.max_positive_similarity is not None and not -1 <= self.max_positive_similarity <= 1:
+            raise InputError("--max-positive-similarity is a cosine: between -1 and 1")
+        if self.exclude_same is not None and self.item_features is None:
+            raise InputError("--exclude-same names a column of --item-features: pass --item-features")
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(

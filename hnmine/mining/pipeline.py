@@ -63,7 +63,7 @@ from hnmine.mining.retrieval import (
     retrieve_window,
     search_depths,
 )
-from hnmine.mining.selection import reference_scores, select_hard_negatives
+from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
 from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of, parse_size
 from hnmine.progress import NoProgress, Progress
@@ -388,6 +388,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
         missing=config.missing_item_features, items_source=config.items,
     )
+    item_keys = _item_keys(inputs.items.ids, features, config) if config.exclude_same else None
+    unit_items = normalize_rows(inputs.items.vectors) if config.max_positive_similarity is not None else None
     fingerprints = {name: _fingerprint(getattr(config, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     fingerprint = None
@@ -472,7 +474,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             streams = user_streams(config.seed, id_keys(chunk.ids))
             references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
                           if selection_config.uses_margins else None)
-            selection = select_hard_negatives(window, streams, selection_config, references)
+            exclude = near_duplicates(window, indptr, pos_rows, unit_items, config.max_positive_similarity, item_keys)
+            selection = select_hard_negatives(window, streams, selection_config, references, exclude)
             sketch.add(window, chunk.ids, streams, queries, item_vectors, indptr, pos_rows)
             n_selected = np.bincount(selection.user, minlength=len(chunk))
             kept = np.minimum(n_selected, needed)
@@ -562,6 +565,23 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             faults.point("mine.candidates")
         publication.commit(manifest)
     return report
+
+
+def _item_keys(item_ids: np.ndarray, features: pl.DataFrame | None, config: MineConfig) -> np.ndarray:
+    """--exclude-same: a code per item row for its value of that feature column (-1: no value, no match)."""
+    column = config.exclude_same
+    if features is None or column is None:
+        raise InputError("--exclude-same names a column of --item-features: pass --item-features")
+    if column not in features.columns or column == config.item_features_id_column:
+        raise InputError(f"{config.item_features}: no column '{column}' to compare items on "
+                         f"(columns: {', '.join(c for c in features.columns if c != config.item_features_id_column)})")
+    id_column = config.item_features_id_column
+    ids = pl.Series("id", item_ids.tolist() if item_ids.dtype == object else item_ids)
+    table = features.select(pl.col(id_column).cast(pl.String), pl.col(column).cast(pl.String).alias("key"))
+    joined = pl.DataFrame({"id": ids.cast(pl.String)}).join(table, left_on="id", right_on=id_column, how="left",
+                                                              maintain_order="left")
+    codes = joined["key"].cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1)
+    return codes.to_numpy()
 
 
 def _audit_chunk(audit_index: ItemIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
