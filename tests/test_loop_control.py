@@ -8,10 +8,10 @@ import logging
 from dataclasses import replace
 
 import pytest
-from typer.testing import CliRunner
-
 from hnmine.cli.common import ConsoleProgress
 from hnmine.cli.main import app
+from typer.testing import CliRunner
+
 from hnmine.errors import InputError
 from hnmine.loop.runner import NO_CONTROL, RunConfig, run
 from hnmine.training.trainer import train

@@ -5,14 +5,15 @@ Retrieval is what mining spends its time on; the window, the strategy, the filte
 the seed only change what is picked from the ranked candidates. The cache holds, for every user row
 in order, the item rows of its ranks 1..DEPTH (DEPTH = the HI of the window it was mined with; -1
 where the catalog runs out) and their canonical fp32 scores, in canonical order (score desc, item
-row asc): ``candidates.parquet`` has the flat columns ``item_row`` (int32) and ``score`` (float32),
-DEPTH rows per user, so row ``k`` is user row ``k // DEPTH`` at rank ``k % DEPTH + 1``. Flat and
-uncompressed because that reads at memory speed (a list column of the same values reads 4-7x slower,
-and scores barely compress). Any window LO:HI with HI <= DEPTH is a slice of it
-(:func:`window_slice`): the same window retrieval would return.
+row asc): ``item_rows.npy`` (int32) and ``scores.npy`` (float32), each a users x DEPTH matrix, so
+``[u, r - 1]`` is user row u's rank r. Any window LO:HI with HI <= DEPTH is a slice of it
+(:func:`window_slice`): the same window retrieval would return. Matrices, memory-mapped, rather than
+parquet: a reader copies only the window's ranks, where parquet decodes every value to DEPTH (a
+flat parquet column of the same values made reading the cache as slow as the selection on Gowalla,
+a list column 4-7x slower still; scores barely compress).
 
 A cache is an hnmine output of format ``candidates`` (published like ``mine``'s output:
-hnmine/io/publish.py): ``candidates.parquet`` plus ``manifest.json``, whose ``candidates`` entry
+hnmine/io/publish.py): the two matrices plus ``manifest.json``, whose ``candidates`` entry
 holds the depth, the engine and the fingerprint: a sha256 over the user and item ids and vectors,
 the positives (as item rows per user row), the metric, the depth, the engine and
 :data:`CACHE_VERSION`. A reader is given the inputs again and refuses, in one line, a cache whose
@@ -25,23 +26,20 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
 from hnmine.io.publish import MANIFEST, output_format
 from hnmine.mining.retrieval import IndexSpec, Window
 
-__all__ = ["CACHE_FORMAT", "CACHE_VERSION", "CandidateReader", "CandidateWriter", "Fingerprint",
-           "candidate_table", "engine_name", "window_slice"]
+__all__ = ["CACHE_FORMAT", "CACHE_VERSION", "CandidateReader", "CandidateWriter", "Fingerprint", "cache_entry",
+           "engine_name", "window_slice"]
 
 CACHE_FORMAT = "candidates"
 # Bumped whenever what a cache holds, or how ranks and scores are computed, changes: an older cache is refused.
 CACHE_VERSION = 1
-CACHE_FILE = "candidates.parquet"
+ITEMS_FILE, SCORES_FILE = "item_rows.npy", "scores.npy"
 
 
 def window_slice(window: Window, lo: int, hi: int) -> Window:
@@ -94,30 +92,26 @@ class Fingerprint:
         return self._users.hexdigest()
 
 
-def candidate_table(window: Window) -> pa.Table:
-    """One chunk of the cache (a pure function of the chunk's window of ranks 1..DEPTH): its users'
-    item rows and scores, user by user in rank order."""
-    if window.lo != 1:
-        raise ValueError("a candidate cache holds ranks from 1")
-    return pa.table({"item_row": pa.array(window.items.astype(np.int32).ravel()),
-                     "score": pa.array(np.ascontiguousarray(window.scores, dtype=np.float32).ravel())})
-
-
 class CandidateWriter:
-    """Appends :func:`candidate_table` chunks to ``DIR/candidates.parquet`` (a staging directory)."""
+    """Writes the chunks' windows of ranks 1..DEPTH into the cache's matrices (in a staging directory)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = directory / CACHE_FILE
-        self.writer: pq.ParquetWriter | None = None
+    def __init__(self, directory: Path, users: int, depth: int) -> None:
+        shape = (users, depth)
+        self.items = np.lib.format.open_memmap(directory / ITEMS_FILE, mode="w+", dtype=np.int32, shape=shape)
+        self.scores = np.lib.format.open_memmap(directory / SCORES_FILE, mode="w+", dtype=np.float32, shape=shape)
 
-    def write(self, table: pa.Table) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="none", use_dictionary=False)
-        self.writer.write_table(table, row_group_size=table.num_rows)
+    def write(self, window: Window, first_row: int) -> None:
+        """One chunk (a window of ranks 1..DEPTH, users from ``first_row``)."""
+        if window.lo != 1 or window.width != self.items.shape[1]:
+            raise ValueError("a candidate cache holds ranks 1..DEPTH")
+        stop = first_row + len(window.items)
+        self.items[first_row:stop] = window.items
+        self.scores[first_row:stop] = window.scores
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        for matrix in (self.items, self.scores):
+            matrix.flush()
+        del self.items, self.scores
 
 
 def _refuse(cache: Path, why: str) -> InputError:
@@ -148,9 +142,20 @@ class CandidateReader:
         self.max_search_depth: int = int(entry.get("max_search_depth", 0))
         self.fingerprint: dict[str, str] = dict(entry["fingerprint"])
         self.users: int = int(entry["users"])
-        self._batches: Any = None
-        self._buffer: list[pa.RecordBatch] = []
-        self._buffered_from = 0
+        self._matrices: tuple[np.ndarray, np.ndarray] | None = None
+
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        matrices = []
+        for name, dtype in ((ITEMS_FILE, np.int32), (SCORES_FILE, np.float32)):
+            try:
+                matrix = np.load(self.dir / name, mmap_mode="r")
+            except (OSError, ValueError) as exc:
+                raise _refuse(self.dir, f"cannot read {name} ({exc}): the cache is damaged") from None
+            if matrix.shape != (self.users, self.depth) or matrix.dtype != dtype:
+                raise _refuse(self.dir, f"{name} is {matrix.dtype} {matrix.shape}, not {np.dtype(dtype)} "
+                                        f"({self.users}, {self.depth}): the cache is damaged")
+            matrices.append(matrix)
+        return matrices[0], matrices[1]
 
     def check_options(self, lo: int, hi: int, metric: str) -> None:
         if hi > self.depth:
@@ -171,30 +176,13 @@ class CandidateReader:
                                     "than these; mine again with --save-candidates")
 
     def window(self, first_row: int, stop: int, available: np.ndarray, lo: int, hi: int) -> Window:
-        """Ranks ``lo..hi`` of user rows ``first_row..stop-1`` (called with consecutive ranges)."""
-        rows = (stop - first_row) * self.depth
-        if self._batches is None:
-            file = pq.ParquetFile(self.dir / CACHE_FILE)
-            if file.metadata.num_rows != self.users * self.depth:
-                raise _refuse(self.dir, f"{CACHE_FILE} holds {file.metadata.num_rows:,} rows, not users x depth = "
-                                        f"{self.users * self.depth:,}: the cache is damaged")
-            self._batches = file.iter_batches(batch_size=max(rows, 1 << 20))
-        if first_row != self._buffered_from:
-            raise ValueError("candidate ranges must be read in order")
-        have = sum(b.num_rows for b in self._buffer)
-        while have < rows:
-            batch = next(self._batches)
-            self._buffer.append(batch)
-            have += batch.num_rows
-        table = pa.Table.from_batches(self._buffer)
-        part, rest = table.slice(0, rows), table.slice(rows)
-        self._buffer = rest.to_batches() if rest.num_rows else []
-        self._buffered_from = stop
-        shape = (stop - first_row, self.depth)
-        items = part.column("item_row").to_numpy().reshape(shape)
-        scores = part.column("score").to_numpy().reshape(shape)
-        window = window_slice(Window(items=items, scores=scores, available=available, lo=1), lo, hi)
-        # only the window's columns are copied (the selection reads item rows as int64)
+        """Ranks ``lo..hi`` of user rows ``first_row..stop-1``."""
+        if self._matrices is None:
+            self._matrices = self._open()
+        items, scores = self._matrices
+        window = window_slice(Window(items=items[first_row:stop], scores=scores[first_row:stop],
+                                     available=available, lo=1), lo, hi)
+        # only the window's ranks are read and copied (the selection reads item rows as int64)
         return replace(window, items=window.items.astype(np.int64), scores=np.ascontiguousarray(window.scores))
 
 

@@ -50,7 +50,6 @@ from hnmine.mining.candidates import (
     CandidateWriter,
     Fingerprint,
     cache_entry,
-    candidate_table,
     engine_name,
     window_slice,
 )
@@ -437,7 +436,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
 
     with publication.staging_dir() as staging, (
             cache.staging_dir() if cache is not None else contextlib.nullcontext(None)) as cache_staging:
-        saver = CandidateWriter(cache_staging) if cache_staging is not None else None
+        saver = CandidateWriter(cache_staging, len(inputs.user_ids), hi) if cache_staging is not None else None
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
@@ -462,7 +461,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                 max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
                 window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
                 if saver is not None:
-                    saver.write(candidate_table(window))
+                    saver.write(window, first_row)
                     window = window_slice(window, lo, hi)
             if audit_index is not None:
                 hits, total = _audit_chunk(audit_index, window, queries, indptr, pos_rows,
