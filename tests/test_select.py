@@ -141,6 +141,8 @@ def test_save_candidates_keeps_mine_output_and_refuses_foreign_directories(sampl
     with pytest.raises(InputError, match="not an hnmine output"):
         mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(foreign)))
     assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "c").exists()
+    with pytest.raises(InputError, match="a directory of its own"):
+        mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(tmp_path / "c")))
 
 
 def _published(out: Path) -> dict[str, set[str]]:

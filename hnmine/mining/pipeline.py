@@ -33,7 +33,7 @@ from hnmine.io.checks import ScoreRange
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
-from hnmine.io.publish import Publication
+from hnmine.io.publish import Publication, resolve_output
 from hnmine.io.tables import (
     EDGE_WEIGHTS,
     ParquetTableWriter,
@@ -333,6 +333,8 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
+    if config.save_candidates is not None and resolve_output(config.save_candidates) == resolve_output(config.out):
+        raise InputError(f"--save-candidates {config.save_candidates} is --out: the cache needs a directory of its own")
     with contextlib.ExitStack() as stack:
         publication = stack.enter_context(
             Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock))
@@ -340,8 +342,6 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
         if config.save_candidates is not None:
             cache = stack.enter_context(Publication(config.save_candidates, overwrite=config.overwrite,
                                                     fmt=CACHE_FORMAT, wait_lock=config.wait_lock))
-            if cache.target == publication.target:
-                raise InputError("--save-candidates must be another directory than --out")
         return _mine(config, publication, progress, command, cache=cache)
 
 
