@@ -424,6 +424,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
     full_positives = train_positives if valid is None else Positives(
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
     stopped_early = False
+    trained = False
     for r in range(done, config.iterations):
         best = best_round(results)
         if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
@@ -524,13 +525,15 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
         })
         faults.point("run.round.done")
         results.append(result)
+        trained = True
         logger.info("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
         if control_cfg is not None and control_metrics is not None:
             logger.info("round {}: control {}".format(r, "; ".join(
                 f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in control_metrics.items())))
         _write_summaries(out, results, stopped_early=False)
-    _write_summaries(out, results, stopped_early)
+    if stopped_early or not trained:  # otherwise the last round's summaries are already the run's
+        _write_summaries(out, results, stopped_early)
     return results
 
 
