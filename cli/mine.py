@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from hnmine.errors import InputError
+from hnmine.io.storage import is_url, url
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.config import MineConfig
@@ -82,7 +83,10 @@ def mine_config(ctx: typer.Context) -> MineConfig:
 
     known = {f.name for f in fields(MineConfig)}
     settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known}
-    return MineConfig(**settings)
+    cfg = MineConfig(**settings)
+    if ctx.params.get("html_report") and is_url(cfg.out):
+        fail(f"{url(cfg.out)}: --report writes into a local --out; run hnmine report on a local copy instead")
+    return cfg
 
 
 def print_result(report: MineReport, cfg: MineConfig, json_summary: bool, html_report: bool, quiet: bool) -> None:
@@ -109,8 +113,8 @@ Positives = Annotated[Optional[Path], typer.Option(help="Users' positives: parqu
 Out = Annotated[Optional[Path], typer.Option(help="Output directory, published atomically.")]
 UserIds = Annotated[Optional[Path], typer.Option(help="Ids for a .npy user matrix (.npy, .parquet or one id per line).")]
 ItemIds = Annotated[Optional[Path], typer.Option(help="Ids for a .npy item matrix.")]
-IdColumn = Annotated[str, typer.Option(help="Id column of the embedding tables.")]
-VectorColumn = Annotated[str, typer.Option(help="Vector column of the embedding tables.")]
+IdColumn = Annotated[str, typer.Option(help="Id column of the embedding tables; USER,ITEM when they differ (TorchEasyRec predict output: user_id,adgroup_id).")]
+VectorColumn = Annotated[str, typer.Option(help="Vector column (list of floats, or comma-separated numbers); USER,ITEM when they differ (user_tower_emb,item_tower_emb).")]
 PositivesFormat = Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn (auto: by file suffix).")]
 UserColumn = Annotated[str, typer.Option(help="User id column of the positives.")]
 ItemColumn = Annotated[str, typer.Option(help="Item id column of the positives.")]

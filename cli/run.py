@@ -114,6 +114,27 @@ def run(
     device: Device = "auto",
     threads: Threads = None,
     wait_lock: WaitLock = 0.0,
+    valid: Annotated[Optional[Path], typer.Option(help="Validation positives from a file (e.g. the split an external "
+        "trainer's data left out); replaces the --valid-fraction split.")] = None,
+    train_command: Annotated[Optional[str], typer.Option(help="Train with an external trainer: this command, run "
+        "each round, with placeholders such as {round}, {mined}, {model_dir}, {prev_model_dir}, {seed} "
+        "(docs/external.md). Default: the built-in trainer.")] = None,
+    first_train_command: Annotated[Optional[str], typer.Option(help="Round 0's train command (no mined tables "
+        "yet; default: --train-command).")] = None,
+    export_command: Annotated[Optional[str], typer.Option(help="Run after the train command; it leaves the user "
+        "and item embeddings at --user-embeddings / --item-embeddings (default: the train command does).")] = None,
+    user_embeddings: Annotated[str, typer.Option(help="External trainer: where its user embeddings are left "
+        "(parquet file or directory, e.g. TorchEasyRec predict output {export_dir}/user_emb).")]
+        = "{export_dir}/user.parquet",
+    item_embeddings: Annotated[str, typer.Option(help="External trainer: where its item embeddings are "
+        "left.")] = "{export_dir}/item.parquet",
+    id_column: Annotated[str, typer.Option(help="External trainer: id column of its embedding tables; USER,ITEM "
+        "when they differ (user_id,adgroup_id).")] = "id",
+    vector_column: Annotated[str, typer.Option(help="External trainer: vector column (list of floats, or "
+        "comma-separated numbers); USER,ITEM when they differ (user_tower_emb,item_tower_emb).")] = "embedding",
+    train_timeout: Annotated[Optional[float], typer.Option(help="Seconds a train command may run before it is "
+        "stopped and the run fails (exit 3; a rerun resumes at that round). Default: no limit.")] = None,
+    export_timeout: Annotated[Optional[float], typer.Option(help="The same for the export command.")] = None,
     quiet: Quiet = False,
     config: ConfigFile = None,
 ) -> None:
@@ -138,7 +159,10 @@ def run(
         rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
         num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, absolute_margin=absolute_margin,
         relative_margin=relative_margin, margin_reference=margin_reference, max_item_negatives=max_item_negatives,
-        train=tcfg, wait_lock=wait_lock,
+        train=tcfg, wait_lock=wait_lock, valid=str(valid) if valid else None, train_command=train_command,
+        first_train_command=first_train_command, export_command=export_command, user_embeddings=user_embeddings,
+        item_embeddings=item_embeddings, id_column=id_column, vector_column=vector_column,
+        train_timeout=train_timeout, export_timeout=export_timeout,
     )
     try:
         results = run_loop(run_config, ConsoleProgress(quiet))

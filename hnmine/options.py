@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from hnmine.errors import InputError
 
-__all__ = ["MAX_COUNT", "RankWindow", "one_of", "parse_rank_window", "parse_size"]
+__all__ = ["MAX_COUNT", "RankWindow", "column_pair", "one_of", "parse_rank_window", "parse_size"]
 
 # The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
 MAX_COUNT = 2**31 - 1
@@ -76,3 +76,14 @@ def one_of(value: str, choices: tuple[Choice, ...], option: str) -> Choice:
         if value == choice:
             return choice
     raise InputError(f"{option} must be one of {', '.join(choices)}, not {value!r}")
+
+
+def column_pair(text: str, option: str) -> tuple[str, str]:
+    """An embedding column option: ``"id"`` names the column of both tables, ``"user_id,adgroup_id"`` the
+    user table's and the item table's (TorchEasyRec's predict output keeps each tower's own id column)."""
+    names = [part.strip() for part in str(text).split(",")]
+    if len(names) == 1:
+        names *= 2
+    if len(names) != 2 or not all(names):
+        raise InputError(f"{option} '{text}' must be one column name, or USER,ITEM (e.g. user_id,adgroup_id)")
+    return names[0], names[1]

@@ -22,8 +22,8 @@ def test_control_is_the_no_hard_run_and_gains_are_stated_over_it(tmp_path):
                      num_hard=4, train=tiny_config(tmp_path))  # validation only: what gains are stated on
     results = run(replace(base, control=True))
     out = tmp_path / "mined"
-    assert (out / "round_01" / "control" / "model.pt").exists()
-    assert (out / "round_01" / "control" / "embeddings" / "item.parquet").exists()
+    assert (out / "control" / "round_01" / "model.pt").exists()
+    assert (out / "control" / "round_01" / "embeddings" / "item.parquet").exists()
     assert results[0].control == results[0].metrics  # the same round 0
     # the control is what `run --no-hard` trains: same schedule, seeds and tables, round by round
     plain = run(replace(base, out=str(tmp_path / "plain"), hard=False))
@@ -49,7 +49,7 @@ def test_control_is_the_no_hard_run_and_gains_are_stated_over_it(tmp_path):
 
 def test_summaries_are_written_after_every_round(tmp_path, monkeypatch):
     """A run stopped inside round 1 has round 0's metrics.json, best_round.json and plot already."""
-    import hnmine.loop.runner as runner
+    import hnmine.loop.trainers as trainers
 
     out = tmp_path / "run"
     seen = []
@@ -60,7 +60,7 @@ def test_summaries_are_written_after_every_round(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return train(config, progress)
 
-    monkeypatch.setattr(runner, "train", stop_in_round_1)
+    monkeypatch.setattr(trainers, "train", stop_in_round_1)
     config = RunConfig(positives=str(TRAIN), out=str(out), iterations=3, test=str(TEST), rank_window="11:60",
                        num_hard=4, train=tiny_config(tmp_path))
     with pytest.raises(KeyboardInterrupt):

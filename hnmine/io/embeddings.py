@@ -1,7 +1,9 @@
 """Stage 1, input: user and item embeddings from parquet (one file or a directory) or ``.npy``.
 
-Parquet tables have an id column (int64 or string) and a vector column (fixed-size list or list of
-float). A ``.npy`` matrix comes with an ids file (``.npy``, ``.parquet`` or text, one id a line).
+Parquet tables have an id column (int64 or string) and a vector column: a fixed-size list or list of
+float, or a string of comma-separated numbers (TorchEasyRec's predict output writes either form, in a
+directory of ``part-N.parquet`` files). A ``.npy`` matrix comes with an ids file (``.npy``,
+``.parquet`` or text, one id a line).
 Everything is validated on the way in; any defect raises :class:`InputError` naming the file, the
 row and the column, so a bad export never turns into silently wrong negatives.
 
@@ -26,6 +28,7 @@ import pyarrow.parquet as pq
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import check_ids
 from hnmine.io.publish import Publication
+from hnmine.io.storage import LocalCopy, join, reworded
 
 __all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
 
@@ -87,20 +90,25 @@ def _vectors_to_numpy(
     """Arrow list column to a float32 (n, d) matrix, rejecting nulls, ragged rows, NaN and inf."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise InputError(f"{where}: column '{vector_column}' is null at row {first_row + row} (id {ids[row]})")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = _parse_vector_text(column, where, vector_column, first_row, ids)
     kind = column.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
         raise InputError(
-            f"{where}: column '{vector_column}' has type {kind}; expected a list of floats"
+            f"{where}: column '{vector_column}' has type {kind}; expected a list of floats or comma-separated numbers"
         )
     value_type = kind.value_type
+    if pa.types.is_list(value_type) or pa.types.is_large_list(value_type) or pa.types.is_fixed_size_list(value_type):
+        raise InputError(f"{where}: column '{vector_column}' holds lists of vectors (multi-interest user embeddings, "
+                         "as MIND's); hnmine ranks with one vector per user")
     if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
         raise InputError(
             f"{where}: column '{vector_column}' holds {value_type}; expected a list of floats"
         )
     n = len(column)
-    if column.null_count:
-        row = int(pc.index(pc.is_null(column), True).as_py())
-        raise InputError(f"{where}: column '{vector_column}' is null at row {first_row + row} (id {ids[row]})")
     if pa.types.is_fixed_size_list(kind):
         dim = kind.list_size
         values = column.flatten()
@@ -125,6 +133,33 @@ def _vectors_to_numpy(
     matrix = np.ascontiguousarray(values.to_numpy(zero_copy_only=False).reshape(n, dim), dtype=np.float32)
     _check_finite(matrix, where, vector_column, first_row, ids)
     return matrix
+
+
+# One number as text: what float() reads, inf and nan included (they are refused with their row afterwards).
+_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)$"
+
+
+def _parse_vector_text(column: pa.Array, where: str, vector_column: str, first_row: int,
+                       ids: np.ndarray) -> pa.Array:
+    """``"0.12,-0.5,..."`` strings to a list<float32> column; a value that is not a number names its row."""
+    if len(column) and pc.any(pc.match_substring(column, ";")).as_py():
+        row = int(pc.index(pc.match_substring(column, ";"), True).as_py())
+        raise InputError(f"{where}: column '{vector_column}' holds several vectors at row {first_row + row} "
+                         f"(id {ids[row]}; ';'-separated, as MIND's multi-interest output); hnmine ranks with one "
+                         "vector per user")
+    parts = pc.split_pattern(pc.utf8_trim_whitespace(column), ",")
+    values = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    numeric = pc.match_substring_regex(values, _NUMBER, ignore_case=True)
+    if len(values) and not pc.all(numeric).as_py():
+        flat = int(pc.index(numeric, False).as_py())
+        row = int(pc.list_parent_indices(parts)[flat].as_py())
+        raise InputError(f"{where}: column '{vector_column}' has '{values[flat].as_py()[:40]}' at row "
+                         f"{first_row + row} (id {ids[row]}), not a number; expected comma-separated numbers")
+    lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    # parsed straight to float32: the shortest decimal form of a float32 (what writers print) reads back exactly
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.cast(values, pa.float32()))
 
 
 def _check_finite(matrix: np.ndarray, where: str, column: str, first_row: int, ids: np.ndarray) -> None:
@@ -181,7 +216,8 @@ class EmbeddingSource:
     """An embedding table on disk: parquet file(s), or ``.npy`` plus an ids file.
 
     Opening checks existence, columns and types from metadata only; rows are read by
-    :meth:`read_ids`, :meth:`iter_chunks` or :meth:`read_all`.
+    :meth:`read_ids`, :meth:`iter_chunks` or :meth:`read_all`. A URL (:mod:`hnmine.io.storage`) is read
+    from a local copy kept while the source lives; errors name the URL.
     """
 
     def __init__(
@@ -192,7 +228,15 @@ class EmbeddingSource:
         vector_column: str = "embedding",
         ids_path: str | Path | None = None,
     ) -> None:
-        self.path = Path(path)
+        with reworded():
+            self._copies = [LocalCopy(path, "embeddings")]
+            if ids_path is not None:
+                self._copies.append(LocalCopy(ids_path, "ids file"))
+            self._open(self._copies[0].path, id_column, vector_column,
+                       self._copies[1].path if ids_path is not None else None)
+
+    def _open(self, path: Path, id_column: str, vector_column: str, ids_path: Path | None) -> None:
+        self.path = path
         self.id_column = id_column
         self.vector_column = vector_column
         if not self.path.exists():
@@ -283,12 +327,17 @@ class EmbeddingSource:
 
     def read_all(self) -> Embeddings:
         """The whole table in memory, validated (ids unique, one dimension throughout)."""
+        with reworded():
+            return self._read_all()
+
+    def _read_all(self) -> Embeddings:
         ids = self.read_ids()
         chunks = [emb.vectors for _, emb in self.iter_chunks(1 << 16, ids=ids)]
         dims = {c.shape[1] for c in chunks}
         if len(dims) > 1:
             raise InputError(f"{self.path}: vectors have different lengths across files: {sorted(dims)}")
-        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), str(self.path))
+        source = self._copies[0].url if self._copies[0].remote else str(self.path)
+        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), source)
 
     def peek_dim(self) -> int:
         """The vector length, read from the first row."""
@@ -301,6 +350,9 @@ class EmbeddingSource:
         kind = batch.schema.field(0).type
         if pa.types.is_fixed_size_list(kind):
             return int(kind.list_size)
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            text = batch.column(0)[0].as_py() or ""
+            return text.count(",") + 1 if text.strip() else 0
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             raise InputError(f"{self.files[0]}: column '{self.vector_column}' has type {kind}; expected a list of floats")
         return int(pc.list_value_length(batch.column(0))[0].as_py() or 0)
@@ -348,7 +400,7 @@ def read_embeddings(
 
 
 def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
-                        item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[Path, Path]:
+                        item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[str | Path, str | Path]:
     """Publish ``user.parquet`` and ``item.parquet`` in ``out_dir`` (the input form of ``hnmine mine``).
 
     The directory is published like a mined output (:class:`hnmine.io.publish.Publication`): both
@@ -362,7 +414,7 @@ def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors:
         write_embeddings(staging / "item.parquet", item_ids, item_vectors)
         dim = int(np.shape(item_vectors)[1])
         target = publication.commit({"tool": tool, "users": len(user_ids), "items": len(item_ids), "dim": dim})
-    return target / "user.parquet", target / "item.parquet"
+    return join(target, "user.parquet"), join(target, "item.parquet")
 
 
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str = "id",

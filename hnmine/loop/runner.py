@@ -10,13 +10,14 @@ Layout of ``out/``::
     round_01/                mined with round_00's embeddings, then retrained
         mined/  (hnmine mine's output: hard_neg_edge, pos_edge, user, item, manifest.json)
         model.pt  embeddings/  metrics.json  manifest.json
-        control/             with control=True: the same round without hard negatives
-            model.pt  embeddings/
-    metrics.json  metrics.png
+    control/round_01/        with control=True: round 1 trained without hard negatives (the --no-hard control)
+    metrics.json  metrics.png    (rewritten after every round, like best_round.json)
     best_round.json          the round with the best validation Recall@20 (the model to use)
+    run.log                  the run's events and the external commands' output, appended
 
-metrics.json, metrics.png and best_round.json are rewritten (atomically) after every round, so a
-long run can be followed, and stopped, from them.
+With an external trainer (``--train-command``, :class:`hnmine.loop.trainers.ExternalTrainer`) a
+round holds ``model/`` and ``export/`` (what its commands left) instead of ``model.pt``; its
+``embeddings/`` are what the export left, checked and rewritten in hnmine's form.
 
 ``run.json`` carries ``"tool": "hnmine run"`` and a ``format_version``: only a directory holding
 hnmine's run.json (or nothing) is used as a run directory, and a run holds the directory's lock
@@ -26,9 +27,7 @@ A round is complete when its ``manifest.json`` exists (written last). A rerun sk
 rounds, deletes an incomplete one and goes on from there, so an interrupted run resumes.
 Round r >= 1 trains from round r-1's model (``init="warm"``) or from scratch (``"scratch"``);
 ``hard=False`` keeps the same schedule without hard negatives: the control that separates the
-effect of mining from the effect of training longer; ``control=True`` trains that control alongside,
-round by round from the same round 0 (round r's control starts from round r-1's control model), and
-states the gain of mining over it in metrics.json, best_round.json and the plot. ``round_patience`` ends the run early once that
+effect of mining from the effect of training longer. ``round_patience`` ends the run early once that
 many rounds in a row have not beaten the best validation Recall@20.
 """
 
@@ -38,6 +37,7 @@ import json
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -47,7 +47,6 @@ import polars as pl
 import torch
 
 from hnmine import faults
-from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -59,13 +58,15 @@ from hnmine.evaluate import (
 from hnmine.io.checks import check_finite_options
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
+from hnmine.io.storage import is_url, reworded, url
+from hnmine.loop.commands import PLACEHOLDERS, CommandFailedError, fill_placeholders, format_command
+from hnmine.loop.trainers import BuiltinTrainer, ExternalTrainer, RoundPaths, Trainer
 from hnmine.mining import kernels
 from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine
-from hnmine.options import parse_rank_window
+from hnmine.options import column_pair
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
-from hnmine.training.trainer import train
 
 __all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "metrics_table", "plot_metrics", "run",
            "summary_line"]
@@ -98,9 +99,9 @@ class RunConfig:
     valid_fraction: float = 0.1
     init: str = "warm"
     hard: bool = True
-    # also train the hard=False control each round, from the same round 0 with the same schedule and
-    # seeds: the gain of mining is stated over it, not only over round 0 (which misses what the
-    # extra epochs alone do)
+    # also train the hard=False control each round (built-in trainer), from the same round 0 with the
+    # same schedule and seeds, into control/round_rr/: mining's gain is stated over it, not only over
+    # round 0 (which misses what the extra epochs alone do)
     control: bool = False
     # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
     # (restarting at --lr undoes round 0's convergence)
@@ -130,6 +131,21 @@ class RunConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
     # seconds to wait for another run holding the run directory's lock (0: fail at once, exit 75)
     wait_lock: float = 0.0
+    # validation positives from a file (the split the external trainer's data already left out);
+    # replaces the --valid-fraction split
+    valid: str | None = None
+    # An external trainer (hnmine.loop.trainers.ExternalTrainer): command templates with the
+    # placeholders of hnmine.loop.commands.PLACEHOLDERS; None: the built-in trainer
+    train_command: str | None = None
+    first_train_command: str | None = None  # round 0 (no mined tables yet); default: train_command
+    export_command: str | None = None  # None: the train command leaves the embeddings itself
+    user_embeddings: str = "{export_dir}/user.parquet"
+    item_embeddings: str = "{export_dir}/item.parquet"
+    # the external embeddings' columns: one name for both tables or USER,ITEM (hnmine.options.column_pair)
+    id_column: str = "id"
+    vector_column: str = "embedding"
+    train_timeout: float | None = None  # seconds per train command; None: no limit
+    export_timeout: float | None = None
 
     def validate(self) -> None:
         check_finite_options(self)
@@ -137,9 +153,9 @@ class RunConfig:
             raise InputError("--iterations must be at least 1")
         if self.round_patience < 0:
             raise InputError("--round-patience must be >= 0 (0: run every round)")
-        if self.control and not self.hard:
-            raise InputError("--control trains a --no-hard control beside the mined rounds; with --no-hard the run "
-                             "is the control")
+        if self.control and (not self.hard or self.train_command):
+            raise InputError("--control trains the built-in trainer's --no-hard control beside the mined rounds: not "
+                             "with --no-hard (the run is the control) nor --train-command")
         if self.init not in INITS:
             raise InputError("--init must be warm or scratch")
         if not 0 <= self.valid_fraction < 1:
@@ -148,13 +164,14 @@ class RunConfig:
             raise InputError("--refine-epochs must be at least 1")
         if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
             raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
-        if self.test is None and self.valid_fraction == 0:
-            raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
+        if self.test is None and self.valid_fraction == 0 and self.valid is None:
+            raise InputError("nothing to evaluate on: pass --test, --valid or --valid-fraction")
         self.train.validate()
+        self._validate_external()
         if self.rank_window == AUTO_WINDOW:
-            if self.valid_fraction == 0:
+            if self.valid_fraction == 0 and self.valid is None:
                 raise InputError("--rank-window auto measures false-negative rates on the validation split: "
-                                 "pass --valid-fraction (e.g. 0.1)")
+                                 "pass --valid-fraction (e.g. 0.1) or --valid")
             if self.window_width < 1:
                 raise InputError("--window-width must be at least 1")
             if not 0 <= self.max_false_negative_rate < 1:
@@ -167,6 +184,34 @@ class RunConfig:
             # MIS reads window membership off score thresholds; a filtered window is not that interval
             raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
                              "with --absolute-margin, --relative-margin or --max-item-negatives")
+
+    def _validate_external(self) -> None:
+        """The external trainer's templates, filled with stand-in values: a bad one fails before anything runs."""
+        for value, option in ((self.train_timeout, "--train-timeout"), (self.export_timeout, "--export-timeout")):
+            if value is not None and value <= 0:
+                raise InputError(f"{option} must be a positive number of seconds")
+        external = {"--first-train-command": self.first_train_command, "--export-command": self.export_command}
+        if self.train_command is None:
+            given = [option for option, value in external.items() if value is not None]
+            if given:
+                raise InputError(f"{given[0]} needs --train-command (the built-in trainer runs no commands)")
+            return
+        if not self.hard:
+            raise InputError("--no-hard is the built-in trainer's control; with --train-command, run the control "
+                             "as a second run whose train command leaves out the hard-negative sampler")
+        stand_in = {name: "x" for name in PLACEHOLDERS}
+        for option, template in {"--train-command": self.train_command, **external}.items():
+            if template is not None:
+                format_command(template, stand_in, option)
+        for option, template in (("--user-embeddings", self.user_embeddings),
+                                 ("--item-embeddings", self.item_embeddings)):
+            fill_placeholders(template, {k: v for k, v in stand_in.items() if not k.endswith("_embeddings")}, option)
+        column_pair(self.id_column, "--id-column")
+        column_pair(self.vector_column, "--vector-column")
+
+    def default_window(self) -> str:
+        """The window a round trains for before anything was mined (round 0's --hard-window)."""
+        return self.rank_window if self.rank_window != AUTO_WINDOW else f"1:{self.window_width}"
 
     def mine_options(self) -> dict[str, Any]:
         """The MineConfig options every round shares (window, paths and seed are per round)."""
@@ -181,6 +226,8 @@ class RunConfig:
         values.pop("round_patience")  # like --iterations: how far to go, not what a round does
         values.pop("out")  # a run directory may be moved or copied
         values.pop("wait_lock")
+        values.pop("train_timeout")  # how long to wait, not what a round does
+        values.pop("export_timeout")
         values["train"].pop("device")
         values["train"].pop("threads")
         values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
@@ -195,7 +242,7 @@ class RoundResult:
     hard_negatives: dict[str, Any]
     train_seconds: float
     mine_seconds: float
-    epochs: int
+    epochs: int | None  # None: an external trainer's (hnmine does not know them)
     loss: float | None
     # the --no-hard control's metrics at this round (round 0's own for round 0); None: no control run
     control: dict[str, dict[str, float]] | None = None
@@ -251,8 +298,12 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         # (written in that order by earlier versions): its options are unknown, so it is rewritten
         valid_path.unlink(missing_ok=True)
         positives = read_positives(config.positives, fmt=config.train.positives_format)
-        if config.valid_fraction > 0:
+        split: Positives | None = None
+        if config.valid is not None:  # given: the positives are the training set as they are
+            split = read_positives(config.valid)
+        elif config.valid_fraction > 0:
             positives, split = holdout_split(positives, config.valid_fraction, config.train.seed)
+        if split is not None:
             with atomic_file(valid_path) as tmp:
                 split.table.write_parquet(tmp)
             faults.point("run.prepare.valid")
@@ -340,7 +391,8 @@ def _gain(value: float, base: float | None) -> float | None:
     return value / base - 1 if base else None
 
 
-def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool) -> dict[str, Any] | None:
+def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool,
+                       trainer: Trainer) -> dict[str, Any] | None:
     best = best_round(results)
     if best is None:
         return None
@@ -351,18 +403,19 @@ def _best_round_record(out: Path, results: list[RoundResult], stopped_early: boo
         "round": best.round, "split": BEST_SPLIT, "metric": BEST_METRIC, "value": value,
         "gain_over_round_0": _gain(value, first),
         "metrics": best.metrics, "rounds_run": len(results), "stopped_early": stopped_early,
-        "model": str(round_dir / "model.pt"), "embeddings": str(round_dir / "embeddings"),
+        "model": str(trainer.model_path(round_dir)), "embeddings": str(round_dir / "embeddings"),
     }
     control = best_control(results)
     if control is None:
         record.update({"gain_over_control": None, "control": None, "control_note": NO_CONTROL})
         return record
     same = best.control[BEST_SPLIT][BEST_METRIC] if best.control else None
+    control_dir = out / "control" / f"round_{control[0]:02d}" if control[0] else out / "round_00"
     # what mining adds: the best mined round over the best the same schedule reaches without it
     record["gain_over_control"] = _gain(value, control[1])
     record["control"] = {"round": control[0], "value": control[1], "same_round_value": same,
                          "gain_over_same_round": _gain(value, same) if same is not None else None,
-                         "model": str(out / f"round_{control[0]:02d}" / ("control" if control[0] else "") / "model.pt")}
+                         "model": str(trainer.model_path(control_dir))}
     return record
 
 
@@ -381,11 +434,11 @@ def summary_line(record: dict[str, Any]) -> str:
     return line
 
 
-def _write_summaries(out: Path, results: list[RoundResult], stopped_early: bool) -> None:
+def _write_summaries(out: Path, results: list[RoundResult], stopped_early: bool, trainer: Trainer) -> None:
     """metrics.json, best_round.json and metrics.png as of the rounds done (after every round)."""
     _write_json(out / "metrics.json", [res.to_dict() for res in results])
     faults.point("run.metrics")
-    record = _best_round_record(out, results, stopped_early)
+    record = _best_round_record(out, results, stopped_early, trainer)
     if record is not None:
         _write_json(out / "best_round.json", record)
     plot_metrics(results, out / "metrics.png")
@@ -398,59 +451,101 @@ def _load_results(out: Path, rounds: int) -> list[RoundResult]:
 def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult]:
     """Run (or resume) the loop; returns every round's result and writes metrics.json/.png.
 
-    ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run.
+    ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run. The inputs
+    may be URLs (:mod:`hnmine.io.storage`); ``out`` is a local directory: a run resumes from the state
+    it keeps there, round by round (docs/storage.md).
     """
     config.validate()
+    config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None,
+                     valid=url(config.valid) if config.valid else None)
+    if is_url(config.out):
+        raise InputError(f"{url(config.out)}: hnmine run keeps its resumable state in a local --out directory; "
+                         "give a local path (its rounds can be copied to an object store afterwards)")
     out = resolve_output(config.out)
-    with OutputLock(out, config.wait_lock):
+    with reworded(), OutputLock(out, config.wait_lock):
         return _run(replace(config, out=str(out)), progress)
 
 
+class RunLog:
+    """The run's events and its commands' output: ``hnmine`` logger records, and lines appended to
+    ``run.log`` in the run directory (whatever the logger's level, so a cron job's failure is on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, message: str) -> None:
+        logger.info(message)
+        with self._lock:
+            self._file.write(f"[{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}] {message}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
-    progress = progress or NoProgress()
+    out = Path(config.out)
+    train_path, valid, test = _prepare(config, out)
+    log = RunLog(out / "run.log")
+    try:
+        return _rounds(config, progress or NoProgress(), out, train_path, valid, test, log)
+    except InputError as exc:
+        log(f"error: {exc}")
+        if isinstance(exc, CommandFailedError):
+            raise CommandFailedError(f"{exc} (all its output: {out / 'run.log'}; a rerun resumes at this "
+                                     "round)") from None
+        raise
+    finally:
+        log.close()
+
+
+def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, valid: Positives | None,
+            test: Positives | None, log: RunLog) -> list[RoundResult]:
     if config.train.threads:
         # every step, not only training: a resumed process must run each step as the first one did
         torch.set_num_threads(config.train.threads)
         kernels.set_threads(config.train.threads)
-    out = Path(config.out)
-    train_path, valid, test = _prepare(config, out)
     heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
+    trainer: Trainer = ExternalTrainer(config, log) if config.train_command else BuiltinTrainer(config, log)
     done = _complete_rounds(out)
     if done:
-        logger.info(f"resuming: rounds 0-{done - 1} complete")
+        log(f"resuming: rounds 0-{done - 1} complete")
     results = _load_results(out, min(done, config.iterations))
     train_positives = read_positives(train_path)
     # Test ranking masks every known positive (train and validation), as in the published protocol.
     full_positives = train_positives if valid is None else Positives(
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
+    valid_path = out / "data" / "valid.parquet"
     stopped_early = False
     trained = False
+    # the --no-hard control: rounds >= 1 under control/, from the shared round 0
+    control_trainer = BuiltinTrainer(replace(config, hard=False, control=False), log) if config.control else None
     for r in range(done, config.iterations):
         best = best_round(results)
         if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
-            logger.info(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
-                         f"for {config.round_patience} round(s) (--round-patience)")
+            log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
+                f"for {config.round_patience} round(s) (--round-patience)")
             stopped_early = True
             break
         round_dir = out / f"round_{r:02d}"
         round_dir.mkdir(parents=True)
         started = time.time()
         mine_seconds = 0.0
-        valid_path = out / "data" / "valid.parquet"
-        tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
-                       hard_negatives=None, init=None, valid=str(valid_path) if valid is not None else None)
         hard_stats: dict[str, Any] = {}
-        window = config.rank_window if config.rank_window != AUTO_WINDOW else f"1:{config.window_width}"
-        if r > 0:
-            prev = out / f"round_{r - 1:02d}"
+        window: str | None = None
+        prev = out / f"round_{r - 1:02d}" if r > 0 else None
+        if prev is not None:
             mark = time.perf_counter()
+            window = config.default_window()
             if config.rank_window == AUTO_WINDOW:
                 assert valid is not None  # validate() checked
                 window, window_stats = _auto_window(config, prev, train_positives, valid)
                 hard_stats.update(window_stats)
-                logger.info(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
-                             f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
-            logger.info(f"round {r}: mining with round {r - 1}'s embeddings")
+                log(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
+                    f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
+            log(f"round {r}: mining with round {r - 1}'s embeddings")
             report = mine(MineConfig(
                 users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
                 positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
@@ -464,82 +559,65 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
             for name, table in heldout.items():
                 hard_stats[f"false_negative_rate_{name}"] = false_negative_rate(mined / "hard_neg_edge.parquet",
                                                                                table)["rate"]
-            tcfg = replace(tcfg, positives=str(mined / "pos_edge.parquet"), item_nodes=str(mined / "item.parquet"),
-                           hard_negatives=str(mined / "hard_neg_edge.parquet") if config.hard else None,
-                           init=str(prev / "model.pt") if config.init == "warm" else None,
-                           seed=config.train.seed + r)
-            if config.hard and config.train.hard_correction == "mis":
-                tcfg = replace(tcfg, window_embeddings=str(prev / "embeddings"), rank_window=window)
-            if config.refine_epochs is not None:
-                tcfg = replace(tcfg, epochs=config.refine_epochs)
-            if config.refine_lr is not None:
-                tcfg = replace(tcfg, lr=config.refine_lr)
-            if config.refine_lr_min is not None:
-                tcfg = replace(tcfg, lr_min=config.refine_lr_min)
-        lo, hi = parse_rank_window(window)
-        tcfg = replace(tcfg, hard_window=hi - lo + 1)
-        control_cfg = None
-        if config.control and r > 0:
-            # a hard=False round: the same schedule, seed and tables, from the control's previous model
-            previous_control = out / f"round_{r - 1:02d}" / ("control" if r > 1 else "")
-            control_cfg = replace(tcfg, out=str(round_dir / "control" / "model.pt"), hard_negatives=None,
-                                  window_embeddings=None, rank_window=None,
-                                  init=str(previous_control / "model.pt") if config.init == "warm" else None)
-        logger.info(f"round {r}: training {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} ({'with' if tcfg.hard_negatives else 'without'} "
-                     f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
-        treport = train(tcfg, progress)
+        paths = RoundPaths(round=r, seed=config.train.seed + r, run_dir=out, train=train_path,
+                           valid=valid_path if valid is not None else None,
+                           test=config.test,
+                           mined=round_dir / "mined" if prev is not None else None, prev_round_dir=prev,
+                           rank_window=window)
+        step = trainer.train(paths, progress)
         faults.point("run.round.trained")
-        exported = export_embeddings(round_dir / "model.pt", round_dir / "embeddings")
+        exported = trainer.export(paths, train_positives)
         faults.point("run.round.exported")
         metrics = {}
         for name, table in heldout.items():
             masked = train_positives if name == "valid" or valid is None else full_positives
-            metrics[name] = evaluate(exported.user_path, exported.item_path, masked, table, config.ks).metrics
-        control_metrics: dict[str, dict[str, float]] | None = metrics if config.control else None
+            metrics[name] = evaluate(paths.embeddings / "user.parquet", paths.embeddings / "item.parquet", masked,
+                                     table, config.ks).metrics
+        control_metrics: dict[str, dict[str, float]] | None = metrics if control_trainer is not None else None
         control_seconds = 0.0
-        if control_cfg is not None:
-            logger.info(f"round {r}: training the --no-hard control ({control_cfg.epochs} epochs, warm start "
-                        f"from {'round 0' if r == 1 else f'round {r - 1} control'})")
-            (round_dir / "control").mkdir()
-            creport = train(control_cfg, progress)
-            control_seconds = creport.seconds
-            cexported = export_embeddings(round_dir / "control" / "model.pt", round_dir / "control" / "embeddings")
+        if control_trainer is not None and prev is not None:
+            # a hard=False round: the same schedule, seed and tables, from the control's previous model
+            cpaths = replace(paths, run_dir=out / "control",
+                             prev_round_dir=prev if r == 1 else out / "control" / f"round_{r - 1:02d}")
+            shutil.rmtree(cpaths.round_dir, ignore_errors=True)  # a killed round's control is redone
+            cpaths.round_dir.mkdir(parents=True)
+            log(f"round {r}: the --no-hard control")
+            cstep = control_trainer.train(cpaths, progress)
+            control_trainer.export(cpaths, train_positives)
             faults.point("run.round.control")
+            control_seconds = cstep.seconds
             control_metrics = {}
             for name, table in heldout.items():
                 masked = train_positives if name == "valid" or valid is None else full_positives
-                control_metrics[name] = evaluate(cexported.user_path, cexported.item_path, masked, table,
-                                                 config.ks).metrics
-        result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=treport.seconds,
-                             mine_seconds=mine_seconds, epochs=tcfg.epochs,
-                             loss=treport.epochs[-1]["loss"] if treport.epochs else None,
+                control_metrics[name] = evaluate(cpaths.embeddings / "user.parquet", cpaths.embeddings / "item.parquet",
+                                                 masked, table, config.ks).metrics
+        result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=step.seconds,
+                             mine_seconds=mine_seconds, epochs=step.epochs, loss=step.loss,
                              control=control_metrics, control_train_seconds=control_seconds)
         _write_json(round_dir / "metrics.json", result.to_dict())
         faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
             "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
-            "train": asdict(tcfg), "train_report": treport.to_dict(), "result": result.to_dict(),
-            **({"control_train": asdict(control_cfg)} if control_cfg is not None else {}),
+            **step.record, "export": exported, "result": result.to_dict(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         faults.point("run.round.done")
         results.append(result)
         trained = True
-        logger.info("round {}: {}".format(r, "; ".join(
+        log("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
-        if control_cfg is not None and control_metrics is not None:
-            logger.info("round {}: control {}".format(r, "; ".join(
+        if control_trainer is not None and prev is not None and control_metrics is not None:
+            log("round {}: control {}".format(r, "; ".join(
                 f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in control_metrics.items())))
-        _write_summaries(out, results, stopped_early=False)
+        _write_summaries(out, results, False, trainer)
     if stopped_early or not trained:  # otherwise the last round's summaries are already the run's
-        _write_summaries(out, results, stopped_early)
+        _write_summaries(out, results, stopped_early, trainer)
     return results
 
 
 def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
-    """One row per round: every split's metrics, the gain of Recall@20 over round 0 and over the
-    --no-hard control at the same round (when one was run), FN rate, seconds."""
+    """One row per round: every split's metrics, the gain of Recall@20 over round 0, FN rate, seconds."""
     rows = []
     base = results[0].metrics if results else {}
     for res in results:
@@ -561,8 +639,7 @@ def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
 
 
 def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
-    """Recall@K and NDCG@K per round, one line per split and K, and the --no-hard control's as dotted
-    lines of the same colour when one was run (needs matplotlib; skipped without it)."""
+    """Recall@K and NDCG@K per round, one line per split and K (needs matplotlib; skipped without it)."""
     try:
         import matplotlib
 

@@ -10,7 +10,7 @@ from hnmine.io.checks import check_finite_options
 from hnmine.io.tables import EDGE_WEIGHTS
 from hnmine.mining.retrieval import INDEX_KINDS, METRICS, PRECISIONS, IndexSpec
 from hnmine.mining.selection import REFERENCES, STRATEGIES, SelectionConfig
-from hnmine.options import MAX_COUNT, one_of, parse_rank_window, parse_size
+from hnmine.options import MAX_COUNT, column_pair, one_of, parse_rank_window, parse_size
 
 __all__ = ["FORMATS", "MISSING_ITEM_FEATURES", "MineConfig"]
 
@@ -28,6 +28,7 @@ class MineConfig:
     out: str
     user_ids: str | None = None
     item_ids: str | None = None
+    # one name for both tables, or USER,ITEM (column_pair)
     id_column: str = "id"
     vector_column: str = "embedding"
     positives_format: str = "auto"
@@ -81,6 +82,10 @@ class MineConfig:
     # also publish each user's ranks 1..HI with their scores here, for `hnmine select` (hnmine/mining/candidates.py)
     save_candidates: str | None = None
 
+    def embedding_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((user id, item id), (user vector, item vector)) column names of the embedding tables."""
+        return column_pair(self.id_column, "--id-column"), column_pair(self.vector_column, "--vector-column")
+
     def window(self) -> tuple[int, int]:
         return parse_rank_window(self.rank_window)
 
@@ -88,6 +93,7 @@ class MineConfig:
         """Reject impossible option values before any input is read."""
         check_finite_options(self)
         self.window()
+        self.embedding_columns()
         checks: list[tuple[bool, str]] = [
             (self.num_hard >= 1, "--num-hard must be at least 1"),
             (self.strategy in STRATEGIES, f"--strategy must be one of {', '.join(STRATEGIES)}"),

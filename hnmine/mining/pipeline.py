@@ -19,7 +19,8 @@ import resource
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -34,6 +35,7 @@ from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
 from hnmine.io.publish import Publication, resolve_output
+from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
     EDGE_WEIGHTS,
     ParquetTableWriter,
@@ -151,9 +153,9 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
-    users = EmbeddingSource(config.users, id_column=config.id_column, vector_column=config.vector_column,
-                            ids_path=config.user_ids)
-    items = EmbeddingSource(config.items, id_column=config.id_column, vector_column=config.vector_column,
+    (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
+    users = EmbeddingSource(config.users, id_column=user_id, vector_column=user_vector, ids_path=config.user_ids)
+    items = EmbeddingSource(config.items, id_column=item_id, vector_column=item_vector,
                             ids_path=config.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
@@ -171,7 +173,21 @@ def _read_inputs(config: MineConfig) -> _Inputs:
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
 
-def _fingerprint(path: str | None) -> dict[str, Any] | None:
+# The options that name an input: each may be a URL (hnmine.io.storage), read once from a local copy.
+_INPUT_FIELDS = ("users", "items", "positives", "user_ids", "item_ids", "item_features")
+
+
+@contextlib.contextmanager
+def _local_inputs(config: MineConfig) -> Iterator[MineConfig]:
+    """``config`` with every input that is a URL replaced by a local copy (removed on exit)."""
+    with contextlib.ExitStack() as stack:
+        local: dict[str, Any] = {
+            name: str(stack.enter_context(LocalCopy(getattr(config, name), name.replace("_", " "))))
+            for name in _INPUT_FIELDS if is_url(getattr(config, name))}
+        yield replace(config, **local) if local else config
+
+
+def _fingerprint(path: str | None, shown: str | None = None) -> dict[str, Any] | None:
     if path is None:
         return None
     root = Path(path)
@@ -184,7 +200,8 @@ def _fingerprint(path: str | None) -> dict[str, Any] | None:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
                 size += len(block)
-    return {"path": str(root.absolute()), "files": len(files), "bytes": size, "sha256": digest.hexdigest()}
+    return {"path": shown if is_url(shown) else str(root.absolute()), "files": len(files), "bytes": size,
+            "sha256": digest.hexdigest()}
 
 
 def _versions() -> dict[str, str]:
@@ -290,6 +307,12 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
 def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     """Read the inputs, time a search on a sample of users, and estimate the whole run."""
     config.validate()
+    config = unfolded(config)
+    with reworded(), _local_inputs(config) as local:
+        return _plan(local, sample_users)
+
+
+def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     inputs = _read_inputs(config)
     lo, hi = config.window()
     counts = np.diff(inputs.positives.indptr)
@@ -333,16 +356,23 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
-    if config.save_candidates is not None and resolve_output(config.save_candidates) == resolve_output(config.out):
-        raise InputError(f"--save-candidates {config.save_candidates} is --out: the cache needs a directory of its own")
+    config = unfolded(config)
+    if config.save_candidates is not None:
+        if is_url(config.save_candidates):
+            raise InputError(f"--save-candidates {config.save_candidates}: the cache is a local directory")
+        if not is_url(config.out) and resolve_output(config.save_candidates) == resolve_output(config.out):
+            raise InputError(f"--save-candidates {config.save_candidates} is --out: the cache needs a directory "
+                             "of its own")
     with contextlib.ExitStack() as stack:
+        stack.enter_context(reworded())
         publication = stack.enter_context(
             Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock))
         cache = None
         if config.save_candidates is not None:
             cache = stack.enter_context(Publication(config.save_candidates, overwrite=config.overwrite,
                                                     fmt=CACHE_FORMAT, wait_lock=config.wait_lock))
-        return _mine(config, publication, progress, command, cache=cache)
+        local = stack.enter_context(_local_inputs(config))
+        return _mine(local, publication, progress, command, shown=config, cache=cache)
 
 
 def select(config: MineConfig, candidates: str | Path, progress: Progress | None = None,
@@ -354,20 +384,23 @@ def select(config: MineConfig, candidates: str | Path, progress: Progress | None
     ``config`` are not used: the cache's engine ranked the candidates.
     """
     config.validate()
+    config = unfolded(config)
     if config.save_candidates is not None:
         raise InputError("select reads a candidate cache; --save-candidates is mine's option")
     reader = CandidateReader(candidates)
     lo, hi = config.window()
     reader.check_options(lo, hi, config.metric)
-    with Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication:
-        return _mine(config, publication, progress, command, source=reader)
+    with reworded(), Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication, \
+            _local_inputs(config) as local:
+        return _mine(local, publication, progress, command, shown=config, source=reader)
 
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
-          command: list[str] | None, *, source: CandidateReader | None = None,
+          command: list[str] | None, shown: MineConfig, *, source: CandidateReader | None = None,
           cache: Publication | None = None) -> MineReport:
-    """The job; ``source``: candidates read from a cache instead of retrieved (``select``);
-    ``cache``: the cache publication the retrieved candidates are also written to (``--save-candidates``)."""
+    """``config`` names the inputs as read (local copies of URLs); ``shown`` as given, for the manifest.
+    ``source``: candidates read from a cache instead of retrieved (``select``); ``cache``: the cache
+    publication the retrieved candidates are also written to (``--save-candidates``)."""
     progress = progress or NoProgress()
     timer = _Timer()
     started = time.time()
@@ -389,8 +422,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     )
     item_keys = _item_keys(inputs.items.ids, features, config) if config.exclude_same else None
     unit_items = normalize_rows(inputs.items.vectors) if config.max_positive_similarity is not None else None
-    fingerprints = {name: _fingerprint(getattr(config, name)) for name in
-                    ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
+    fingerprints = {name: _fingerprint(getattr(config, name), getattr(shown, name)) for name in _INPUT_FIELDS}
     fingerprint = None
     if source is not None or cache is not None:
         fingerprint = Fingerprint(inputs.user_ids, inputs.items.ids, inputs.items.vectors, inputs.positives.indptr,
@@ -450,7 +482,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             if queries.shape[1] != inputs.items.dim:
                 raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
             score_range.check(queries, chunk.ids, first_row, config.users,
-                              "vector" if inputs.users.is_npy else config.vector_column)
+                              "vector" if inputs.users.is_npy else inputs.users.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
             if fingerprint is not None:
                 fingerprint.add_users(chunk.vectors)
@@ -545,7 +577,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         manifest = {
             "tool": "hnmine mine" if source is None else "hnmine select",
             "command": command if command is not None else sys.argv,
-            "options": asdict(config),
+            "options": asdict(shown),
             "inputs": {**fingerprints, **({"candidates": str(source.dir.absolute())} if source else {})},
             "summary": report.to_dict(),
             "versions": _versions(),
