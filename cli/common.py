@@ -160,23 +160,25 @@ def show_library_log(quiet: bool) -> None:
 
 class ConsoleProgress:
     """The CLI's one progress display (:class:`hnmine.progress.Progress`): a rich bar on a terminal;
-    otherwise a line per chunk of users mined (an epoch's steps get only the epoch's line).
+    otherwise (cron, CI, a log file) a line per chunk of users mined, and during an epoch a line every
+    ``interval`` seconds with the steps done, the rate and the time left.
 
     Also routes the library's log records to stderr (:func:`show_library_log`).
     """
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, interval: float = 30.0) -> None:
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
+        self.interval = interval
         self.bar: Any = None
         self.label = ""
         self.total = self.done = 0
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
         show_library_log(quiet)
 
     def start(self, total: int, label: str) -> None:
         self.label, self.total, self.done = label, total, 0
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
         if self.quiet or not self.tty:
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
@@ -190,9 +192,16 @@ class ConsoleProgress:
         self.done += n
         if self.bar is not None:
             self.bar.update(self.task, advance=n)
-        elif not self.quiet and self.label == "mining users":  # a line per chunk of users; none per step
+        elif self.quiet:
+            return
+        elif self.label == "mining users":  # a line per chunk of users
             rate = self.done / max(time.perf_counter() - self.started, 1e-9)
             log_line(f"mined {self.done}/{self.total} users ({rate:,.0f} users/s)")
+        elif (now := time.perf_counter()) - self.last_line >= self.interval and self.done < self.total:
+            self.last_line = now
+            rate = self.done / max(now - self.started, 1e-9)
+            left = (self.total - self.done) / max(rate, 1e-9)
+            log_line(f"{self.label}: step {self.done:,}/{self.total:,} ({rate:,.1f} steps/s, about {left:,.0f} s left)")
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -6,7 +6,7 @@ each imports the library modules it runs when it runs, so ``hnmine --help`` load
 
 from __future__ import annotations
 
-from . import blend, evaluate, export, mine, report, run, svd, train  # noqa: F401  (register the commands)
+from . import blend, evaluate, export, mine, report, run, select, svd, train  # noqa: F401  (register the commands)
 from .common import app
 
 __all__ = ["app", "main"]

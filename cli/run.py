@@ -68,6 +68,9 @@ def run(
     init: Annotated[str, typer.Option(help="Rounds >= 1: warm (from the previous model) or scratch.")] = "warm",
     hard: Annotated[bool, typer.Option(help="Use the mined negatives (--no-hard: same "
         "schedule without them, the control).")] = True,
+    control: Annotated[bool, typer.Option("--control", help="Also train the --no-hard control each round (same "
+        "schedule and seeds, from the same round 0; about twice the training time) and state mining's gain over it "
+        "in the summary, metrics.json, best_round.json and the plot.")] = False,
     refine_epochs: Annotated[int, typer.Option(help="Epochs of rounds >= 1.")] = 3,
     refine_lr: Annotated[float, typer.Option(help="Learning rate of rounds >= 1 (they continue round 0's "
         "converged model; restarting at --lr undoes it).")] = 1e-3,
@@ -146,7 +149,7 @@ def run(
     config: ConfigFile = None,
 ) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
-    from hnmine.loop.runner import RunConfig, metrics_table
+    from hnmine.loop.runner import RunConfig, metrics_table, summary_line
     from hnmine.loop.runner import run as run_loop
     from hnmine.training.config import TrainConfig
 
@@ -161,7 +164,7 @@ def run(
     run_config = RunConfig(
         positives=str(positives), out=str(out), iterations=iterations, round_patience=round_patience,
         test=str(test) if test else None,
-        valid_fraction=valid_fraction, init=init, hard=hard, refine_epochs=refine_epochs, refine_lr=refine_lr,
+        valid_fraction=valid_fraction, init=init, hard=hard, control=control, refine_epochs=refine_epochs, refine_lr=refine_lr,
         refine_lr_min=refine_lr_min, ks=_ks(k),
         rank_window=rank_window, window_width=window_width, max_false_negative_rate=max_false_negative_rate,
         num_hard=num_hard, strategy=strategy, edge_weight=edge_weight, absolute_margin=absolute_margin,
@@ -186,9 +189,7 @@ def run(
     best_path = out / "best_round.json"
     if best_path.exists():  # written by the run when it has a validation split
         best = json.loads(best_path.read_text())
-        gain = "" if best["gain_over_round_0"] is None else f", {100 * best['gain_over_round_0']:+.2f}% over round 0"
-        typer.echo(f"best round by validation {best['metric']}: {best['round']} ({best['value']:.4f}{gain}): "
-                   f"{best['model']}")
+        typer.echo(f"{summary_line(best)}: {best['model']}")
     typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
                + (f" and {best_path}" if best_path.exists() else ""))
     from .report import write_report_or_fail

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -33,6 +33,7 @@ def svd(
     positives_format: Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn.")] = "auto",
     user_column: Annotated[str, typer.Option(help="User id column of the positives.")] = "user_id",
     item_column: Annotated[str, typer.Option(help="Item id column of the positives.")] = "item_id",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads of the SVD, at least 1 (default: all cores).")] = None,
     config: ConfigFile = None,
 ) -> None:
     """Embed users and items with a truncated SVD of the interaction matrix (no training needed).
@@ -50,7 +51,7 @@ def svd(
         table = read_positives(positives, fmt=positives_format, user_column=user_column, item_column=item_column)
         user_path, item_path = write_svd_embeddings(table, out_dir, dim=dim, seed=seed,
                                                     form=one_of(form, FORMS, "--form"),
-                                                    item_degree_power=item_degree_power)
+                                                    item_degree_power=item_degree_power, threads=threads)
     except InputError as exc:
         fail(exc)
     typer.echo(f"wrote {user_path} and {item_path}")

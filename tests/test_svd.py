@@ -62,9 +62,25 @@ def test_lowpass_ranks_better_than_factors_on_sample_data(cli, tmp_path):
 @pytest.mark.parametrize(("option", "value", "message"), [
     ("--form", "spectral", "--form must be one of lowpass, factors"),
     ("--item-degree-power", "1.5", "--item-degree-power must be between 0 and 1"),
+    ("--threads", "0", "--threads must be at least 1"),
 ])
 def test_bad_options_fail_in_one_line_and_write_nothing(cli, tmp_path, option, value, message):
     result = cli("svd", "--positives", SAMPLE / "train.txt", option, value, "--out-dir", tmp_path / "emb")
     assert result.exit_code == 2 and message in result.output
     assert result.output.strip().count("\n") == 0
     assert not (tmp_path / "emb").exists()
+
+
+def test_threads_option_runs_on_that_many_threads_and_restores_torch(cli, tmp_path, monkeypatch):
+    import torch
+
+    import hnmine.embed.svd as svd
+
+    before = torch.get_num_threads()
+    seen = []
+    original = svd.svd_embeddings
+    monkeypatch.setattr(svd, "svd_embeddings", lambda *a, **k: (seen.append(torch.get_num_threads()), original(*a, **k))[1])
+    result = cli("svd", "--positives", SAMPLE / "train.txt", "--dim", "8", "--threads", "1", "--out-dir", tmp_path / "e")
+    assert result.exit_code == 0, result.output
+    assert seen == [1] and torch.get_num_threads() == before
+    assert len(read_embeddings(tmp_path / "e" / "item.parquet")) > 0

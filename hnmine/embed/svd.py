@@ -79,15 +79,28 @@ def svd_embeddings(
 
 def write_svd_embeddings(
     positives: Positives, out_dir: str | Path, dim: int = 64, seed: int = 0, form: Form = "lowpass",
-    item_degree_power: float = 0.5,
+    item_degree_power: float = 0.5, threads: int | None = None,
 ) -> tuple[str | Path, str | Path]:
-    """Embed every user and item of ``positives``; write ``user.parquet`` and ``item.parquet``."""
+    """Embed every user and item of ``positives``; write ``user.parquet`` and ``item.parquet``.
+
+    ``threads``: torch's CPU threads for the SVD (default: torch's choice), restored afterwards.
+    """
+    import torch
+
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, not {threads}")
     table = positives.table
     users = table["user_id"].unique(maintain_order=False).sort()
     items = table["item_id"].unique(maintain_order=False).sort()
     coded = table.join(pl.DataFrame({"user_id": users, "u": np.arange(len(users))}), on="user_id").join(
         pl.DataFrame({"item_id": items, "i": np.arange(len(items))}), on="item_id"
     )
-    user_vecs, item_vecs = svd_embeddings(coded["u"].to_numpy(), coded["i"].to_numpy(), len(users), len(items), dim,
-                                          seed, form=form, item_degree_power=item_degree_power)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        user_vecs, item_vecs = svd_embeddings(coded["u"].to_numpy(), coded["i"].to_numpy(), len(users), len(items),
+                                              dim, seed, form=form, item_degree_power=item_degree_power)
+    finally:
+        torch.set_num_threads(before)
     return write_embedding_dir(out_dir, users.to_numpy(), user_vecs, items.to_numpy(), item_vecs, tool="hnmine svd")

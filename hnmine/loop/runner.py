@@ -10,7 +10,8 @@ Layout of ``out/``::
     round_01/                mined with round_00's embeddings, then retrained
         mined/  (hnmine mine's output: hard_neg_edge, pos_edge, user, item, manifest.json)
         model.pt  embeddings/  metrics.json  manifest.json
-    metrics.json  metrics.png
+    control/round_01/        with control=True: round 1 trained without hard negatives (the --no-hard control)
+    metrics.json  metrics.png    (rewritten after every round, like best_round.json)
     best_round.json          the round with the best validation Recall@20 (the model to use)
     run.log                  the run's events and the external commands' output, appended
 
@@ -67,7 +68,8 @@ from hnmine.options import column_pair
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
 
-__all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
+__all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "metrics_table", "plot_metrics", "run",
+           "summary_line"]
 
 INITS = ("warm", "scratch")
 AUTO_WINDOW = "auto"
@@ -97,6 +99,10 @@ class RunConfig:
     valid_fraction: float = 0.1
     init: str = "warm"
     hard: bool = True
+    # also train the hard=False control each round (built-in trainer), from the same round 0 with the
+    # same schedule and seeds, into control/round_rr/: mining's gain is stated over it, not only over
+    # round 0 (which misses what the extra epochs alone do)
+    control: bool = False
     # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
     # (restarting at --lr undoes round 0's convergence)
     refine_epochs: int | None = 3
@@ -153,6 +159,9 @@ class RunConfig:
             raise InputError("--iterations must be at least 1")
         if self.round_patience < 0:
             raise InputError("--round-patience must be >= 0 (0: run every round)")
+        if self.control and (not self.hard or self.train_command):
+            raise InputError("--control trains the built-in trainer's --no-hard control beside the mined rounds: not "
+                             "with --no-hard (the run is the control) nor --train-command")
         if self.init not in INITS:
             raise InputError("--init must be warm or scratch")
         if not 0 <= self.valid_fraction < 1:
@@ -249,6 +258,9 @@ class RoundResult:
     mine_seconds: float
     epochs: int | None  # None: an external trainer's (hnmine does not know them)
     loss: float | None
+    # the --no-hard control's metrics at this round (round 0's own for round 0); None: no control run
+    control: dict[str, dict[str, float]] | None = None
+    control_train_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -378,6 +390,21 @@ def best_round(results: list[RoundResult]) -> RoundResult | None:
     return max(scored, key=lambda res: (res.metrics[BEST_SPLIT][BEST_METRIC], -res.round))
 
 
+NO_CONTROL = ("no --no-hard control was run (hnmine run --control): the gain over round 0 includes what the "
+              "extra epochs alone do, not only mining")
+
+
+def best_control(results: list[RoundResult]) -> tuple[int, float] | None:
+    """(round, value) of the control's best validation Recall@20 (the earliest of equals); None without."""
+    scored = [(res.round, res.control[BEST_SPLIT][BEST_METRIC]) for res in results
+              if res.control and BEST_METRIC in res.control.get(BEST_SPLIT, {})]
+    return max(scored, key=lambda rv: (rv[1], -rv[0])) if scored else None
+
+
+def _gain(value: float, base: float | None) -> float | None:
+    return value / base - 1 if base else None
+
+
 def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool,
                        trainer: Trainer) -> dict[str, Any] | None:
     best = best_round(results)
@@ -386,12 +413,49 @@ def _best_round_record(out: Path, results: list[RoundResult], stopped_early: boo
     first = results[0].metrics[BEST_SPLIT][BEST_METRIC]
     value = best.metrics[BEST_SPLIT][BEST_METRIC]
     round_dir = out / f"round_{best.round:02d}"
-    return {
+    record: dict[str, Any] = {
         "round": best.round, "split": BEST_SPLIT, "metric": BEST_METRIC, "value": value,
-        "gain_over_round_0": value / first - 1 if first else None,
+        "gain_over_round_0": _gain(value, first),
         "metrics": best.metrics, "rounds_run": len(results), "stopped_early": stopped_early,
         "model": str(trainer.model_path(round_dir)), "embeddings": str(round_dir / "embeddings"),
     }
+    control = best_control(results)
+    if control is None:
+        record.update({"gain_over_control": None, "control": None, "control_note": NO_CONTROL})
+        return record
+    same = best.control[BEST_SPLIT][BEST_METRIC] if best.control else None
+    control_dir = out / "control" / f"round_{control[0]:02d}" if control[0] else out / "round_00"
+    # what mining adds: the best mined round over the best the same schedule reaches without it
+    record["gain_over_control"] = _gain(value, control[1])
+    record["control"] = {"round": control[0], "value": control[1], "same_round_value": same,
+                         "gain_over_same_round": _gain(value, same) if same is not None else None,
+                         "model": str(trainer.model_path(control_dir))}
+    return record
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """The run's one-line verdict: the best round, its gain over the control (or why there is none)."""
+    line = f"best round by validation {record['metric']}: {record['round']} ({record['value']:.4f}"
+    control = record.get("control")
+    if control is not None and record.get("gain_over_control") is not None:
+        line += (f", {100 * record['gain_over_control']:+.2f}% over the --no-hard control's best "
+                 f"(round {control['round']}: {control['value']:.4f})")
+    if record.get("gain_over_round_0") is not None:
+        line += f", {100 * record['gain_over_round_0']:+.2f}% over round 0"
+    line += ")"
+    if control is None and "control_note" in record:
+        line += f"; {record['control_note']}"
+    return line
+
+
+def _write_summaries(out: Path, results: list[RoundResult], stopped_early: bool, trainer: Trainer) -> None:
+    """metrics.json, best_round.json and metrics.png as of the rounds done (after every round)."""
+    _write_json(out / "metrics.json", [res.to_dict() for res in results])
+    faults.point("run.metrics")
+    record = _best_round_record(out, results, stopped_early, trainer)
+    if record is not None:
+        _write_json(out / "best_round.json", record)
+    plot_metrics(results, out / "metrics.png")
 
 
 def _load_results(out: Path, rounds: int) -> list[RoundResult]:
@@ -469,6 +533,9 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
     valid_path = out / "data" / "valid.parquet"
     stopped_early = False
+    trained = False
+    # the --no-hard control: rounds >= 1 under control/, from the shared round 0
+    control_trainer = BuiltinTrainer(replace(config, hard=False, control=False), log) if config.control else None
     for r in range(done, config.iterations):
         best = best_round(results)
         if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
@@ -520,8 +587,27 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
             masked = train_positives if name == "valid" or valid is None else full_positives
             metrics[name] = evaluate(paths.embeddings / "user.parquet", paths.embeddings / "item.parquet", masked,
                                      table, config.ks).metrics
+        control_metrics: dict[str, dict[str, float]] | None = metrics if control_trainer is not None else None
+        control_seconds = 0.0
+        if control_trainer is not None and prev is not None:
+            # a hard=False round: the same schedule, seed and tables, from the control's previous model
+            cpaths = replace(paths, run_dir=out / "control",
+                             prev_round_dir=prev if r == 1 else out / "control" / f"round_{r - 1:02d}")
+            shutil.rmtree(cpaths.round_dir, ignore_errors=True)  # a killed round's control is redone
+            cpaths.round_dir.mkdir(parents=True)
+            log(f"round {r}: the --no-hard control")
+            cstep = control_trainer.train(cpaths, progress)
+            control_trainer.export(cpaths, train_positives)
+            faults.point("run.round.control")
+            control_seconds = cstep.seconds
+            control_metrics = {}
+            for name, table in heldout.items():
+                masked = train_positives if name == "valid" or valid is None else full_positives
+                control_metrics[name] = evaluate(cpaths.embeddings / "user.parquet", cpaths.embeddings / "item.parquet",
+                                                 masked, table, config.ks).metrics
         result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=step.seconds,
-                             mine_seconds=mine_seconds, epochs=step.epochs, loss=step.loss)
+                             mine_seconds=mine_seconds, epochs=step.epochs, loss=step.loss,
+                             control=control_metrics, control_train_seconds=control_seconds)
         _write_json(round_dir / "metrics.json", result.to_dict())
         faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
@@ -532,14 +618,15 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
         })
         faults.point("run.round.done")
         results.append(result)
+        trained = True
         log("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
-    _write_json(out / "metrics.json", [res.to_dict() for res in results])
-    faults.point("run.metrics")
-    record = _best_round_record(out, results, stopped_early, trainer)
-    if record is not None:
-        _write_json(out / "best_round.json", record)
-    plot_metrics(results, out / "metrics.png")
+        if control_trainer is not None and prev is not None and control_metrics is not None:
+            log("round {}: control {}".format(r, "; ".join(
+                f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in control_metrics.items())))
+        _write_summaries(out, results, False, trainer)
+    if stopped_early or not trained:  # otherwise the last round's summaries are already the run's
+        _write_summaries(out, results, stopped_early, trainer)
     return results
 
 
@@ -553,6 +640,10 @@ def metrics_table(results: list[RoundResult]) -> pl.DataFrame:
             row.update({f"{name} {k}": v for k, v in values.items()})
             if "recall@20" in values and base.get(name, {}).get("recall@20"):
                 row[f"{name} R@20 gain %"] = 100 * (values["recall@20"] / base[name]["recall@20"] - 1)
+            control = (res.control or {}).get(name, {}).get("recall@20")
+            if control:
+                row[f"{name} control R@20"] = control
+                row[f"{name} gain vs control %"] = 100 * (values["recall@20"] / control - 1)
         if "rank_window" in res.hard_negatives:
             row["window"] = res.hard_negatives["rank_window"]
         row["FN rate"] = next((v for k, v in res.hard_negatives.items() if k.startswith("false_negative_rate")), None)
@@ -577,7 +668,12 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
         keys = sorted({(split, k) for res in results for split, m in res.metrics.items() for k in m
                        if k.startswith(metric)})
         for split, key in keys:
-            ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
+            line, = ax.plot(rounds, [res.metrics[split][key] for res in results], marker="o", label=f"{split} {key}")
+            control = [(res.round, res.control[split][key]) for res in results
+                       if res.control and key in res.control.get(split, {})]
+            if len(control) > 1:
+                ax.plot(*zip(*control, strict=True), marker=".", linestyle=":", color=line.get_color(),
+                        label=f"{split} {key}, --no-hard control")
         ax.set_xlabel("round")
         ax.set_title(metric.upper() if metric == "ndcg" else "Recall")
         if best is not None:
@@ -586,6 +682,7 @@ def plot_metrics(results: list[RoundResult], path: Path) -> Path | None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_file(path) as tmp:  # a reader of a running loop's plot never sees half of it
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

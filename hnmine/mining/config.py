@@ -55,6 +55,10 @@ class MineConfig:
     relative_margin: float | None = None
     margin_reference: str = "median"
     max_item_negatives: int | None = None
+    # near duplicates of a user's positives are no negatives: drop window items whose cosine with one
+    # of them (on the item embeddings) is above this, or that share this --item-features column's value
+    max_positive_similarity: float | None = None
+    exclude_same: str | None = None
     seed: int = 0
     metric: str = "ip"
     index: str = "auto"
@@ -85,6 +89,8 @@ class MineConfig:
     wait_lock: float = 0.0
     # an output without hard negatives or without positive edges is an error unless this is set
     allow_empty: bool = False
+    # also publish each user's ranks 1..HI with their scores here, for `hnmine select` (hnmine/mining/candidates.py)
+    save_candidates: str | None = None
 
     def embedding_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
         """((user id, item id), (user vector, item vector)) column names of the embedding tables."""
@@ -141,6 +147,10 @@ class MineConfig:
             raise InputError("--min-score is above --max-score: no negative could pass")
         if self.max_memory is not None:
             parse_size(self.max_memory)
+        if self.max_positive_similarity is not None and not -1 <= self.max_positive_similarity <= 1:
+            raise InputError("--max-positive-similarity is a cosine: between -1 and 1")
+        if self.exclude_same is not None and self.item_features is None:
+            raise InputError("--exclude-same names a column of --item-features: pass --item-features")
 
     def index_spec(self) -> IndexSpec:
         return IndexSpec(

@@ -34,7 +34,7 @@ from hnmine.io.checks import ScoreRange
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
-from hnmine.io.publish import Publication
+from hnmine.io.publish import Publication, resolve_output
 from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
     EDGE_WEIGHTS,
@@ -45,6 +45,15 @@ from hnmine.io.tables import (
     read_item_features,
     user_node_table,
     write_parquet_table,
+)
+from hnmine.mining.candidates import (
+    CACHE_FORMAT,
+    CandidateReader,
+    CandidateWriter,
+    Fingerprint,
+    cache_entry,
+    engine_name,
+    window_slice,
 )
 from hnmine.mining.config import MineConfig
 from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
@@ -58,13 +67,13 @@ from hnmine.mining.retrieval import (
     retrieve_window,
     search_depths,
 )
-from hnmine.mining.selection import reference_scores, select_hard_negatives
+from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
 from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of, parse_size
 from hnmine.progress import NoProgress, Progress
 
 __all__ = ["ChunkContext", "ChunkInputs", "ChunkResult", "MineConfig", "MinePlan", "MineReport", "mine", "mine_chunk",
-           "plan"]
+           "plan", "select"]
 
 @dataclass
 class MineReport:
@@ -365,6 +374,8 @@ class ChunkInputs:
     n_users: int
     id_column: str  # the users' id column
     vector_column: str  # the users' vector column (how errors name it)
+    unit_items: np.ndarray | None = None  # unit item rows for --max-positive-similarity
+    item_keys: np.ndarray | None = None  # a code per item row for --exclude-same
 
     @property
     def needed(self) -> int:
@@ -385,15 +396,25 @@ class ChunkInputs:
 
 
 class ChunkContext:
-    """A process's item index (built once) and everything else :func:`mine_chunk` reads."""
+    """A process's item index (built once) and everything else :func:`mine_chunk` reads.
 
-    def __init__(self, shared: ChunkInputs) -> None:
+    ``source``: each user's ranked candidates come from a cache (``select``) instead of an index;
+    ``saver``: the retrieved candidates are also written to one (``--save-candidates``);
+    ``fingerprint``: the cache's fingerprint, fed each chunk's user vectors. All three are local-engine only.
+    """
+
+    def __init__(self, shared: ChunkInputs, source: CandidateReader | None = None,
+                 fingerprint: Fingerprint | None = None) -> None:
         config = self.config = shared.config
         self.shared = shared
-        self.index = make_index(shared.item_vectors, config.index_spec(), config.threads, queries=shared.n_users,
-                                shards=config.item_shards)
+        self.source = source
+        self.saver: CandidateWriter | None = None
+        self.fingerprint = fingerprint
+        self.index = None if source is not None else make_index(
+            shared.item_vectors, config.index_spec(), config.threads, queries=shared.n_users, shards=config.item_shards)
+        self.exact = source.exact if source is not None else bool(self.index is not None and self.index.exact)
         self.audit_index = (make_index(shared.item_vectors, IndexSpec(kind="exact"), shards=config.item_shards)
-                            if config.audit_sample and not self.index.exact else None)
+                            if config.audit_sample and self.index is not None and not self.exact else None)
         self.score_range = ScoreRange(shared.item_vectors, shared.item_ids, config.items)
         capped = shared.capped
         self.selection = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
@@ -437,26 +458,40 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
         raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {dim}")
     context.score_range.check(queries, chunk.ids, first_row, config.users, shared.vector_column)
     indptr, pos_rows = context.positives_of(first_row, stop)
-    max_depth = int(search_depths(np.diff(indptr), hi, index.n_items).max(initial=0))
-    window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
+    if context.fingerprint is not None:
+        context.fingerprint.add_users(chunk.vectors)
+    n_items = len(shared.item_ids)
+    max_depth = 0
+    if index is None:
+        assert context.source is not None
+        window = context.source.window(first_row, stop, n_items - np.diff(indptr), lo, hi)
+    else:
+        max_depth = int(search_depths(np.diff(indptr), hi, index.n_items).max(initial=0))
+        saver = context.saver
+        window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
+        if saver is not None:  # the cache keeps ranks 1..hi; the window is cut from them
+            saver.write(window, first_row)
+            window = window_slice(window, lo, hi)
     hits = total = 0
     if context.audit_index is not None:
         audit = shared.audit_rows
         hits, total = _audit_chunk(context.audit_index, window, queries, indptr, pos_rows,
                                    audit[(audit >= first_row) & (audit < stop)] - first_row, lo, hi)
-    seconds = {"retrieve": time.perf_counter() - mark}
+    seconds = {"retrieve" if index is not None else "candidates": time.perf_counter() - mark}
     mark = time.perf_counter()
     faults.point("mine.retrieve")
     streams = user_streams(config.seed, id_keys(chunk.ids))
     references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.margin_reference)
                   if context.selection.uses_margins else None)
-    selection = select_hard_negatives(window, streams, context.selection, references)
+    exclude = near_duplicates(window, indptr, pos_rows, shared.unit_items, config.max_positive_similarity,
+                              shared.item_keys)
+    selection = select_hard_negatives(window, streams, context.selection, references, exclude)
     sketch = WindowSketch(lo, width)
     sketch.add(window, chunk.ids, streams, queries, shared.item_vectors, indptr, pos_rows)
     n_selected = np.bincount(selection.user, minlength=len(chunk))
     kept = np.minimum(n_selected, needed)
     reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
-                            selection.after_filters, index.exact)
+                            selection.after_filters, context.exact)
     table = hard_neg_edge_table(selection, chunk.ids, shared.item_ids, lo, context.edge_weight)
     if shared.capped:
         table = table.with_columns(
@@ -469,7 +504,9 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     return ChunkResult(first_row=first_row, users=len(chunk), table=table,
                        short=Counter(reasons[(kept > 0) & (reasons != "")].tolist()),
                        empty=Counter(reasons[kept == 0].tolist()), audit_hits=hits, audit_total=total,
-                       max_depth=max_depth, sketch=sketch, precision=index.precision, seconds=seconds)
+                       max_depth=max_depth, sketch=sketch, seconds=seconds,
+                       precision=index.precision if index is not None else context.source.precision
+                       if context.source is not None else "fp32")
 
 
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
@@ -484,14 +521,52 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
 
         require_ray()
     config = unfolded(config)
+    if config.save_candidates is not None:
+        if config.engine == "ray":
+            raise InputError("--save-candidates works with --engine local only")
+        if is_url(config.save_candidates):
+            raise InputError(f"--save-candidates {config.save_candidates}: the cache is a local directory")
+        if not is_url(config.out) and resolve_output(config.save_candidates) == resolve_output(config.out):
+            raise InputError(f"--save-candidates {config.save_candidates} is --out: the cache needs a directory "
+                             "of its own")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(reworded())
+        publication = stack.enter_context(
+            Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock))
+        cache = None
+        if config.save_candidates is not None:
+            cache = stack.enter_context(Publication(config.save_candidates, overwrite=config.overwrite,
+                                                    fmt=CACHE_FORMAT, wait_lock=config.wait_lock))
+        local = stack.enter_context(_local_inputs(config))
+        return _mine(local, publication, progress, command, shown=config, cache=cache)
+
+
+def select(config: MineConfig, candidates: str | Path, progress: Progress | None = None,
+           command: list[str] | None = None) -> MineReport:
+    """``hnmine select``: :func:`mine` with each user's ranked candidates read from a cache written by
+    ``mine --save-candidates`` instead of retrieved; publishes the same files ``mine`` would with
+    ``config`` (manifest.json aside). The cache must match the inputs (its fingerprint) and hold
+    the window (``HI`` <= its depth); otherwise one-line :class:`InputError`. The index options of
+    ``config`` are not used: the cache's engine ranked the candidates.
+    """
+    config.validate()
+    config = unfolded(config)
+    if config.save_candidates is not None:
+        raise InputError("select reads a candidate cache; --save-candidates is mine's option")
+    reader = CandidateReader(candidates)
+    lo, hi = config.window()
+    reader.check_options(lo, hi, config.metric)
     with reworded(), Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication, \
             _local_inputs(config) as local:
-        return _mine(local, publication, progress, command, shown=config)
+        return _mine(local, publication, progress, command, shown=config, source=reader)
 
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
-          command: list[str] | None, shown: MineConfig) -> MineReport:
-    """``config`` names the inputs as read (local copies of URLs); ``shown`` as given, for the manifest."""
+          command: list[str] | None, shown: MineConfig, *, source: CandidateReader | None = None,
+          cache: Publication | None = None) -> MineReport:
+    """``config`` names the inputs as read (local copies of URLs); ``shown`` as given, for the manifest.
+    ``source``: candidates read from a cache instead of retrieved (``select``); ``cache``: the cache
+    publication the retrieved candidates are also written to (``--save-candidates``)."""
     progress = progress or NoProgress()
     timer = _Timer()
     started = time.time()
@@ -511,18 +586,29 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
         missing=config.missing_item_features, items_source=config.items,
     )
+    item_keys = _item_keys(inputs.items.ids, features, config) if config.exclude_same else None
+    unit_items = normalize_rows(inputs.items.vectors) if config.max_positive_similarity is not None else None
     fingerprints = {name: _fingerprint(getattr(config, name), getattr(shown, name)) for name in _INPUT_FIELDS}
+    fingerprint = None
+    if source is not None or cache is not None:
+        fingerprint = Fingerprint(inputs.user_ids, inputs.items.ids, inputs.items.vectors, inputs.positives.indptr,
+                                  inputs.positives.item_rows, config.metric, hi if source is None else source.depth,
+                                  engine_name(config.index_spec()) if source is None else source.engine)
+    if source is not None and fingerprint is not None:
+        source.check_inputs(fingerprint, len(inputs.user_ids))
     mark = timer.add("read", mark)
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.metric)
     audit_rows = np.zeros(0, dtype=np.int64)
-    if config.audit_sample and config.index not in _EXACT_KINDS:  # an exact index needs no audit
+    if config.audit_sample and source is None and config.index not in _EXACT_KINDS:  # an exact index needs no audit
         order = np.argsort(user_streams(config.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
         audit_rows = np.sort(order[: config.audit_sample])
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
                          inputs.positives.item_rows, audit_rows, len(inputs.user_ids),
-                         inputs.users.id_column, "vector" if inputs.users.is_npy else inputs.users.vector_column)
-    context = None if config.engine == "ray" else ChunkContext(shared)
+                         inputs.users.id_column, "vector" if inputs.users.is_npy else inputs.users.vector_column,
+                         unit_items=unit_items, item_keys=item_keys)
+    # the item index is built here (inside "index") for the local engine; Ray's actors build their own
+    context = None if config.engine == "ray" else ChunkContext(shared, source=source, fingerprint=fingerprint)
     mark = timer.add("index", mark)
     faults.point("mine.index")
     needed = shared.needed
@@ -551,7 +637,11 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         results = (mine_chunk(context, first_row, chunk)
                    for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids))
 
-    with publication.staging_dir() as staging:
+    with publication.staging_dir() as staging, (
+            cache.staging_dir() if cache is not None else contextlib.nullcontext(None)) as cache_staging:
+        saver = CandidateWriter(cache_staging, len(inputs.user_ids), hi) if cache_staging is not None else None
+        if context is not None:
+            context.saver = saver
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
@@ -608,28 +698,58 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.users_complete = len(inputs.user_ids) - sum(short_reasons.values()) - sum(empty_reasons.values())
         report.users_short = dict(short_reasons)
         report.users_empty = dict(empty_reasons)
-        report.max_search_depth = max_depth
-        report.gemm_precision = gemm_precision
-        report.index = shared.index_kind
-        if not shared.exact and config.audit_sample:
+        report.max_search_depth = max_depth if source is None else source.max_search_depth
+        report.gemm_precision = gemm_precision if source is None else source.precision
+        report.index = shared.index_kind if source is None else source.index
+        if len(audit_rows) and config.audit_sample:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
                             "index": config.index}
         timer.add("write", mark)
         report.timings = {k: round(v, 4) for k, v in timer.totals.items()}
         report.timings["total"] = round(time.time() - started, 4)
+        if source is not None and fingerprint is not None:
+            source.check_user_vectors(fingerprint)  # a stale cache never becomes output
         manifest = {
-            "tool": "hnmine mine",
+            "tool": "hnmine mine" if source is None else "hnmine select",
             "command": command if command is not None else sys.argv,
             "options": asdict(shown),
-            "inputs": fingerprints,
+            "inputs": {**fingerprints, **({"candidates": str(source.dir.absolute())} if source else {})},
             "summary": report.to_dict(),
             "versions": _versions(),
             "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if cache is not None and saver is not None and fingerprint is not None and context is not None:
+            index = context.index
+            assert index is not None
+            saver.close()
+            cache.commit({
+                "tool": "hnmine mine", "command": manifest["command"], "inputs": fingerprints,
+                CACHE_FORMAT: cache_entry(fingerprint, hi, engine_name(config.index_spec()), config.metric,
+                                          index.exact, index.precision, shared.index_kind, max_depth,
+                                          len(inputs.user_ids)),
+            })
+            faults.point("mine.candidates")
         publication.commit(manifest)
     return report
+
+
+def _item_keys(item_ids: np.ndarray, features: pl.DataFrame | None, config: MineConfig) -> np.ndarray:
+    """--exclude-same: a code per item row for its value of that feature column (-1: no value, no match)."""
+    column = config.exclude_same
+    if features is None or column is None:
+        raise InputError("--exclude-same names a column of --item-features: pass --item-features")
+    if column not in features.columns or column == config.item_features_id_column:
+        raise InputError(f"{config.item_features}: no column '{column}' to compare items on "
+                         f"(columns: {', '.join(c for c in features.columns if c != config.item_features_id_column)})")
+    id_column = config.item_features_id_column
+    ids = pl.Series("id", item_ids.tolist() if item_ids.dtype == object else item_ids)
+    table = features.select(pl.col(id_column).cast(pl.String), pl.col(column).cast(pl.String).alias("key"))
+    joined = pl.DataFrame({"id": ids.cast(pl.String)}).join(table, left_on="id", right_on=id_column, how="left",
+                                                              maintain_order="left")
+    codes = joined["key"].cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1)
+    return codes.to_numpy()
 
 
 def _audit_chunk(audit_index: ItemIndex | ShardedIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,

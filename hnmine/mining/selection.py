@@ -1,7 +1,7 @@
 """Stage 3: choose each user's hard negatives from its rank window.
 
-Filters first (absolute score caps, margins relative to the user's positives), then a strategy
-picks ``num_hard`` of the survivors:
+Filters first (absolute score caps, margins relative to the user's positives, near duplicates of
+the user's positives: :func:`near_duplicates`), then a strategy picks ``num_hard`` of the survivors:
 
 - ``uniform``: uniformly at random (the Facebook EBR recipe);
 - ``top``: the best-ranked (hardest);
@@ -24,9 +24,11 @@ import numpy as np
 from numba import njit, prange
 
 from hnmine.mining.hashing import uniforms
+from hnmine.mining.kernels import dot
 from hnmine.mining.retrieval import Window
 
-__all__ = ["STRATEGIES", "Selection", "SelectionConfig", "reference_scores", "select_hard_negatives"]
+__all__ = ["STRATEGIES", "Selection", "SelectionConfig", "near_duplicates", "reference_scores",
+           "select_hard_negatives"]
 
 Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
 STRATEGIES: tuple[Strategy, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
@@ -109,8 +111,75 @@ def reference_scores(
     return out
 
 
-def _keep_mask(window: Window, references: np.ndarray | None, cfg: SelectionConfig) -> np.ndarray:
+def near_duplicates(
+    window: Window, indptr: np.ndarray, pos_rows: np.ndarray, unit_items: np.ndarray | None = None,
+    max_similarity: float | None = None, item_keys: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """Window items too close to one of the user's positives (a pure function of the chunk): True where
+    the item's cosine with a positive is above ``max_similarity`` (``unit_items``: the item vectors,
+    unit length) or where it shares a key with a positive (``item_keys``: an int64 code per item row, -1
+    for none, never matching). None when neither is asked for.
+
+    A near duplicate (the same product in another colour, a venue's second listing) is a positive in
+    all but id: as a hard negative it teaches the model to push the positive away.
+    """
+    if max_similarity is None and item_keys is None:
+        return None
+    items = np.ascontiguousarray(window.items, dtype=np.int64)
+    out = np.zeros(items.shape, dtype=np.bool_)
+    ptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    rows = np.ascontiguousarray(pos_rows, dtype=np.int64)
+    if max_similarity is not None and unit_items is not None:
+        _similar_to_positives(np.ascontiguousarray(unit_items, dtype=np.float32), items, ptr, rows,
+                              np.float32(max_similarity), out)
+    if item_keys is not None:
+        _shares_a_key(np.ascontiguousarray(item_keys, dtype=np.int64), items, ptr, rows, out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _similar_to_positives(unit, items, indptr, pos_rows, threshold, out):  # pragma: no cover - compiled
+    """out[i, c] |= cosine(item, some positive of user i) > threshold, in one fixed summation order
+    (:func:`hnmine.mining.kernels.dot`), so the result does not depend on chunks or threads."""
+    m, width = items.shape
+    for i in prange(m):
+        for c in range(width):
+            item = items[i, c]
+            if item < 0 or out[i, c]:
+                continue
+            for k in range(indptr[i], indptr[i + 1]):
+                if dot(unit[item], unit[pos_rows[k]]) > threshold:
+                    out[i, c] = True
+                    break
+
+
+@njit(cache=True, parallel=True)
+def _shares_a_key(keys, items, indptr, pos_rows, out):  # pragma: no cover - compiled
+    """out[i, c] |= the item's key is the key of one of user i's positives (keys < 0 never match)."""
+    m, width = items.shape
+    for i in prange(m):
+        n = indptr[i + 1] - indptr[i]
+        own = np.empty(n, dtype=np.int64)
+        for k in range(n):
+            own[k] = keys[pos_rows[indptr[i] + k]]
+        own.sort()
+        for c in range(width):
+            item = items[i, c]
+            if item < 0:
+                continue
+            key = keys[item]
+            if key < 0:
+                continue
+            j = np.searchsorted(own, key)
+            if j < n and own[j] == key:
+                out[i, c] = True
+
+
+def _keep_mask(window: Window, references: np.ndarray | None, cfg: SelectionConfig,
+               exclude: np.ndarray | None = None) -> np.ndarray:
     keep = window.items >= 0
+    if exclude is not None:
+        keep &= ~exclude
     scores = window.scores
     if cfg.max_score is not None:
         keep &= scores <= cfg.max_score
@@ -157,14 +226,16 @@ def select_hard_negatives(
     streams: np.ndarray,
     cfg: SelectionConfig,
     references: np.ndarray | None = None,
+    exclude: np.ndarray | None = None,
 ) -> Selection:
     """Pick each user's negatives from its window (a pure function of the chunk).
 
     ``streams`` are the users' random streams (:func:`hnmine.mining.hashing.user_streams`); ``references``
-    the users' reference positive scores, needed only when margins are set.
+    the users' reference positive scores, needed only when margins are set; ``exclude`` window items
+    never to pick (:func:`near_duplicates`).
     """
     m, width = window.items.shape
-    keep = _keep_mask(window, references, cfg)
+    keep = _keep_mask(window, references, cfg, exclude)
     after_filters = keep.sum(axis=1)
     take = width if cfg.strategy == "all" else min(cfg.num_hard + cfg.extra, width)
     keys = _preference_keys(window, keep, streams, cfg)

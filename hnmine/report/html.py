@@ -407,9 +407,17 @@ def _run_sections(s: dict[str, Any]) -> list[tuple[str, str, str]]:
         gain = best.get("gain_over_round_0")
         cards += [("best round", str(best["round"])), (f"best valid {best['metric']}", _fmt(best["value"])),
                   ("gain over round 0", "–" if gain is None else f"{100 * gain:+.2f}%")]
+        over_control = best.get("gain_over_control")
+        cards.append(("gain over the --no-hard control", "no control run" if over_control is None
+                      else f"{100 * over_control:+.2f}% (its best: round {best['control']['round']})"))
     header = ["round", *sorted({f"{split} {k}" for r in rounds for split, m in r["metrics"].items() for k in m})]
     rows = [[r["round"]] + [r["metrics"].get(h.split(" ")[0], {}).get(h.split(" ")[1]) for h in header[1:]]
             for r in rounds]
+    control = sorted({f"{split} {k}" for r in rounds for split, m in (r.get("control") or {}).items() for k in m})
+    if control:  # the --no-hard control's metrics beside the mined rounds'
+        header += [f"control {h}" for h in control]
+        for row, r in zip(rows, rounds, strict=True):
+            row += [(r.get("control") or {}).get(h.split(" ")[0], {}).get(h.split(" ")[1]) for h in control]
     table = _table(header, rows)
     sections = [
         ("overview", "Overview", _cards(cards)),

@@ -382,6 +382,7 @@ def run_stats(root: str | Path, test: str | Path | None = None, batch_rows: int 
             "round": metrics["round"], "metrics": metrics["metrics"], "epochs": metrics.get("epochs"),
             "loss": metrics.get("loss"), "train_seconds": metrics.get("train_seconds"),
             "mine_seconds": metrics.get("mine_seconds"),
+            "control": metrics.get("control"),  # the --no-hard control's metrics (hnmine run --control)
             "false_negative_rate": {k.removeprefix("false_negative_rate_"): v
                                     for k, v in metrics.get("hard_negatives", {}).items()
                                     if k.startswith("false_negative_rate_") and "window" not in k},
