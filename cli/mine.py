@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import codecs
 import json
 import sys
-from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hnmine.errors import InputError
+from hnmine.mining.config import MineConfig  # light: the options' declarations
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.pipeline import MineReport
 
 
-from .common import ConfigFile, ConsoleProgress, WaitLock, app, fail, log_line
+from .common import ConfigFile, ConsoleProgress, Quiet, app, fail, log_line
+from .options import config_command
 
 MINE_EXAMPLE = """Example:
 
@@ -54,97 +54,21 @@ def print_report(report: MineReport) -> None:
     typer.echo("\n".join(lines))
 
 
-def _floats(text: str | None) -> float | None:
-    return None if text is None else float(text)
-
-
 @app.command(epilog=MINE_EXAMPLE)
+@config_command(MineConfig)
 def mine(
-    ctx: typer.Context,
-    users: Annotated[Optional[Path], typer.Option(help="User embeddings: parquet file or directory, or .npy with --user-ids.")] = None,
-    items: Annotated[Optional[Path], typer.Option(help="Item embeddings: parquet file or directory, or .npy with --item-ids.")] = None,
-    positives: Annotated[Optional[Path], typer.Option(help="Users' positives: parquet, CSV/TSV or LightGCN text (user item item ...).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output directory, published atomically.")] = None,
-    config: ConfigFile = None,
-    user_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy user matrix (.npy, .parquet or one id per line).")] = None,
-    item_ids: Annotated[Optional[Path], typer.Option(help="Ids for a .npy item matrix.")] = None,
-    id_column: Annotated[str, typer.Option(help="Id column of the embedding tables.")] = "id",
-    vector_column: Annotated[str, typer.Option(help="Vector column of the embedding tables.")] = "embedding",
-    positives_format: Annotated[str, typer.Option(help="auto|parquet|csv|lightgcn (auto: by file suffix).")] = "auto",
-    user_column: Annotated[str, typer.Option(help="User id column of the positives.")] = "user_id",
-    item_column: Annotated[str, typer.Option(help="Item id column of the positives.")] = "item_id",
-    weight_column: Annotated[Optional[str], typer.Option(help="Weight column of the positives (default: weight 1).")] = None,
-    item_features: Annotated[Optional[Path], typer.Option(help="Item feature table (parquet/CSV) whose columns become the item attrs.")] = None,
-    item_features_id_column: Annotated[str, typer.Option(help="Id column of the item feature table.")] = "id",
-    attr_columns: Annotated[Optional[str], typer.Option(help="Comma-separated feature columns, in attr_fields order (default: all but the id).")] = None,
-    attr_delimiter: Annotated[str, typer.Option(help="Delimiter joining attrs, escapes allowed (the sampler's attr_delimiter).")] = "\\x02",
-    missing_item_features: Annotated[str, typer.Option(help="Items absent from --item-features: fill (their id attr is the node id, other attrs empty) or error.")] = "fill",
-    rank_window: Annotated[str, typer.Option(help="LO:HI, 1-based ranks among the user's non-positive items.")] = "101:500",
-    num_hard: Annotated[int, typer.Option(help="Hard negatives per user.")] = 10,
-    strategy: Annotated[str, typer.Option(help="uniform|top|softmax|softmax-v|all.")] = "uniform",
-    temperature: Annotated[float, typer.Option(help="softmax: sampling temperature on scores.")] = 1.0,
-    rho: Annotated[float, typer.Option(help="softmax-v: rho of the adaptive temperature sqrt(Var/(2 rho)); smaller is harder.")] = 0.1,
-    max_score: Annotated[Optional[str], typer.Option(help="Drop negatives scoring above this.")] = None,
-    min_score: Annotated[Optional[str], typer.Option(help="Drop negatives scoring below this.")] = None,
-    absolute_margin: Annotated[Optional[str], typer.Option(help="Keep negatives with score <= ref - m (ref: --margin-reference of the user's positives' scores).")] = None,
-    relative_margin: Annotated[Optional[str], typer.Option(help="Keep negatives with score <= ref - |ref|*m (0.05: below 95% of ref).")] = None,
-    margin_reference: Annotated[str, typer.Option(help="min|median|mean|max of the user's positives' scores.")] = "median",
-    max_item_negatives: Annotated[Optional[int], typer.Option(help="Cap on how many users may get one item as a hard negative.")] = None,
-    seed: Annotated[int, typer.Option(help="Random seed; a user's draw depends only on (seed, user id).")] = 0,
-    metric: Annotated[str, typer.Option(help="ip|cosine.")] = "ip",
-    index: Annotated[
-        str, typer.Option(help="auto|flat|exact (exact, same output: flat = FAISS, exact = tiled GEMM engine, auto = exact where the CPU has bf16 units, else flat)|ivf|hnsw (approximate).")
-    ] = "auto",
-    precision: Annotated[
-        str, typer.Option(help="exact: GEMM precision auto|fp32|bf16 (bf16 tiles, every candidate rescored in fp32: same output; auto = bf16 where the CPU has AMX/AVX512-BF16).")
-    ] = "auto",
-    nlist: Annotated[Optional[int], typer.Option(help="ivf: number of clusters (default 4*sqrt(items)).")] = None,
-    nprobe: Annotated[int, typer.Option(help="ivf: clusters searched per query.")] = 64,
-    hnsw_m: Annotated[int, typer.Option(help="hnsw: links per node.")] = 32,
-    ef_construction: Annotated[int, typer.Option(help="hnsw: build-time beam.")] = 200,
-    ef_search: Annotated[int, typer.Option(help="hnsw: search beam (raised to at least the search depth).")] = 512,
-    audit_sample: Annotated[int, typer.Option(help="Approximate index: compare this many users with exact search; window recall goes into manifest.json.")] = 0,
-    chunk_size: Annotated[int, typer.Option(help="Users per chunk (bounds memory; the output does not depend on it).")] = 16384,
-    max_memory: Annotated[Optional[str], typer.Option(help="Cap on resident memory, e.g. 2G or 500M: --chunk-size is lowered to stay under it (the output does not depend on it); refused if the inputs and index alone do not fit.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Threads of FAISS and the compiled loops, at least 1 (default: all cores).")] = None,
-    edge_weight: Annotated[str, typer.Option(help="hard_neg_edge weight: score|rank|order|uniform (the consumer keeps each user's top num_hard_sample by weight).")] = "score",
-    pop_exponent: Annotated[float, typer.Option(help="Item node weight = popularity ** b.")] = 0.75,
-    formats: Annotated[str, typer.Option(help="Comma-separated: parquet,graphlearn.")] = "parquet,graphlearn",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing hnmine output at --out.")] = False,
-    wait_lock: WaitLock = 0.0,
-    allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Publish even if hard_neg_edge or pos_edge has no rows (an error otherwise).")] = False,
+    cfg: MineConfig,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (rows, depth, memory, time) and exit.")] = False,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+    quiet: Quiet = False,
     html_report: Annotated[bool, typer.Option("--report", help="Also write OUT/report.html (hnmine report).")] = False,
+    config: ConfigFile = None,
 ) -> None:
     """Mine hard negatives: FAISS top-K per user, ranks LO..HI among non-positives, sampler tables out.
 
     Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
     with manifest.json and _SUCCESS, into --out.
     """
-    options = {k: v for k, v in ctx.params.items() if k not in ("config", "dry_run", "json_summary", "quiet", "html_report")}
-    for required in ("users", "items", "positives", "out"):
-        if not options.get(required):
-            fail(f"missing option --{required}")
-    try:
-        options["attr_delimiter"] = codecs.decode(str(options["attr_delimiter"]), "unicode_escape")
-    except UnicodeDecodeError:
-        fail(f"--attr-delimiter '{options['attr_delimiter']}' is not a valid escape")
-    for key in ("max_score", "min_score", "absolute_margin", "relative_margin"):
-        try:
-            options[key] = _floats(options[key])
-        except ValueError:
-            fail(f"--{key.replace('_', '-')} '{options[key]}' is not a number")
-    for key in ("attr_columns", "formats"):
-        if isinstance(options[key], str):
-            options[key] = [part.strip() for part in options[key].split(",") if part.strip()]
-    options["rank_window"] = str(options["rank_window"])
-    from hnmine.mining.config import MineConfig
-
-    known = {f.name for f in fields(MineConfig)}
-    settings: dict[str, Any] = {k: (str(v) if isinstance(v, Path) else v) for k, v in options.items() if k in known}
-    cfg = MineConfig(**settings)
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 
@@ -171,6 +95,7 @@ def mine(
     if html_report:
         from .report import write_report_or_fail
 
-        log_line(f"wrote {write_report_or_fail(Path(cfg.out), Path(cfg.out) / 'report.html')}", quiet)
+        out = Path(cfg.output.out)
+        log_line(f"wrote {write_report_or_fail(out, out / 'report.html')}", quiet)
 
 

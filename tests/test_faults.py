@@ -70,7 +70,7 @@ MINE_POINTS = [
 
 
 def mine_config(user: Path, item: Path, positives: Path, out: Path, seed: int, chunk: int) -> MineConfig:
-    return MineConfig(users=str(user), items=str(item), positives=str(positives), out=str(out),
+    return MineConfig.of(users=str(user), items=str(item), positives=str(positives), out=str(out),
                       rank_window="21:120", num_hard=5, strategy="softmax-v", seed=seed, chunk_size=chunk,
                       overwrite=True)
 
@@ -222,7 +222,7 @@ def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(
     (out / "data").mkdir(parents=True)
     (out / "data" / "train.parquet").write_bytes(b"partial")
     (out / "run.json.tmp").write_text("{")
-    config = RunConfig(positives=str(SAMPLE / "train.txt"), out=str(out), test=str(SAMPLE / "test.txt"))
+    config = RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(out), test=str(SAMPLE / "test.txt"))
     train_path, valid, _ = _prepare(config, out)
     saved = json.loads((out / "run.json").read_text())
     assert (saved.pop("tool"), saved.pop("format_version")) == ("hnmine run", 1)
@@ -232,5 +232,5 @@ def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(
     (foreign / "data").mkdir(parents=True)
     (foreign / "data" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not an hnmine run"):
-        _prepare(RunConfig(positives=str(SAMPLE / "train.txt"), out=str(foreign)), foreign)
+        _prepare(RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(foreign)), foreign)
     assert (foreign / "data" / "notes.txt").read_text() == "mine"

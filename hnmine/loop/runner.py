@@ -32,7 +32,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,21 +49,18 @@ from hnmine.evaluate import (
     holdout_split,
     window_false_negative_rates,
 )
-from hnmine.io.checks import check_finite_options
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
+from hnmine.loop.config import RunConfig
 from hnmine.mining import kernels
-from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine
-from hnmine.options import parse_rank_window
+from hnmine.options import RankWindow, plain
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
 from hnmine.training.trainer import train
 
 __all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
 
-INITS = ("warm", "scratch")
-AUTO_WINDOW = "auto"
 # rounds are chosen on the validation split only: choosing on test would tune on test data
 BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 # What a run saved before an option existed did, where that differs from today's default: such a
@@ -71,106 +68,6 @@ BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 LEGACY_TRAIN = {"history_dropout": 0.0, "keep_best": False}
 # run.json's marker: a directory whose run.json lacks it (or names another tool) is not a run
 RUN_TOOL, RUN_FORMAT_VERSION = "hnmine run", 1
-
-
-@dataclass
-class RunConfig:
-    """Every option of ``hnmine run``: the loop's own, the trainer's and the miner's."""
-
-    positives: str
-    out: str
-    # the validation gain grows until round 10 on both Gowalla and ml-1m (docs/results.md)
-    iterations: int = 12
-    # stop before --iterations once this many rounds in a row have not beaten the best validation
-    # Recall@20; 0 (default) runs every round: ml-1m's validation dips for three rounds before its best
-    round_patience: int = 0
-    test: str | None = None
-    # a validation split by default: --rank-window auto measures false negatives on it, and every
-    # round's validation metrics are what windows and weights should be chosen on
-    valid_fraction: float = 0.1
-    init: str = "warm"
-    hard: bool = True
-    # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
-    # (restarting at --lr undoes round 0's convergence)
-    refine_epochs: int | None = 3
-    refine_lr: float | None = 1e-3
-    refine_lr_min: float | None = 1e-4
-    ks: tuple[int, ...] = (20, 50)
-    # mining
-    # auto: each round mines the hardest window of window_width ranks whose expected false-negative
-    # rate, measured on the validation split with the previous round's embeddings, is at most
-    # max_false_negative_rate; 50 per user, all of them used. A fixed window cannot serve both data
-    # sets measured: the same ranks hold 5x more held-out positives on ml-1m than on Gowalla
-    # (docs/results.md, "False negatives by rank")
-    rank_window: str = "auto"
-    num_hard: int = 50
-    window_width: int = 800
-    max_false_negative_rate: float = 0.007
-    strategy: str = "uniform"
-    edge_weight: str = "uniform"
-    # hnmine mine's false-negative filters, applied in every round: drop window items scoring above a
-    # margin under the user's positives' scores (--margin-reference), and cap the users per item
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
-    margin_reference: str = "median"
-    max_item_negatives: int | None = None
-    # training (see TrainConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
-    # seconds to wait for another run holding the run directory's lock (0: fail at once, exit 75)
-    wait_lock: float = 0.0
-
-    def validate(self) -> None:
-        check_finite_options(self)
-        if self.iterations < 1:
-            raise InputError("--iterations must be at least 1")
-        if self.round_patience < 0:
-            raise InputError("--round-patience must be >= 0 (0: run every round)")
-        if self.init not in INITS:
-            raise InputError("--init must be warm or scratch")
-        if not 0 <= self.valid_fraction < 1:
-            raise InputError("--valid-fraction must be in [0, 1)")
-        if self.refine_epochs is not None and self.refine_epochs < 1:
-            raise InputError("--refine-epochs must be at least 1")
-        if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
-            raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
-        if self.test is None and self.valid_fraction == 0:
-            raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
-        self.train.validate()
-        if self.rank_window == AUTO_WINDOW:
-            if self.valid_fraction == 0:
-                raise InputError("--rank-window auto measures false-negative rates on the validation split: "
-                                 "pass --valid-fraction (e.g. 0.1)")
-            if self.window_width < 1:
-                raise InputError("--window-width must be at least 1")
-            if not 0 <= self.max_false_negative_rate < 1:
-                raise InputError("--max-false-negative-rate must be in [0, 1)")
-        window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
-        MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options()).validate()
-        filtered = (self.absolute_margin is not None or self.relative_margin is not None
-                    or self.max_item_negatives is not None)
-        if self.train.hard_correction == "mis" and filtered:
-            # MIS reads window membership off score thresholds; a filtered window is not that interval
-            raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
-                             "with --absolute-margin, --relative-margin or --max-item-negatives")
-
-    def mine_options(self) -> dict[str, Any]:
-        """The MineConfig options every round shares (window, paths and seed are per round)."""
-        return dict(num_hard=self.num_hard, strategy=self.strategy, edge_weight=self.edge_weight,
-                    absolute_margin=self.absolute_margin, relative_margin=self.relative_margin,
-                    margin_reference=self.margin_reference, max_item_negatives=self.max_item_negatives)
-
-    def identity(self) -> dict[str, Any]:
-        """The options a resumed run must share with the original (all but the number of rounds)."""
-        values = asdict(self)
-        values.pop("iterations")
-        values.pop("round_patience")  # like --iterations: how far to go, not what a round does
-        values.pop("out")  # a run directory may be moved or copied
-        values.pop("wait_lock")
-        values["train"].pop("device")
-        values["train"].pop("threads")
-        values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
-        values["ks"] = list(self.ks)
-        return values
 
 
 @dataclass
@@ -205,7 +102,7 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         saved.pop("out", None)
         saved.get("train", {}).pop("hard_window", None)  # runs saved before it left the identity
         # options added since the run started are compatible while left at their defaults
-        defaults = asdict(TrainConfig(positives="", out=""))
+        defaults = plain(TrainConfig(positives="", out=""))
         defaults.update(LEGACY_TRAIN)
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
@@ -290,12 +187,12 @@ def _complete_rounds(out: Path) -> int:
 
 
 def _auto_window(config: RunConfig, prev: Path, train_positives: Positives,
-                 valid: Positives) -> tuple[str, dict[str, Any]]:
+                 valid: Positives) -> tuple[RankWindow, dict[str, Any]]:
     """--rank-window auto: the window chosen with round ``prev``'s embeddings on the validation split."""
     rates = window_false_negative_rates(prev / "embeddings" / "user.parquet", prev / "embeddings" / "item.parquet",
                                         train_positives, valid, seed=config.train.seed)
     lo, hi, rate, met = choose_rank_window(rates, config.window_width, config.max_false_negative_rate)
-    return f"{lo}:{hi}", {"rank_window": f"{lo}:{hi}", "window_false_negative_rate_valid": rate,
+    return RankWindow(lo, hi), {"rank_window": f"{lo}:{hi}", "window_false_negative_rate_valid": rate,
                           "window_rate_met": met}
 
 
@@ -370,22 +267,20 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
         tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
                        hard_negatives=None, init=None, valid=str(valid_path) if valid is not None else None)
         hard_stats: dict[str, Any] = {}
-        window = config.rank_window if config.rank_window != AUTO_WINDOW else f"1:{config.window_width}"
+        window = config.first_window()
         if r > 0:
             prev = out / f"round_{r - 1:02d}"
             mark = time.perf_counter()
-            if config.rank_window == AUTO_WINDOW:
+            if config.auto_window:
                 assert valid is not None  # validate() checked
                 window, window_stats = _auto_window(config, prev, train_positives, valid)
                 hard_stats.update(window_stats)
                 logger.info(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
                              f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
             logger.info(f"round {r}: mining with round {r - 1}'s embeddings")
-            report = mine(MineConfig(
-                users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
-                positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
-                **config.mine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
-                threads=config.train.threads,
+            report = mine(config.round_mine_config(
+                str(prev / "embeddings" / "user.parquet"), str(prev / "embeddings" / "item.parquet"),
+                str(train_path), str(round_dir / "mined"), window, seed=config.train.seed + r,
             ), progress, command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark
@@ -406,8 +301,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
                 tcfg = replace(tcfg, lr=config.refine_lr)
             if config.refine_lr_min is not None:
                 tcfg = replace(tcfg, lr_min=config.refine_lr_min)
-        lo, hi = parse_rank_window(window)
-        tcfg = replace(tcfg, hard_window=hi - lo + 1)
+        tcfg = replace(tcfg, hard_window=window.width)
         logger.info(f"round {r}: training {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} ({'with' if tcfg.hard_negatives else 'without'} "
                      f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
         treport = train(tcfg, progress)
@@ -425,7 +319,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
         faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
             "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
-            "train": asdict(tcfg), "train_report": treport.to_dict(), "result": result.to_dict(),
+            "train": tcfg.to_dict(), "train_report": treport.to_dict(), "result": result.to_dict(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })

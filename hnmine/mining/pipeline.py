@@ -141,22 +141,22 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
-    users = EmbeddingSource(config.users, id_column=config.id_column, vector_column=config.vector_column,
-                            ids_path=config.user_ids)
-    items = EmbeddingSource(config.items, id_column=config.id_column, vector_column=config.vector_column,
-                            ids_path=config.item_ids).read_all()
+    users = EmbeddingSource(config.inputs.users, id_column=config.inputs.id_column, vector_column=config.inputs.vector_column,
+                            ids_path=config.inputs.user_ids)
+    items = EmbeddingSource(config.inputs.items, id_column=config.inputs.id_column, vector_column=config.inputs.vector_column,
+                            ids_path=config.inputs.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
-        raise InputError(f"{config.users}: user vectors have length {user_dim} but {config.items} has {items.dim}")
+        raise InputError(f"{config.inputs.users}: user vectors have length {user_dim} but {config.inputs.items} has {items.dim}")
     lo, hi = config.window()
     if hi > len(items):
-        raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.items}")
-    if config.index == "ivf" and config.nlist is not None and config.nlist > len(items):
-        raise InputError(f"--nlist {config.nlist} is above the {len(items)} items in {config.items}: "
+        raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.inputs.items}")
+    if config.index.kind == "ivf" and config.index.nlist is not None and config.index.nlist > len(items):
+        raise InputError(f"--nlist {config.index.nlist} is above the {len(items)} items in {config.inputs.items}: "
                          "IVF needs at least one item per cluster")
     user_ids = users.read_ids()
-    positives = read_positives(config.positives, fmt=config.positives_format, user_column=config.user_column,
-                               item_column=config.item_column, weight_column=config.weight_column)
+    positives = read_positives(config.inputs.positives, fmt=config.inputs.positives_format, user_column=config.inputs.user_column,
+                               item_column=config.inputs.item_column, weight_column=config.inputs.weight_column)
     index = index_positives(positives, user_ids, items.ids)
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
@@ -261,16 +261,16 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
     per_user = _bytes_per_user(depth_max, hi - lo + 1, needed, inputs.items.dim)
     now, peak = _rss()
     fixed = now + _user_read_bytes(inputs.users) + 2 * int(inputs.positives.pos_edge.estimated_size())
-    if config.max_item_negatives is not None:
+    if config.selection.max_item_negatives is not None:
         fixed += n_users * needed * 2 * 160
-    chunk = max(1, min(config.chunk_size, n_users))
-    if config.max_memory is not None:
-        budget = parse_size(config.max_memory)
+    chunk = max(1, min(config.execution.chunk_size, n_users))
+    if config.execution.max_memory is not None:
+        budget = parse_size(config.execution.max_memory)
         room = budget - fixed - _CHUNK_OVERHEAD
         smallest = min(_MIN_CHUNK, n_users)
         if peak > budget or room * _ROOM_SHARE < smallest * per_user:
             raise InputError(
-                f"--max-memory {config.max_memory}: the inputs and the item index alone take "
+                f"--max-memory {config.execution.max_memory}: the inputs and the item index alone take "
                 f"{max(fixed, peak) / 2**20:,.0f} MiB (plus {(_CHUNK_OVERHEAD + smallest * per_user) / 2**20:,.0f} MiB "
                 f"for a chunk of {smallest} users); allow more memory")
         chunk = min(chunk, int(room * _ROOM_SHARE // per_user))
@@ -285,26 +285,26 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = ItemIndex(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
+    index = ItemIndex(_prepared(inputs.items.vectors, config.index.metric), config.index, config.execution.threads,
                       queries=n_users)
     depth_max = int(depths.max())
-    per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
+    per_user_rows = (hi - lo + 1) if config.selection.strategy == "all" else min(config.selection.num_hard, hi - lo + 1)
     chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
     _, first = next(inputs.users.iter_chunks(min(sample_users, chunk), ids=inputs.user_ids))
     indptr, rows = inputs.positives.slice(0, len(first))
-    queries = _prepared(first.vectors, config.metric)
-    streams = user_streams(config.seed, id_keys(first.ids))
+    queries = _prepared(first.vectors, config.index.metric)
+    streams = user_streams(config.selection.seed, id_keys(first.ids))
     warm = min(256, len(first))  # the first FAISS call pays for thread start-up and page faults
     retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], lo, hi)
     start = time.perf_counter()
     window = retrieve_window(index, queries, indptr, rows, lo, hi)
-    select_hard_negatives(window, streams, config.selection())
+    select_hard_negatives(window, streams, config.selection)
     per_user = (time.perf_counter() - start) / len(first)
     return MinePlan(
         users=n_users, items=len(inputs.items), dim=dim, positives=inputs.positives.pos_edge.height,
         unknown_user_positives=inputs.positives.unknown_user_rows,
         unknown_item_positives=inputs.positives.unknown_item_rows,
-        rank_window=f"{lo}:{hi}", num_hard=config.num_hard, index=config.index,
+        rank_window=f"{lo}:{hi}", num_hard=config.selection.num_hard, index=config.index.kind,
         search_depth_max=depth_max, search_depth_mean=round(float(depths.mean()), 1),
         chunk_size=chunk, chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
         estimated_peak_memory_bytes=int(memory), estimated_seconds=per_user * n_users,
@@ -317,13 +317,13 @@ def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
 
 
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
-    """Run the whole job and publish ``config.out`` atomically; returns the summary.
+    """Run the whole job and publish ``config.output.out`` atomically; returns the summary.
 
     The output's lock is held from before the inputs are read until the output is published, so a
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
-    with Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication:
+    with Publication(config.output.out, overwrite=config.output.overwrite, wait_lock=config.output.wait_lock) as publication:
         return _mine(config, publication, progress, command)
 
 
@@ -336,29 +336,29 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     lo, hi = config.window()
     width = hi - lo + 1
     inputs = _read_inputs(config)
-    if inputs.positives.pos_edge.height == 0 and not config.allow_empty:
+    if inputs.positives.pos_edge.height == 0 and not config.output.allow_empty:
         raise InputError(
-            f"{config.positives}: none of its {inputs.rows_read} positives has both its user in {config.users} and its "
-            f"item in {config.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
+            f"{config.inputs.positives}: none of its {inputs.rows_read} positives has both its user in {config.inputs.users} and its "
+            f"item in {config.inputs.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
             f"{inputs.positives.unknown_item_rows} with an unknown item): pos_edge would be empty; check the id "
             "columns, or pass --allow-empty if that is expected")
-    features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
+    features = read_item_features(config.inputs.item_features, config.inputs.item_features_id_column) if config.inputs.item_features else None
     attrs, attr_fields, without_features = item_attrs(
-        inputs.items.ids, features, id_column=config.item_features_id_column, attr_columns=config.attr_columns,
-        delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
-        missing=config.missing_item_features, items_source=config.items,
+        inputs.items.ids, features, id_column=config.inputs.item_features_id_column, attr_columns=config.inputs.attr_columns,
+        delimiter=config.inputs.attr_delimiter, source=str(config.inputs.item_features or config.inputs.items),
+        missing=config.inputs.missing_item_features, items_source=config.inputs.items,
     )
     fingerprints = {name: _fingerprint(getattr(config, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     mark = timer.add("read", mark)
     faults.point("mine.read")
-    item_vectors = _prepared(inputs.items.vectors, config.metric)
-    score_range = ScoreRange(item_vectors, inputs.items.ids, config.items)
-    index = ItemIndex(item_vectors, config.index_spec(), config.threads, queries=len(inputs.user_ids))
-    audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.audit_sample and not index.exact else None
+    item_vectors = _prepared(inputs.items.vectors, config.index.metric)
+    score_range = ScoreRange(item_vectors, inputs.items.ids, config.inputs.items)
+    index = ItemIndex(item_vectors, config.index, config.execution.threads, queries=len(inputs.user_ids))
+    audit_index = ItemIndex(item_vectors, IndexSpec(kind="exact")) if config.index.audit_sample and not index.exact else None
     mark = timer.add("index", mark)
     faults.point("mine.index")
-    needed = width if config.strategy == "all" else min(config.num_hard, width)
+    needed = width if config.selection.strategy == "all" else min(config.selection.num_hard, width)
     depth_max = int(search_depths(np.diff(inputs.positives.indptr), hi, len(inputs.items)).max(initial=0))
     chunk_size, _ = _chunk_plan(config, inputs, depth_max, needed)
 
@@ -369,14 +369,14 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                         unknown_item_positives=inputs.positives.unknown_item_rows,
                         unknown_users=inputs.positives.unknown_users, unknown_items=inputs.positives.unknown_items,
                         items_without_features=without_features, attr_fields=attr_fields, chunk_size=chunk_size)
-    capped = config.max_item_negatives is not None
-    selection_config = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
-    edge_weight = one_of(config.edge_weight, EDGE_WEIGHTS, "--edge-weight")
+    capped = config.selection.max_item_negatives is not None
+    selection_config = config.with_extra(config.selection.num_hard if capped and config.selection.strategy != "all" else 0)
+    edge_weight = one_of(config.selection.edge_weight, EDGE_WEIGHTS, "--edge-weight")
     all_streams_keys = id_keys(inputs.user_ids)
     audit_rows = np.zeros(0, dtype=np.int64)
     if audit_index is not None:
-        order = np.argsort(user_streams(config.seed ^ 0x5A5A, all_streams_keys), kind="stable")
-        audit_rows = np.sort(order[: config.audit_sample])
+        order = np.argsort(user_streams(config.selection.seed ^ 0x5A5A, all_streams_keys), kind="stable")
+        audit_rows = np.sort(order[: config.index.audit_sample])
     audit_hits = audit_total = 0
     short_reasons: Counter[str] = Counter()
     empty_reasons: Counter[str] = Counter()
@@ -387,17 +387,17 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
-            "graphlearn" in config.formats and not capped) else None
-        write_parquet = capped or "parquet" in config.formats
+            "graphlearn" in config.output.formats and not capped) else None
+        write_parquet = capped or "parquet" in config.output.formats
         progress.start(len(inputs.user_ids), "mining users")
         for first_row, chunk in inputs.users.iter_chunks(chunk_size, ids=inputs.user_ids):
             mark = time.perf_counter()
             stop = first_row + len(chunk)
-            queries = _prepared(chunk.vectors, config.metric)
+            queries = _prepared(chunk.vectors, config.index.metric)
             if queries.shape[1] != inputs.items.dim:
                 raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
-            score_range.check(queries, chunk.ids, first_row, config.users,
-                              "vector" if inputs.users.is_npy else config.vector_column)
+            score_range.check(queries, chunk.ids, first_row, config.inputs.users,
+                              "vector" if inputs.users.is_npy else config.inputs.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
             max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
             window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
@@ -408,8 +408,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                 audit_total += total
             mark = timer.add("retrieve", mark)
             faults.point("mine.retrieve")
-            streams = user_streams(config.seed, id_keys(chunk.ids))
-            references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.margin_reference)
+            streams = user_streams(config.selection.seed, id_keys(chunk.ids))
+            references = (reference_scores(queries, item_vectors, indptr, pos_rows, config.selection.margin_reference)
                           if selection_config.uses_margins else None)
             selection = select_hard_negatives(window, streams, selection_config, references)
             sketch.add(window, chunk.ids, streams, queries, item_vectors, indptr, pos_rows)
@@ -443,13 +443,13 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         if parquet_writer is not None:
             parquet_writer.close()
         if capped:
-            final = _apply_item_cap(parquet_path, config.max_item_negatives or 0, needed)
+            final = _apply_item_cap(parquet_path, config.selection.max_item_negatives or 0, needed)
             parquet_path.unlink()
             empty_after = len(inputs.user_ids) - final["user_id"].n_unique()
             short_reasons, empty_reasons = _recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
-            if "parquet" in config.formats:
+            if "parquet" in config.output.formats:
                 write_parquet_table(final, staging / "hard_neg_edge.parquet")
-            if "graphlearn" in config.formats:
+            if "graphlearn" in config.output.formats:
                 text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge")
                 text_writer.write(final)
         if text_writer is not None:
@@ -458,10 +458,10 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.rows = _write_node_tables(staging, config, inputs, attrs)
         faults.point("mine.write.nodes")
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
-        if report.rows["hard_neg_edge"] == 0 and not config.allow_empty:
+        if report.rows["hard_neg_edge"] == 0 and not config.output.allow_empty:
             because = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
             raise InputError(
-                f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.users} (empty because of: "
+                f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.inputs.users} (empty because of: "
                 f"{because or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
                 "if an empty hard_neg_edge is expected")
         report.window = sketch.summary(staging / "hard_neg_edge.parquet")
@@ -473,14 +473,14 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.index = index.spec.kind
         if audit_index is not None:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
-                            "index": config.index}
+                            "index": config.index.kind}
         timer.add("write", mark)
         report.timings = {k: round(v, 4) for k, v in timer.totals.items()}
         report.timings["total"] = round(time.time() - started, 4)
         manifest = {
             "tool": "hnmine mine",
             "command": command if command is not None else sys.argv,
-            "options": asdict(config),
+            "options": config.options(),
             "inputs": fingerprints,
             "summary": report.to_dict(),
             "versions": _versions(),
@@ -553,13 +553,13 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
     tables = {
         "pos_edge": inputs.positives.pos_edge.with_columns(pl.col("weight").cast(pl.Float32)),
         "user": user_node_table(inputs.user_ids),
-        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.pop_exponent, attrs,
-                                source=config.items),
+        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.output.pop_exponent, attrs,
+                                source=config.inputs.items),
     }
     for name, frame in tables.items():
-        if "parquet" in config.formats:
+        if "parquet" in config.output.formats:
             write_parquet_table(frame, staging / f"{name}.parquet")
-        if "graphlearn" in config.formats:
+        if "graphlearn" in config.output.formats:
             writer = TextTableWriter(staging / f"{name}.txt", name)
             writer.write(frame)
             writer.close()

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import functools
 import itertools
-import math
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, cast
 
 import numba
 import numpy as np
 
 from hnmine.mining import kernels
+from hnmine.mining.config import INDEX_KINDS, METRICS, PRECISIONS, IndexSpec
 
 if TYPE_CHECKING:  # imported where used: a run loads FAISS or torch, whichever its engine needs
     import faiss
@@ -53,46 +53,6 @@ _threads: int | None = None
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
-IndexKind = Literal["auto", "flat", "exact", "ivf", "hnsw"]
-Metric = Literal["ip", "cosine"]
-Precision = Literal["auto", "fp32", "bf16"]
-INDEX_KINDS: tuple[IndexKind, ...] = ("auto", "flat", "exact", "ivf", "hnsw")
-METRICS: tuple[Metric, ...] = ("ip", "cosine")
-PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """Which index to search and its parameters.
-
-    ``auto`` is the fastest exact engine for this CPU and job: ``exact`` with bf16 tiles where the CPU
-    has AMX / AVX512-BF16 and the job scores at least ``_AUTO_EXACT_PAIRS`` (user, item) pairs (a
-    smaller job is done before torch has loaded), FAISS ``flat`` otherwise (the windows are the same
-    either way).
-
-    ``precision`` is the ``exact`` engine's GEMM: ``bf16`` (AMX / AVX512-BF16 tiles, several times the
-    fp32 rate) or ``fp32``; ``auto`` takes bf16 where the CPU has it. Either way every candidate is
-    rescored in float32 and the window is the same bit for bit: bf16 only widens the provable bound
-    on each fast score, so a few more candidates are rescored.
-
-    ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled torch GEMM, see :func:`_retrieve_exact`) are
-    exact and give identical windows (which is faster depends on the machine: docs/performance.md).
-    ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
-    (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``, ``ef_search`` raised to at least the
-    search depth) are approximate: audit them with ``audit_sample``.
-    """
-
-    kind: IndexKind = "flat"
-    metric: Metric = "ip"
-    nlist: int | None = None
-    nprobe: int = 64
-    hnsw_m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 512
-    precision: Precision = "auto"
-
-    def resolved_nlist(self, n_items: int) -> int:
-        return self.nlist or max(1, min(int(4 * math.sqrt(n_items)), n_items // 39))
 
 
 class ItemIndex:
