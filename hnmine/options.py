@@ -228,7 +228,8 @@ def build_config(cls: type[T], values: Mapping[str, Any]) -> T:
     unknown = sorted(set(values) - set(known) - groups)
     if unknown:
         raise TypeError(f"{cls.__name__} has no option(s) {', '.join(unknown)}")
-    paths = {(k,) if k in groups else known[k].path: v if k in groups else _parsed(known[k], v)
+    whole = {k for k, v in values.items() if k in groups and dataclasses.is_dataclass(v)}  # ``index`` is both
+    paths = {(k,) if k in whole else known[k].path: v if k in whole else _parsed(known[k], v)
              for k, v in values.items()}
     built: T = _build(cls, (), paths, None)
     return built

@@ -348,7 +348,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         delimiter=config.inputs.attr_delimiter, source=str(config.inputs.item_features or config.inputs.items),
         missing=config.inputs.missing_item_features, items_source=config.inputs.items,
     )
-    fingerprints = {name: _fingerprint(getattr(config, name)) for name in
+    fingerprints = {name: _fingerprint(getattr(config.inputs, name)) for name in
                     ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
     mark = timer.add("read", mark)
     faults.point("mine.read")
