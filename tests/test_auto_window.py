@@ -66,8 +66,8 @@ def test_the_chosen_window_is_the_hardest_that_meets_the_rate(values, width, max
 def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
     out = tmp_path / "run"
     config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0.2,
-                       rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
-                       train=tiny_config(tmp_path, regime="shared"))
+                          rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
+                          train=tiny_config(tmp_path, regime="shared"))
     results = run(config)
     chosen = results[1].hard_negatives
     lo, hi = map(int, chosen["rank_window"].split(":"))
@@ -114,8 +114,8 @@ def test_run_applies_the_margin_filter_in_every_round(tmp_path):
     """--relative-margin reaches the miner: every mined negative scores below 70% of the user's best positive."""
     out = tmp_path / "run"
     config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0,
-                       rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
-                       train=tiny_config(tmp_path, regime="shared"))
+                          rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
+                          train=tiny_config(tmp_path, regime="shared"))
     run(config)
     mined = out / "round_01" / "mined"
     assert json.loads((mined / "manifest.json").read_text())["options"]["relative_margin"] == 0.3

@@ -71,14 +71,15 @@ MINE_POINTS = [
 
 def mine_config(user: Path, item: Path, positives: Path, out: Path, seed: int, chunk: int) -> MineConfig:
     return MineConfig.of(users=str(user), items=str(item), positives=str(positives), out=str(out),
-                      rank_window="21:120", num_hard=5, strategy="softmax-v", seed=seed, chunk_size=chunk,
-                      overwrite=True)
+                         rank_window="21:120", num_hard=5, strategy="softmax-v", seed=seed, chunk_size=chunk,
+                         overwrite=True)
 
 
 def mine_args(config: MineConfig) -> list[str]:
-    return ["mine", "--users", config.users, "--items", config.items, "--positives", config.positives,
-            "--out", config.out, "--rank-window", config.rank_window, "--num-hard", str(config.num_hard),
-            "--strategy", config.strategy, "--seed", str(config.seed), "--chunk-size", str(config.chunk_size),
+    """The same job on the command line (options by the names manifest.json records)."""
+    options = config.options()
+    given = ("users", "items", "positives", "out", "rank_window", "num_hard", "strategy", "seed", "chunk_size")
+    return ["mine", *(arg for name in given for arg in (f"--{name.replace('_', '-')}", str(options[name]))),
             "--overwrite", "--quiet"]
 
 

@@ -73,7 +73,7 @@ def mined_full_window(tmp_path_factory):
     train(tiny_config(base, out=str(base / "m0.pt")))
     export_embeddings(base / "m0.pt", base / "emb")
     mine(MineConfig.of(users=str(base / "emb" / "user.parquet"), items=str(base / "emb" / "item.parquet"),
-                    positives=str(TRAIN), out=str(base / "mined"), rank_window="11:40", num_hard=30, index="flat"))
+                       positives=str(TRAIN), out=str(base / "mined"), rank_window="11:40", num_hard=30, index="flat"))
     return base
 
 
@@ -114,8 +114,8 @@ def test_run_passes_the_previous_round_as_the_window(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
     config = RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=2, test=str(TEST),
-                       rank_window="11:60", num_hard=10,
-                       train=tiny_config(tmp_path, regime="shared", hard_correction="mis", num_hard_sample=10))
+                          rank_window="11:60", num_hard=10,
+                          train=tiny_config(tmp_path, regime="shared", hard_correction="mis", num_hard_sample=10))
     results = run(config)
     assert len(results) == 2
     manifest = json.loads((tmp_path / "run" / "round_01" / "manifest.json").read_text())
@@ -130,7 +130,7 @@ def test_a_run_saved_before_keep_best_resumes_only_with_the_last_epoch(tmp_path)
 
     out = tmp_path / "run"
     config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
-                       train=tiny_config(tmp_path, history_dropout=0.0, keep_best=False))
+                          train=tiny_config(tmp_path, history_dropout=0.0, keep_best=False))
     run(config)
     saved = json.loads((out / "run.json").read_text())
     for key in ("history_dropout", "keep_best", "valid", "patience", "hard_correction", "window_embeddings",
