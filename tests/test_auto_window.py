@@ -132,7 +132,7 @@ def test_run_applies_the_margin_filter_in_every_round(tmp_path):
     assert hard.height > 0
     assert (hard["score"] <= hard["ref"] - hard["ref"].abs() * 0.3 + 1e-5).all()
     # without the filter the same round mines negatives above that line
-    unfiltered = replace(config, out=str(tmp_path / "plain"), relative_margin=None)
+    unfiltered = replace(config, out=str(tmp_path / "plain"), selection=replace(config.selection, relative_margin=None))
     run(unfiltered)
     plain = pl.read_parquet(tmp_path / "plain" / "round_01" / "mined" / "hard_neg_edge.parquet").join(reference, on="user_id")
     assert (plain["score"] > plain["ref"] - plain["ref"].abs() * 0.3).any()
