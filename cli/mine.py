@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hnmine.errors import InputError
 from hnmine.mining.config import MineConfig  # light: the options' declarations
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.pipeline import MineReport
 
 
-from .common import ConfigFile, ConsoleProgress, Quiet, app, fail, log_line
+from .common import ConfigFile, ConsoleProgress, Quiet, app, log_line
 from .options import config_command
 
 MINE_EXAMPLE = """Example:
@@ -72,22 +71,19 @@ def mine(
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 
-    try:
-        if dry_run:
-            result = plan(cfg)
-            if json_summary:
-                typer.echo(json.dumps(result.to_dict(), indent=2))
-            else:
-                for key, value in result.to_dict().items():
-                    if key == "estimated_peak_memory_bytes":
-                        value = f"{value / 2**20:,.0f} MiB"
-                    elif key == "estimated_seconds":
-                        value = f"{value:,.1f} s (from {result.sampled_users} sampled users)"
-                    typer.echo(f"{key.replace('_', ' ')}: {value}")
-            return
-        report = run_mine(cfg, progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
-    except InputError as exc:
-        fail(exc)
+    if dry_run:
+        result = plan(cfg)
+        if json_summary:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            for key, value in result.to_dict().items():
+                if key == "estimated_peak_memory_bytes":
+                    value = f"{value / 2**20:,.0f} MiB"
+                elif key == "estimated_seconds":
+                    value = f"{value:,.1f} s (from {result.sampled_users} sampled users)"
+                typer.echo(f"{key.replace('_', ' ')}: {value}")
+        return
+    report = run_mine(cfg, progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
     if json_summary:
         typer.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -69,7 +69,7 @@ def config_command(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Cal
 
     The decorated function's first parameter receives the config; its other parameters (what a run
     prints, ``--config``) stay its own options. A required option left out is refused in one line,
-    as is a value its declaration cannot parse.
+    as is a value its declaration cannot parse or any :class:`InputError` the command raises.
     """
     specs = {spec.name: spec for spec in option_fields(cls, exclude)}
 
@@ -89,10 +89,9 @@ def config_command(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Cal
             given = {name: value for name, value in values.items()
                      if specs[name].default is _MISSING or value != _shown(specs[name], specs[name].default)}
             try:
-                config: Any = build_config(cls, given)
-            except InputError as exc:
+                func(build_config(cls, given), **kwargs)
+            except InputError as exc:  # bad input, from the options or the library: one line
                 fail(exc)
-            func(config, **kwargs)
 
         command.__name__ = func.__name__
         command.__qualname__ = func.__qualname__

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import typer
 
-from hnmine.errors import InputError
 from hnmine.loop.config import RunConfig  # light: the options' declarations
 
-from .common import ConfigFile, ConsoleProgress, Quiet, app, fail
+from .common import ConfigFile, ConsoleProgress, Quiet, app
 from .options import config_command
 
 RUN_EXAMPLE = """Example:
@@ -26,10 +25,7 @@ def run(cfg: RunConfig, quiet: Quiet = False, config: ConfigFile = None) -> None
     from hnmine.loop.runner import metrics_table
     from hnmine.loop.runner import run as run_loop
 
-    try:
-        results = run_loop(cfg, ConsoleProgress(quiet))
-    except InputError as exc:
-        fail(exc)
+    results = run_loop(cfg, ConsoleProgress(quiet))
     out, test = Path(cfg.out), Path(cfg.test) if cfg.test else None
     table = metrics_table(results)
     import polars as pl

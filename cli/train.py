@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from hnmine.errors import InputError
 from hnmine.training.config import TrainConfig  # light: the options' declarations
 
-from .common import ConfigFile, ConsoleProgress, Quiet, app, fail
+from .common import ConfigFile, ConsoleProgress, Quiet, app
 from .options import config_command
 
 TRAIN_EXAMPLE = (
@@ -25,10 +24,7 @@ def train(cfg: TrainConfig, quiet: Quiet = False, config: ConfigFile = None) -> 
     """Train the two-tower model with sampled softmax over (positive, easy and hard negatives)."""
     from hnmine.training.trainer import train as run_train
 
-    try:
-        report = run_train(cfg, ConsoleProgress(quiet))
-    except InputError as exc:
-        fail(str(exc))
+    report = run_train(cfg, ConsoleProgress(quiet))
     typer.echo(f"wrote {report.out}: {report.users:,} users, {report.items:,} items, {report.interactions:,} "
                f"positives, {report.hard_rows:,} hard negatives for {report.hard_users:,} users, "
                f"{report.seconds:.1f} s on {report.device}")
