@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from hnmine.errors import InputError
-from hnmine.options import MAX_COUNT, RankWindow, check_finite_options, option, plain, show_text
+from hnmine.options import MAX_COUNT, RankWindow, check_finite_options, option, parse_window, plain, show_text
 
 __all__ = ["HARD_CORRECTIONS", "REGIMES", "ROUND_INPUTS", "TrainConfig", "TrainReport"]
 
@@ -29,10 +29,6 @@ def _hard_offset(text: str) -> float | None:
 
 def _show_hard_offset(value: float | None) -> str:
     return "auto" if value is None else str(value)
-
-
-def _train_window(text: str) -> RankWindow:
-    return RankWindow.parse(text)
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ class TrainConfig:
                                                       "item.parquet the hard negatives were mined with.", path=True)
     rank_window: RankWindow | None = option(None, help="--hard-correction mis: the window LO:HI they were mined "
                                                        "from (sets the window size).",
-                                            parse=_train_window, show=show_text, cli_type=str)
+                                            parse=parse_window, show=show_text, cli_type=str)
     seed: int = option(0, help="Random seed (init, order, negatives).")
     device: str = option("auto", help="auto (GPU when present)|cpu|cuda.")
     threads: int | None = option(None, help="CPU threads for torch, at least 1 (default: torch's choice).")
