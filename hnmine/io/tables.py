@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import FLOAT32_MAX, check_ids
+from hnmine.io.storage import local_copy
 from hnmine.options import EDGE_WEIGHTS, EdgeWeight
 
 __all__ = [
@@ -190,7 +191,11 @@ def check_text_safe(values: pl.Series, where: str, delimiter: str | None = None,
 
 def read_item_features(path: str | Path, id_column: str) -> pl.DataFrame:
     """Item feature table (parquet or CSV) with an id column and one column per attribute."""
-    path = Path(path)
+    with local_copy(path, "item features") as local:
+        return _read_item_features(local, id_column)
+
+
+def _read_item_features(path: Path, id_column: str) -> pl.DataFrame:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     with reading(path, "item features"):
@@ -288,7 +293,12 @@ def read_hard_negatives(
     This is what HardNegativeSampler(V2) gets from GraphLearn's "full" neighbour sampler. Returns
     ((users, num_hard_sample) item rows padded with -1, rows kept, users with any).
     """
-    path = Path(path)
+    with local_copy(path, "hard negatives") as local:
+        return _read_hard_negatives(local, user_ids, item_ids, num_hard_sample)
+
+
+def _read_hard_negatives(path: Path, user_ids: np.ndarray, item_ids: np.ndarray,
+                         num_hard_sample: int) -> tuple[np.ndarray, int, int]:
     if not path.exists():
         raise InputError(f"{path}: file not found")
     with reading(path, "hard negatives"):

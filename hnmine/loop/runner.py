@@ -51,6 +51,7 @@ from hnmine.evaluate import (
 )
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
+from hnmine.io.storage import is_url, reworded, url
 from hnmine.loop.config import RunConfig
 from hnmine.mining import kernels
 from hnmine.mining.pipeline import mine
@@ -226,11 +227,17 @@ def _load_results(out: Path, rounds: int) -> list[RoundResult]:
 def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult]:
     """Run (or resume) the loop; returns every round's result and writes metrics.json/.png.
 
-    ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run.
+    ``config.out`` is followed if it is a symbolic link; its lock is held for the whole run. The inputs
+    may be URLs (:mod:`hnmine.io.storage`); ``out`` is a local directory: a run resumes from the state
+    it keeps there, round by round (docs/storage.md).
     """
     config.validate()
+    config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None)
+    if is_url(config.out):
+        raise InputError(f"{url(config.out)}: hnmine run keeps its resumable state in a local --out directory; "
+                         "give a local path (its rounds can be copied to an object store afterwards)")
     out = resolve_output(config.out)
-    with OutputLock(out, config.wait_lock):
+    with reworded(), OutputLock(out, config.wait_lock):
         return _run(replace(config, out=str(out)), progress)
 
 

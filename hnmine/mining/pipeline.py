@@ -9,6 +9,7 @@ print what a run would do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import math
@@ -18,7 +19,8 @@ import resource
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,6 +35,7 @@ from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
 from hnmine.io.publish import Publication
+from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
     EDGE_WEIGHTS,
     ParquetTableWriter,
@@ -161,7 +164,21 @@ def _read_inputs(config: MineConfig) -> _Inputs:
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
 
-def _fingerprint(path: str | None) -> dict[str, Any] | None:
+# The options that name an input: each may be a URL (hnmine.io.storage), read once from a local copy.
+_INPUT_FIELDS = ("users", "items", "positives", "user_ids", "item_ids", "item_features")
+
+
+@contextlib.contextmanager
+def _local_inputs(config: MineConfig) -> Iterator[MineConfig]:
+    """``config`` with every input that is a URL replaced by a local copy (removed on exit)."""
+    with contextlib.ExitStack() as stack:
+        local: dict[str, Any] = {
+            name: str(stack.enter_context(LocalCopy(getattr(config.inputs, name), name.replace("_", " "))))
+            for name in _INPUT_FIELDS if is_url(getattr(config.inputs, name))}
+        yield replace(config, inputs=replace(config.inputs, **local)) if local else config
+
+
+def _fingerprint(path: str | None, shown: str | None = None) -> dict[str, Any] | None:
     if path is None:
         return None
     root = Path(path)
@@ -174,7 +191,8 @@ def _fingerprint(path: str | None) -> dict[str, Any] | None:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
                 size += len(block)
-    return {"path": str(root.absolute()), "files": len(files), "bytes": size, "sha256": digest.hexdigest()}
+    return {"path": shown if is_url(shown) else str(root.absolute()), "files": len(files), "bytes": size,
+            "sha256": digest.hexdigest()}
 
 
 def _versions() -> dict[str, str]:
@@ -280,6 +298,12 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
 def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
     """Read the inputs, time a search on a sample of users, and estimate the whole run."""
     config.validate()
+    config = unfolded(config)
+    with reworded(), _local_inputs(config) as local:
+        return _plan(local, sample_users)
+
+
+def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     inputs = _read_inputs(config)
     lo, hi = config.window()
     counts = np.diff(inputs.positives.indptr)
@@ -323,12 +347,16 @@ def mine(config: MineConfig, progress: Progress | None = None, command: list[str
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
-    with Publication(config.output.out, overwrite=config.output.overwrite, wait_lock=config.output.wait_lock) as publication:
-        return _mine(config, publication, progress, command)
+    config = unfolded(config)
+    output = config.output
+    with reworded(), Publication(output.out, overwrite=output.overwrite, wait_lock=output.wait_lock) as publication, \
+            _local_inputs(config) as local:
+        return _mine(local, publication, progress, command, shown=config)
 
 
 def _mine(config: MineConfig, publication: Publication, progress: Progress | None,
-          command: list[str] | None) -> MineReport:
+          command: list[str] | None, shown: MineConfig) -> MineReport:
+    """``config`` names the inputs as read (local copies of URLs); ``shown`` as given, for the manifest."""
     progress = progress or NoProgress()
     timer = _Timer()
     started = time.time()
@@ -348,8 +376,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         delimiter=config.inputs.attr_delimiter, source=str(config.inputs.item_features or config.inputs.items),
         missing=config.inputs.missing_item_features, items_source=config.inputs.items,
     )
-    fingerprints = {name: _fingerprint(getattr(config.inputs, name)) for name in
-                    ("users", "items", "positives", "user_ids", "item_ids", "item_features")}
+    fingerprints = {name: _fingerprint(getattr(config.inputs, name), getattr(shown.inputs, name))
+                    for name in _INPUT_FIELDS}
     mark = timer.add("read", mark)
     faults.point("mine.read")
     item_vectors = _prepared(inputs.items.vectors, config.index.metric)
@@ -480,7 +508,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         manifest = {
             "tool": "hnmine mine",
             "command": command if command is not None else sys.argv,
-            "options": config.options(),
+            "options": shown.options(),
             "inputs": fingerprints,
             "summary": report.to_dict(),
             "versions": _versions(),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from hnmine.errors import InputError, reading
 from hnmine.io.positives import read_positives
+from hnmine.io.storage import local_copy
 from hnmine.io.tables import ids_frame, read_hard_negatives
 from hnmine.training.config import TrainConfig
 
@@ -55,11 +55,11 @@ def load_train_data(config: TrainConfig) -> TrainData:
     positives = read_positives(config.positives, fmt=config.positives_format).table
     nodes = None
     if config.item_nodes:
-        path = Path(config.item_nodes)
-        if not path.exists():
-            raise InputError(f"{path}: file not found")
-        with reading(path, "item nodes"):
-            nodes = pl.read_parquet(path, columns=["id", "weight"])
+        with local_copy(config.item_nodes, "item nodes") as path:
+            if not path.exists():
+                raise InputError(f"{path}: file not found")
+            with reading(path, "item nodes"):
+                nodes = pl.read_parquet(path, columns=["id", "weight"])
         if nodes.schema["id"] != positives.schema["item_id"]:
             nodes = nodes.with_columns(pl.col("id").cast(positives.schema["item_id"], strict=False))
     user_ids = _sorted_ids(positives["user_id"])

@@ -4,7 +4,6 @@ sampling (MIS) and the rank-window membership it needs."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -111,11 +110,11 @@ class WindowMembership:
     def __init__(self, directory: str, rank_window: str | RankWindow, data: TrainData, device: torch.device,
                  chunk: int = 1024) -> None:
         from hnmine.io.embeddings import read_embeddings
+        from hnmine.io.storage import join
 
         lo, hi = parse_rank_window(rank_window)
-        base = Path(directory)
-        users, known = _aligned_vectors(read_embeddings(base / "user.parquet"), data.user_ids)
-        items_vecs, _ = _aligned_vectors(read_embeddings(base / "item.parquet"), data.item_ids)
+        users, known = _aligned_vectors(read_embeddings(join(directory, "user.parquet")), data.user_ids)
+        items_vecs, _ = _aligned_vectors(read_embeddings(join(directory, "item.parquet")), data.item_ids)
         self.users = torch.from_numpy(users).to(device)
         self.items = torch.from_numpy(items_vecs).to(device)
         n_users = len(data.user_ids)

@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pyarrow.fs import FileType
 from torch import nn
 
 from hnmine.errors import InputError
 from hnmine.io.publish import atomic_file
+from hnmine.io.storage import bucket_missing, filesystem, is_url, local_copy, store_errors, url
 from hnmine.training.config import TrainConfig
 from hnmine.training.data import TrainData
 from hnmine.training.ops import bag_sums, gather_csr
@@ -85,6 +87,15 @@ class TwoTower(nn.Module):
 
 def check_model_path(path: str | Path) -> None:
     """Refuse a model path that cannot be written, before any training time is spent on it."""
+    if is_url(path):  # an object store: the bucket must exist and the key must not be a prefix
+        store, inner = filesystem(path)
+        with store_errors(url(path), "write the model file"):
+            if store.get_file_info(inner).type == FileType.Directory:
+                raise InputError(f"{url(path)}: is a directory; --out is the model file to write")
+            missing = bucket_missing(store, inner)
+        if missing:
+            raise InputError(f"{url(path)}: cannot write the model file{missing}")
+        return
     out = Path(path)
     if out.is_dir():
         raise InputError(f"{out}: is a directory; --out is the model file to write")
@@ -137,7 +148,6 @@ def _unpack_ids(value: Any) -> np.ndarray:
 
 def save_model(path: str | Path, model: TwoTower, data: TrainData, config: TrainConfig) -> None:
     """One file: weights, ids, the users' histories (the user tower needs them) and the options."""
-    path = Path(path)
     check_model_path(path)
     payload = {
         "format": "hnmine-two-tower-1",
@@ -150,7 +160,8 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
         "config": config.to_dict(),
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not is_url(path):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:
             torch.save(payload, tmp)
     except (OSError, RuntimeError) as exc:  # torch reports a failed open as RuntimeError
@@ -160,8 +171,12 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
 
 
 def load_model(path: str | Path) -> LoadedModel:
-    """Read a model file written by :func:`train`."""
-    path = Path(path)
+    """Read a model file written by :func:`train` (``path`` may be a URL: :mod:`hnmine.io.storage`)."""
+    with local_copy(path, "model file") as local:
+        return _load_model(local)
+
+
+def _load_model(path: Path) -> LoadedModel:
     if not path.exists():
         raise InputError(f"{path}: model file not found")
     try:

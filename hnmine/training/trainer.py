@@ -49,6 +49,7 @@ from hnmine import faults
 from hnmine.errors import InputError
 from hnmine.evaluate import ranking_metrics, user_heldout_counts
 from hnmine.io.positives import index_positives, read_positives
+from hnmine.io.storage import is_url, reworded, unfolded, url
 from hnmine.io.tables import ids_frame
 from hnmine.mining.kernels import set_threads
 from hnmine.progress import NoProgress, Progress, logger
@@ -184,9 +185,10 @@ def deterministic_kernels(device: torch.device) -> Iterator[None]:
 def train(config: TrainConfig, progress: Progress | None = None) -> TrainReport:
     """Train and save ``config.out`` (a model file :func:`load_model` reads); returns the report."""
     config.validate()
+    config = unfolded(config)
     check_model_path(config.out)
     device = pick_device(config.device)
-    with deterministic_kernels(device):
+    with reworded(), deterministic_kernels(device):
         return _train(config, device, progress or NoProgress())
 
 
@@ -285,7 +287,7 @@ def _train(config: TrainConfig, device: torch.device, progress: Progress) -> Tra
     steps = max(1, math.ceil(n / config.batch_size))
     total_steps = steps * config.epochs
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1), eta_min=config.lr_min)
-    report = TrainReport(out=str(Path(config.out).absolute()), users=data.n_users, items=data.n_items,
+    report = TrainReport(out=url(config.out) if is_url(config.out) else str(Path(config.out).absolute()), users=data.n_users, items=data.n_items,
                          interactions=n, hard_users=data.hard_users, hard_rows=data.hard_rows, device=str(device))
     validator = Validator(config.valid, data) if config.valid else None
     best_score, best_state, since_best = -math.inf, None, 0
