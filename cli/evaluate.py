@@ -19,8 +19,8 @@ EVALUATE_EXAMPLE = (
 )
 @app.command(epilog=EVALUATE_EXAMPLE)
 def evaluate(
-    users: Annotated[Path, typer.Option(help="User embeddings (parquet: id, embedding).")],
-    items: Annotated[Path, typer.Option(help="Item embeddings (parquet: id, embedding).")],
+    users: Annotated[Path, typer.Option(help="User embeddings (parquet file or directory: id, embedding).")],
+    items: Annotated[Path, typer.Option(help="Item embeddings (parquet file or directory: id, embedding).")],
     train: Annotated[Path, typer.Option(help="Train positives (masked out of the ranking).")],
     test: Annotated[Path, typer.Option(help="Held-out positives to score.")],
     k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
@@ -30,6 +30,10 @@ def evaluate(
         "the hardest whose share of held-out positives is at most --max-false-negative-rate.")] = None,
     max_false_negative_rate: Annotated[float, typer.Option(help="With --window-width: the highest share of "
         "held-out positives the window may hold.")] = 0.007,
+    id_column: Annotated[str, typer.Option(help="Id column of the embedding tables; USER,ITEM when they differ "
+        "(TorchEasyRec predict output: user_id,adgroup_id).")] = "id",
+    vector_column: Annotated[str, typer.Option(help="Vector column (list of floats, or comma-separated numbers); "
+        "USER,ITEM when they differ (user_tower_emb,item_tower_emb).")] = "embedding",
     json_summary: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigFile = None,
 ) -> None:
@@ -40,7 +44,7 @@ def evaluate(
         fail("--window-width must be at least 1")
     try:
         report = run_evaluate(users, items, train, test, _ks(k), hard_negatives, window_width,
-                              max_false_negative_rate)
+                              max_false_negative_rate, id_column=id_column, vector_column=vector_column)
     except InputError as exc:
         fail(str(exc))
     if json_summary:

@@ -25,6 +25,7 @@ from hnmine.io.embeddings import read_embeddings
 from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
 from hnmine.io.storage import local_copy
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.options import column_pair
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
@@ -147,18 +148,23 @@ def evaluate(
     hard_negatives: str | Path | None = None,
     window_width: int | None = None,
     max_false_negative_rate: float = 0.007,
+    id_column: str = "id",
+    vector_column: str = "embedding",
 ) -> EvalReport:
     """Recall/NDCG@K of exported embeddings on ``test``, train items masked; FN rate of a mined set.
 
     With ``window_width``: also the hardest rank window of that many ranks whose share of held-out
     positives is at most ``max_false_negative_rate`` (what ``hnmine run --rank-window auto`` picks).
+    ``id_column`` and ``vector_column`` name the embedding tables' columns (``USER,ITEM`` when they differ).
     """
     if not ks or min(ks) < 1:
         raise InputError("--k values must be positive integers")
     if not 0 <= max_false_negative_rate <= 1:
         raise InputError(f"--max-false-negative-rate must be between 0 and 1, not {max_false_negative_rate}")
-    user_emb = read_embeddings(users)
-    item_emb = read_embeddings(items)
+    (user_id, item_id), (user_vector, item_vector) = (column_pair(id_column, "--id-column"),
+                                                      column_pair(vector_column, "--vector-column"))
+    user_emb = read_embeddings(users, id_column=user_id, vector_column=user_vector)
+    item_emb = read_embeddings(items, id_column=item_id, vector_column=item_vector)
     if user_emb.dim != item_emb.dim:
         raise InputError(f"{users}: user vectors have length {user_emb.dim} but {items} has {item_emb.dim}")
     train_pos = train if isinstance(train, Positives) else read_positives(train)

@@ -26,7 +26,7 @@ from typing import Any, Literal, TypeVar
 from hnmine.errors import InputError
 
 __all__ = ["EDGE_WEIGHTS", "MAX_COUNT", "EdgeWeight", "Group", "Option", "RankWindow", "build_config",
-           "check_finite_options", "flat_options", "group", "one_of", "option", "option_fields",
+           "check_finite_options", "column_pair", "flat_options", "group", "one_of", "option", "option_fields",
            "parse_ks", "parse_rank_window", "parse_size", "plain", "show_ks"]
 
 # The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
@@ -357,3 +357,14 @@ def parse_ks(text: Any) -> tuple[int, ...]:
 
 def show_ks(ks: tuple[int, ...]) -> str:
     return ",".join(str(k) for k in ks)
+
+
+def column_pair(text: str, option: str) -> tuple[str, str]:
+    """An embedding column option: ``"id"`` names the column of both tables, ``"user_id,adgroup_id"`` the
+    user table's and the item table's (TorchEasyRec's predict output keeps each tower's own id column)."""
+    names = [part.strip() for part in str(text).split(",")]
+    if len(names) == 1:
+        names *= 2
+    if len(names) != 2 or not all(names):
+        raise InputError(f"{option} '{text}' must be one column name, or USER,ITEM (e.g. user_id,adgroup_id)")
+    return names[0], names[1]

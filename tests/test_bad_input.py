@@ -54,8 +54,8 @@ CASES = {
         "u.parquet: no column 'embedding'",
     ),
     "wrong vector dtype": (
-        lambda t, g: {**g, "items": write_table(t / "i.parquet", {"id": [1, 2], "embedding": ["a", "b"]})},
-        "column 'embedding' has type string",
+        lambda t, g: {**g, "items": write_table(t / "i.parquet", {"id": [1, 2], "embedding": [True, False]})},
+        "column 'embedding' has type bool",
     ),
     "wrong id dtype": (
         lambda t, g: {**g, "items": write_table(t / "i.parquet", {"id": [1.5, 2.5], "embedding": vectors_column([[1.0] * 4] * 2)})},

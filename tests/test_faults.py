@@ -164,11 +164,11 @@ RUN_ARGS = ["--positives", SAMPLE / "train.txt", "--test", SAMPLE / "test.txt", 
 
 def run_files(out: Path) -> dict[str, bytes]:
     """A run directory's files that must not depend on interruptions: everything but the records of
-    time and place (manifests, the plot, the report); metrics without seconds; model weights, not the pickle."""
+    time and place (manifests, the plot, the report, the log); metrics without seconds; model weights, not the pickle."""
     files: dict[str, bytes] = {}
     for name, data in files_of(out).items():
         path = Path(name)
-        if path.name in ("manifest.json", "metrics.png", "report.html") or path.name.endswith(".tmp"):
+        if path.name in ("manifest.json", "metrics.png", "report.html", "run.log") or path.name.endswith(".tmp"):
             continue
         if path.name == "model.pt":
             state = torch.load(out / path, map_location="cpu", weights_only=True)["state"]

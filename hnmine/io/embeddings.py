@@ -1,7 +1,9 @@
 """Stage 1, input: user and item embeddings from parquet (one file or a directory) or ``.npy``.
 
-Parquet tables have an id column (int64 or string) and a vector column (fixed-size list or list of
-float). A ``.npy`` matrix comes with an ids file (``.npy``, ``.parquet`` or text, one id a line).
+Parquet tables have an id column (int64 or string) and a vector column: a fixed-size list or list of
+float, or a string of comma-separated numbers (TorchEasyRec's predict output writes either form, in a
+directory of ``part-N.parquet`` files). A ``.npy`` matrix comes with an ids file (``.npy``,
+``.parquet`` or text, one id a line).
 Everything is validated on the way in; any defect raises :class:`InputError` naming the file, the
 row and the column, so a bad export never turns into silently wrong negatives.
 
@@ -88,20 +90,25 @@ def _vectors_to_numpy(
     """Arrow list column to a float32 (n, d) matrix, rejecting nulls, ragged rows, NaN and inf."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
+    if column.null_count:
+        row = int(pc.index(pc.is_null(column), True).as_py())
+        raise InputError(f"{where}: column '{vector_column}' is null at row {first_row + row} (id {ids[row]})")
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        column = _parse_vector_text(column, where, vector_column, first_row, ids)
     kind = column.type
     if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)):
         raise InputError(
-            f"{where}: column '{vector_column}' has type {kind}; expected a list of floats"
+            f"{where}: column '{vector_column}' has type {kind}; expected a list of floats or comma-separated numbers"
         )
     value_type = kind.value_type
+    if pa.types.is_list(value_type) or pa.types.is_large_list(value_type) or pa.types.is_fixed_size_list(value_type):
+        raise InputError(f"{where}: column '{vector_column}' holds lists of vectors (multi-interest user embeddings, "
+                         "as MIND's); hnmine ranks with one vector per user")
     if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
         raise InputError(
             f"{where}: column '{vector_column}' holds {value_type}; expected a list of floats"
         )
     n = len(column)
-    if column.null_count:
-        row = int(pc.index(pc.is_null(column), True).as_py())
-        raise InputError(f"{where}: column '{vector_column}' is null at row {first_row + row} (id {ids[row]})")
     if pa.types.is_fixed_size_list(kind):
         dim = kind.list_size
         values = column.flatten()
@@ -126,6 +133,33 @@ def _vectors_to_numpy(
     matrix = np.ascontiguousarray(values.to_numpy(zero_copy_only=False).reshape(n, dim), dtype=np.float32)
     _check_finite(matrix, where, vector_column, first_row, ids)
     return matrix
+
+
+# One number as text: what float() reads, inf and nan included (they are refused with their row afterwards).
+_NUMBER = r"^[+-]?(?:[0-9]+\.?[0-9]*(?:[eE][+-]?[0-9]+)?|\.[0-9]+(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)$"
+
+
+def _parse_vector_text(column: pa.Array, where: str, vector_column: str, first_row: int,
+                       ids: np.ndarray) -> pa.Array:
+    """``"0.12,-0.5,..."`` strings to a list<float32> column; a value that is not a number names its row."""
+    if len(column) and pc.any(pc.match_substring(column, ";")).as_py():
+        row = int(pc.index(pc.match_substring(column, ";"), True).as_py())
+        raise InputError(f"{where}: column '{vector_column}' holds several vectors at row {first_row + row} "
+                         f"(id {ids[row]}; ';'-separated, as MIND's multi-interest output); hnmine ranks with one "
+                         "vector per user")
+    parts = pc.split_pattern(pc.utf8_trim_whitespace(column), ",")
+    values = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    numeric = pc.match_substring_regex(values, _NUMBER, ignore_case=True)
+    if len(values) and not pc.all(numeric).as_py():
+        flat = int(pc.index(numeric, False).as_py())
+        row = int(pc.list_parent_indices(parts)[flat].as_py())
+        raise InputError(f"{where}: column '{vector_column}' has '{values[flat].as_py()[:40]}' at row "
+                         f"{first_row + row} (id {ids[row]}), not a number; expected comma-separated numbers")
+    lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    # parsed straight to float32: the shortest decimal form of a float32 (what writers print) reads back exactly
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.cast(values, pa.float32()))
 
 
 def _check_finite(matrix: np.ndarray, where: str, column: str, first_row: int, ids: np.ndarray) -> None:
@@ -316,6 +350,9 @@ class EmbeddingSource:
         kind = batch.schema.field(0).type
         if pa.types.is_fixed_size_list(kind):
             return int(kind.list_size)
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            text = batch.column(0)[0].as_py() or ""
+            return text.count(",") + 1 if text.strip() else 0
         if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
             raise InputError(f"{self.files[0]}: column '{self.vector_column}' has type {kind}; expected a list of floats")
         return int(pc.list_value_length(batch.column(0))[0].as_py() or 0)

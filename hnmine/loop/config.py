@@ -10,7 +10,17 @@ from typing import Any, Literal
 
 from hnmine.errors import InputError
 from hnmine.mining.config import Execution, MineConfig, MineInputs, MineOutput, SelectionConfig
-from hnmine.options import RankWindow, build_config, check_finite_options, group, option, parse_ks, plain, show_ks
+from hnmine.options import (
+    RankWindow,
+    build_config,
+    check_finite_options,
+    column_pair,
+    group,
+    option,
+    parse_ks,
+    plain,
+    show_ks,
+)
 from hnmine.training.config import ROUND_INPUTS, TrainConfig
 
 __all__ = ["AUTO_WINDOW", "INITS", "RunConfig"]
@@ -71,6 +81,34 @@ class RunConfig:
     train: TrainConfig = group(lambda: TrainConfig(positives="", out=""), exclude=ROUND_INPUTS)
     wait_lock: float = option(0.0, help="Seconds to wait while another hnmine process writes the same output "
                                         "(holds its lock); then, or at once with 0, exit 75.")
+    # the split the external trainer's data already left out
+    valid: str | None = option(None, help="Validation positives from a file (e.g. the split an external trainer's "
+                                          "data left out); replaces the --valid-fraction split.", path=True)
+    # An external trainer (hnmine.loop.trainers.ExternalTrainer): command templates with the
+    # placeholders of hnmine.loop.commands.PLACEHOLDERS; None: the built-in trainer
+    train_command: str | None = option(None, help=(
+        "Train with an external trainer: this command, run each round, with placeholders such as {round}, {mined}, "
+        "{model_dir}, {prev_model_dir}, {seed} (docs/external.md). Default: the built-in trainer."))
+    first_train_command: str | None = option(None, help="Round 0's train command (no mined tables yet; default: "
+                                                        "--train-command).")
+    export_command: str | None = option(None, help=(
+        "Run after the train command; it leaves the user and item embeddings at --user-embeddings / "
+        "--item-embeddings (default: the train command does)."))
+    user_embeddings: str = option("{export_dir}/user.parquet", help=(
+        "External trainer: where its user embeddings are left (parquet file or directory, e.g. TorchEasyRec "
+        "predict output {export_dir}/user_emb)."))
+    item_embeddings: str = option("{export_dir}/item.parquet", help="External trainer: where its item embeddings "
+                                                                    "are left.")
+    # one name for both tables or USER,ITEM (hnmine.options.column_pair)
+    id_column: str = option("id", help="External trainer: id column of its embedding tables; USER,ITEM when they "
+                                       "differ (user_id,adgroup_id).")
+    vector_column: str = option("embedding", help=(
+        "External trainer: vector column (list of floats, or comma-separated numbers); USER,ITEM when they differ "
+        "(user_tower_emb,item_tower_emb)."))
+    train_timeout: float | None = option(None, help=(
+        "Seconds a train command may run before it is stopped and the run fails (exit 3; a rerun resumes at that "
+        "round). Default: no limit."))
+    export_timeout: float | None = option(None, help="The same for the export command.")
 
     @classmethod
     def of(cls, **options: Any) -> RunConfig:
@@ -111,13 +149,14 @@ class RunConfig:
             raise InputError("--refine-epochs must be at least 1")
         if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
             raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
-        if self.test is None and self.valid_fraction == 0:
-            raise InputError("nothing to evaluate on: pass --test or --valid-fraction")
+        if self.test is None and self.valid_fraction == 0 and self.valid is None:
+            raise InputError("nothing to evaluate on: pass --test, --valid or --valid-fraction")
         self.train.validate()
+        self._validate_external()
         if self.auto_window:
-            if self.valid_fraction == 0:
+            if self.valid_fraction == 0 and self.valid is None:
                 raise InputError("--rank-window auto measures false-negative rates on the validation split: "
-                                 "pass --valid-fraction (e.g. 0.1)")
+                                 "pass --valid-fraction (e.g. 0.1) or --valid")
             if self.window_width < 1:
                 raise InputError("--window-width must be at least 1")
             if not 0 <= self.max_false_negative_rate < 1:
@@ -130,12 +169,43 @@ class RunConfig:
             raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
                              "with --absolute-margin, --relative-margin or --max-item-negatives")
 
+    def _validate_external(self) -> None:
+        """The external trainer's templates, filled with stand-in values: a bad one fails before anything runs."""
+        from hnmine.loop.commands import PLACEHOLDERS, fill_placeholders, format_command
+
+        for value, option_name in ((self.train_timeout, "--train-timeout"), (self.export_timeout, "--export-timeout")):
+            if value is not None and value <= 0:
+                raise InputError(f"{option_name} must be a positive number of seconds")
+        external = {"--first-train-command": self.first_train_command, "--export-command": self.export_command}
+        if self.train_command is None:
+            given = [name for name, value in external.items() if value is not None]
+            if given:
+                raise InputError(f"{given[0]} needs --train-command (the built-in trainer runs no commands)")
+            return
+        if not self.hard:
+            raise InputError("--no-hard is the built-in trainer's control; with --train-command, run the control "
+                             "as a second run whose train command leaves out the hard-negative sampler")
+        stand_in = {name: "x" for name in PLACEHOLDERS}
+        for name, template in {"--train-command": self.train_command, **external}.items():
+            if template is not None:
+                format_command(template, stand_in, name)
+        for name, template in (("--user-embeddings", self.user_embeddings),
+                               ("--item-embeddings", self.item_embeddings)):
+            fill_placeholders(template, {k: v for k, v in stand_in.items() if not k.endswith("_embeddings")}, name)
+        column_pair(self.id_column, "--id-column")
+        column_pair(self.vector_column, "--vector-column")
+
+    def default_window(self) -> str:
+        """The window a round trains for before anything was mined (round 0's --hard-window)."""
+        return str(self.first_window())
+
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the original (all but the number of rounds), as
         run.json stores them: the loop's and the selection's at the top level, the trainer's under "train"."""
         loop = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)
                 if f.name not in ("selection", "train")}
-        for name in ("iterations", "round_patience", "out", "wait_lock"):  # how far to go, where, how to wait
+        # how far to go, where, how long to wait: not what a round does
+        for name in ("iterations", "round_patience", "out", "wait_lock", "train_timeout", "export_timeout"):
             loop.pop(name)
         selection = {f.name: plain(getattr(self.selection, f.name)) for f in dataclasses.fields(self.selection)
                      if f.name not in ("seed", "extra")}  # the seed is each round's

@@ -12,6 +12,11 @@ Layout of ``out/``::
         model.pt  embeddings/  metrics.json  manifest.json
     metrics.json  metrics.png
     best_round.json          the round with the best validation Recall@20 (the model to use)
+    run.log                  the run's events and the external commands' output, appended
+
+With an external trainer (``--train-command``, :class:`hnmine.loop.trainers.ExternalTrainer`) a
+round holds ``model/`` and ``export/`` (what its commands left) instead of ``model.pt``; its
+``embeddings/`` are what the export left, checked and rewritten in hnmine's form.
 
 ``run.json`` carries ``"tool": "hnmine run"`` and a ``format_version``: only a directory holding
 hnmine's run.json (or nothing) is used as a run directory, and a run holds the directory's lock
@@ -31,6 +36,7 @@ import json
 import re
 import shutil
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -40,7 +46,6 @@ import polars as pl
 import torch
 
 from hnmine import faults
-from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
 from hnmine.evaluate import (
     choose_rank_window,
@@ -52,13 +57,14 @@ from hnmine.evaluate import (
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
 from hnmine.io.storage import is_url, reworded, url
+from hnmine.loop.commands import CommandFailedError
 from hnmine.loop.config import RunConfig
+from hnmine.loop.trainers import BuiltinTrainer, ExternalTrainer, RoundPaths, Trainer
 from hnmine.mining import kernels
 from hnmine.mining.pipeline import mine
 from hnmine.options import RankWindow, plain
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
-from hnmine.training.trainer import train
 
 __all__ = ["RoundResult", "RunConfig", "best_round", "metrics_table", "plot_metrics", "run"]
 
@@ -78,7 +84,7 @@ class RoundResult:
     hard_negatives: dict[str, Any]
     train_seconds: float
     mine_seconds: float
-    epochs: int
+    epochs: int | None  # None: an external trainer's (hnmine does not know them)
     loss: float | None
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,8 +137,12 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         # (written in that order by earlier versions): its options are unknown, so it is rewritten
         valid_path.unlink(missing_ok=True)
         positives = read_positives(config.positives, fmt=config.train.positives_format)
-        if config.valid_fraction > 0:
+        split: Positives | None = None
+        if config.valid is not None:  # given: the positives are the training set as they are
+            split = read_positives(config.valid)
+        elif config.valid_fraction > 0:
             positives, split = holdout_split(positives, config.valid_fraction, config.train.seed)
+        if split is not None:
             with atomic_file(valid_path) as tmp:
                 split.table.write_parquet(tmp)
             faults.point("run.prepare.valid")
@@ -188,12 +198,12 @@ def _complete_rounds(out: Path) -> int:
 
 
 def _auto_window(config: RunConfig, prev: Path, train_positives: Positives,
-                 valid: Positives) -> tuple[RankWindow, dict[str, Any]]:
+                 valid: Positives) -> tuple[str, dict[str, Any]]:
     """--rank-window auto: the window chosen with round ``prev``'s embeddings on the validation split."""
     rates = window_false_negative_rates(prev / "embeddings" / "user.parquet", prev / "embeddings" / "item.parquet",
                                         train_positives, valid, seed=config.train.seed)
     lo, hi, rate, met = choose_rank_window(rates, config.window_width, config.max_false_negative_rate)
-    return RankWindow(lo, hi), {"rank_window": f"{lo}:{hi}", "window_false_negative_rate_valid": rate,
+    return f"{lo}:{hi}", {"rank_window": f"{lo}:{hi}", "window_false_negative_rate_valid": rate,
                           "window_rate_met": met}
 
 
@@ -205,7 +215,8 @@ def best_round(results: list[RoundResult]) -> RoundResult | None:
     return max(scored, key=lambda res: (res.metrics[BEST_SPLIT][BEST_METRIC], -res.round))
 
 
-def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool) -> dict[str, Any] | None:
+def _best_round_record(out: Path, results: list[RoundResult], stopped_early: bool,
+                       trainer: Trainer) -> dict[str, Any] | None:
     best = best_round(results)
     if best is None:
         return None
@@ -216,7 +227,7 @@ def _best_round_record(out: Path, results: list[RoundResult], stopped_early: boo
         "round": best.round, "split": BEST_SPLIT, "metric": BEST_METRIC, "value": value,
         "gain_over_round_0": value / first - 1 if first else None,
         "metrics": best.metrics, "rounds_run": len(results), "stopped_early": stopped_early,
-        "model": str(round_dir / "model.pt"), "embeddings": str(round_dir / "embeddings"),
+        "model": str(trainer.model_path(round_dir)), "embeddings": str(round_dir / "embeddings"),
     }
 
 
@@ -232,7 +243,8 @@ def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult
     it keeps there, round by round (docs/storage.md).
     """
     config.validate()
-    config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None)
+    config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None,
+                     valid=url(config.valid) if config.valid else None)
     if is_url(config.out):
         raise InputError(f"{url(config.out)}: hnmine run keeps its resumable state in a local --out directory; "
                          "give a local path (its rounds can be copied to an object store afterwards)")
@@ -241,53 +253,86 @@ def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult
         return _run(replace(config, out=str(out)), progress)
 
 
+class RunLog:
+    """The run's events and its commands' output: ``hnmine`` logger records, and lines appended to
+    ``run.log`` in the run directory (whatever the logger's level, so a cron job's failure is on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def __call__(self, message: str) -> None:
+        logger.info(message)
+        with self._lock:
+            self._file.write(f"[{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}] {message}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
-    progress = progress or NoProgress()
+    out = Path(config.out)
+    train_path, valid, test = _prepare(config, out)
+    log = RunLog(out / "run.log")
+    try:
+        return _rounds(config, progress or NoProgress(), out, train_path, valid, test, log)
+    except InputError as exc:
+        log(f"error: {exc}")
+        if isinstance(exc, CommandFailedError):
+            raise CommandFailedError(f"{exc} (all its output: {out / 'run.log'}; a rerun resumes at this "
+                                     "round)") from None
+        raise
+    finally:
+        log.close()
+
+
+def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, valid: Positives | None,
+            test: Positives | None, log: RunLog) -> list[RoundResult]:
     if config.train.threads:
         # every step, not only training: a resumed process must run each step as the first one did
         torch.set_num_threads(config.train.threads)
         kernels.set_threads(config.train.threads)
-    out = Path(config.out)
-    train_path, valid, test = _prepare(config, out)
     heldout = {name: table for name, table in (("valid", valid), ("test", test)) if table is not None}
+    trainer: Trainer = ExternalTrainer(config, log) if config.train_command else BuiltinTrainer(config, log)
     done = _complete_rounds(out)
     if done:
-        logger.info(f"resuming: rounds 0-{done - 1} complete")
+        log(f"resuming: rounds 0-{done - 1} complete")
     results = _load_results(out, min(done, config.iterations))
     train_positives = read_positives(train_path)
     # Test ranking masks every known positive (train and validation), as in the published protocol.
     full_positives = train_positives if valid is None else Positives(
         pl.concat([train_positives.table, valid.table]), "train+valid", 0, 0)
+    valid_path = out / "data" / "valid.parquet"
     stopped_early = False
     for r in range(done, config.iterations):
         best = best_round(results)
         if config.round_patience and best is not None and results[-1].round - best.round >= config.round_patience:
-            logger.info(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
-                         f"for {config.round_patience} round(s) (--round-patience)")
+            log(f"stopping before round {r}: no better validation {BEST_METRIC} than round {best.round}'s "
+                f"for {config.round_patience} round(s) (--round-patience)")
             stopped_early = True
             break
         round_dir = out / f"round_{r:02d}"
         round_dir.mkdir(parents=True)
         started = time.time()
         mine_seconds = 0.0
-        valid_path = out / "data" / "valid.parquet"
-        tcfg = replace(config.train, positives=str(train_path), out=str(round_dir / "model.pt"), item_nodes=None,
-                       hard_negatives=None, init=None, valid=str(valid_path) if valid is not None else None)
         hard_stats: dict[str, Any] = {}
-        window = config.first_window()
-        if r > 0:
-            prev = out / f"round_{r - 1:02d}"
+        window: str | None = None
+        prev = out / f"round_{r - 1:02d}" if r > 0 else None
+        if prev is not None:
             mark = time.perf_counter()
+            window = config.default_window()
             if config.auto_window:
                 assert valid is not None  # validate() checked
                 window, window_stats = _auto_window(config, prev, train_positives, valid)
                 hard_stats.update(window_stats)
-                logger.info(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
-                             f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
-            logger.info(f"round {r}: mining with round {r - 1}'s embeddings")
+                log(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
+                    f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
+            log(f"round {r}: mining with round {r - 1}'s embeddings")
             report = mine(config.round_mine_config(
                 str(prev / "embeddings" / "user.parquet"), str(prev / "embeddings" / "item.parquet"),
-                str(train_path), str(round_dir / "mined"), window, seed=config.train.seed + r,
+                str(train_path), str(round_dir / "mined"), RankWindow.parse(window), seed=config.train.seed + r,
             ), progress, command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark
@@ -296,47 +341,37 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
             for name, table in heldout.items():
                 hard_stats[f"false_negative_rate_{name}"] = false_negative_rate(mined / "hard_neg_edge.parquet",
                                                                                table)["rate"]
-            tcfg = replace(tcfg, positives=str(mined / "pos_edge.parquet"), item_nodes=str(mined / "item.parquet"),
-                           hard_negatives=str(mined / "hard_neg_edge.parquet") if config.hard else None,
-                           init=str(prev / "model.pt") if config.init == "warm" else None,
-                           seed=config.train.seed + r)
-            if config.hard and config.train.hard_correction == "mis":
-                tcfg = replace(tcfg, window_embeddings=str(prev / "embeddings"), rank_window=window)
-            if config.refine_epochs is not None:
-                tcfg = replace(tcfg, epochs=config.refine_epochs)
-            if config.refine_lr is not None:
-                tcfg = replace(tcfg, lr=config.refine_lr)
-            if config.refine_lr_min is not None:
-                tcfg = replace(tcfg, lr_min=config.refine_lr_min)
-        tcfg = replace(tcfg, hard_window=window.width)
-        logger.info(f"round {r}: training {tcfg.epochs} epoch{'s' if tcfg.epochs != 1 else ''} ({'with' if tcfg.hard_negatives else 'without'} "
-                     f"hard negatives, {'warm start' if tcfg.init else 'from scratch'})")
-        treport = train(tcfg, progress)
+        paths = RoundPaths(round=r, seed=config.train.seed + r, run_dir=out, train=train_path,
+                           valid=valid_path if valid is not None else None,
+                           test=config.test,
+                           mined=round_dir / "mined" if prev is not None else None, prev_round_dir=prev,
+                           rank_window=window)
+        step = trainer.train(paths, progress)
         faults.point("run.round.trained")
-        exported = export_embeddings(round_dir / "model.pt", round_dir / "embeddings")
+        exported = trainer.export(paths, train_positives)
         faults.point("run.round.exported")
         metrics = {}
         for name, table in heldout.items():
             masked = train_positives if name == "valid" or valid is None else full_positives
-            metrics[name] = evaluate(exported.user_path, exported.item_path, masked, table, config.ks).metrics
-        result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=treport.seconds,
-                             mine_seconds=mine_seconds, epochs=tcfg.epochs,
-                             loss=treport.epochs[-1]["loss"] if treport.epochs else None)
+            metrics[name] = evaluate(paths.embeddings / "user.parquet", paths.embeddings / "item.parquet", masked,
+                                     table, config.ks).metrics
+        result = RoundResult(round=r, metrics=metrics, hard_negatives=hard_stats, train_seconds=step.seconds,
+                             mine_seconds=mine_seconds, epochs=step.epochs, loss=step.loss)
         _write_json(round_dir / "metrics.json", result.to_dict())
         faults.point("run.round.metrics")
         _write_json(round_dir / "manifest.json", {
             "tool": "hnmine run", "round": r, "command": ["hnmine", "run", *sys.argv[1:]],
-            "train": tcfg.to_dict(), "train_report": treport.to_dict(), "result": result.to_dict(),
+            **step.record, "export": exported, "result": result.to_dict(),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         })
         faults.point("run.round.done")
         results.append(result)
-        logger.info("round {}: {}".format(r, "; ".join(
+        log("round {}: {}".format(r, "; ".join(
             f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in metrics.items())))
     _write_json(out / "metrics.json", [res.to_dict() for res in results])
     faults.point("run.metrics")
-    record = _best_round_record(out, results, stopped_early)
+    record = _best_round_record(out, results, stopped_early, trainer)
     if record is not None:
         _write_json(out / "best_round.json", record)
     plot_metrics(results, out / "metrics.png")

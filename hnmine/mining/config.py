@@ -20,6 +20,7 @@ from hnmine.options import (
     RankWindow,
     build_config,
     check_finite_options,
+    column_pair,
     flat_options,
     group,
     option,
@@ -70,8 +71,11 @@ class MineInputs:
     user_ids: str | None = option(None, help="Ids for a .npy user matrix (.npy, .parquet or one id per line).",
                                   path=True)
     item_ids: str | None = option(None, help="Ids for a .npy item matrix.", path=True)
-    id_column: str = option("id", help="Id column of the embedding tables.")
-    vector_column: str = option("embedding", help="Vector column of the embedding tables.")
+    # one name for both tables, or USER,ITEM (column_pair)
+    id_column: str = option("id", help="Id column of the embedding tables; USER,ITEM when they differ (TorchEasyRec "
+                                       "predict output: user_id,adgroup_id).")
+    vector_column: str = option("embedding", help="Vector column (list of floats, or comma-separated numbers); "
+                                                  "USER,ITEM when they differ (user_tower_emb,item_tower_emb).")
     positives_format: str = option("auto", help="auto|parquet|csv|lightgcn (auto: by file suffix).")
     user_column: str = option("user_id", help="User id column of the positives.")
     item_column: str = option("item_id", help="Item id column of the positives.")
@@ -229,6 +233,11 @@ class MineConfig:
         """The options by name, as manifest.json stores them (the window as ``LO:HI``)."""
         return flat_options(self)
 
+    def embedding_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """((user id, item id), (user vector, item vector)) column names of the embedding tables."""
+        return (column_pair(self.inputs.id_column, "--id-column"),
+                column_pair(self.inputs.vector_column, "--vector-column"))
+
     def window(self) -> tuple[int, int]:
         window = self.selection.window()
         return window.lo, window.hi
@@ -241,6 +250,7 @@ class MineConfig:
         """Reject impossible option values before any input is read."""
         check_finite_options(self)
         self.window()
+        self.embedding_columns()
         s, i, x, o, n = self.selection, self.index, self.execution, self.output, self.inputs
         checks: list[tuple[bool, str]] = [
             (s.num_hard >= 1, "--num-hard must be at least 1"),

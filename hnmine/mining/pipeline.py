@@ -144,9 +144,10 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
-    users = EmbeddingSource(config.inputs.users, id_column=config.inputs.id_column, vector_column=config.inputs.vector_column,
+    (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
+    users = EmbeddingSource(config.inputs.users, id_column=user_id, vector_column=user_vector,
                             ids_path=config.inputs.user_ids)
-    items = EmbeddingSource(config.inputs.items, id_column=config.inputs.id_column, vector_column=config.inputs.vector_column,
+    items = EmbeddingSource(config.inputs.items, id_column=item_id, vector_column=item_vector,
                             ids_path=config.inputs.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
@@ -425,7 +426,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             if queries.shape[1] != inputs.items.dim:
                 raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {inputs.items.dim}")
             score_range.check(queries, chunk.ids, first_row, config.inputs.users,
-                              "vector" if inputs.users.is_npy else config.inputs.vector_column)
+                              "vector" if inputs.users.is_npy else inputs.users.vector_column)
             indptr, pos_rows = inputs.positives.slice(first_row, stop)
             max_depth = max(max_depth, int(search_depths(np.diff(indptr), hi, index.n_items).max()))
             window = retrieve_window(index, queries, indptr, pos_rows, lo, hi)
