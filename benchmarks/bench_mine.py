@@ -131,7 +131,7 @@ def case_mine(p: dict) -> dict:
 
     start = time.perf_counter()
     report = mine(
-        MineConfig(
+        MineConfig.of(
             users=p["users"],
             items=p["items"],
             positives=p["positives"],

@@ -107,7 +107,7 @@ def _run_in_process(data: tuple[Path, Path, Path], out: Path, options: dict) -> 
 
     user, item, train = data
     start, cpu = time.perf_counter(), time.process_time()
-    mine(MineConfig(users=str(user), items=str(item), positives=str(train), out=str(out), overwrite=True,
+    mine(MineConfig.of(users=str(user), items=str(item), positives=str(train), out=str(out), overwrite=True,
                     chunk_size=4096, **options))
     return time.perf_counter() - start, time.process_time() - cpu
 

@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,16 +47,16 @@ def main() -> None:
     out = args.out.absolute()
     user, item = write_svd_embeddings(read_positives(GOWALLA / "train.txt"), out / "emb", dim=64, seed=0)
     depth = max(int(case["rank_window"].split(":")[1]) for case in CASES)
-    base = MineConfig(users=str(user), items=str(item), positives=str(GOWALLA / "train.txt"), out="",
+    base = MineConfig.of(users=str(user), items=str(item), positives=str(GOWALLA / "train.txt"), out="",
                       threads=args.threads, overwrite=True)
     start = time.perf_counter()
-    mine(replace(base, out=str(out / "cached"), rank_window=f"1:{depth}", save_candidates=str(out / "cand")))
+    mine(base.with_options(out=str(out / "cached"), rank_window=f"1:{depth}", save_candidates=str(out / "cand")))
     results = {"load_before": os.getloadavg(), "save_seconds": time.perf_counter() - start, "cases": []}
     for case in CASES:
         times: dict[str, list[float]] = {"mine": [], "select": []}
         for _ in range(args.repeat):
             for kind in ("mine", "select"):
-                config = replace(base, out=str(out / kind), **case)
+                config = base.with_options(out=str(out / kind), **case)
                 start = time.perf_counter()
                 mine(config) if kind == "mine" else select(config, out / "cand")
                 times[kind].append(time.perf_counter() - start)

@@ -1,5 +1,5 @@
-"""What every command shares: the typer app, the one-line error, TOML configs, progress on the console,
-and the option types that more than one command declares (declared once, here)."""
+"""What every command shares: the typer app, the one-line error, TOML configs and progress on the
+console. The options themselves are declared in the library's config classes (:mod:`hnmine.cli.options`)."""
 
 from __future__ import annotations
 
@@ -34,22 +34,6 @@ def fail(message: str | InputError) -> NoReturn:
     raise typer.Exit(code=message.exit_code if isinstance(message, InputError) else 2)
 
 
-# declared once: mine and run both take it
-WaitLock = Annotated[float, typer.Option(help="Seconds to wait while another hnmine process writes the same output "
-                                              "(holds its lock); then, or at once with 0, exit 75.")]
-
-
-# declared once: mine and run both take them (docs/scale.md); none changes the output
-ItemShards = Annotated[int, typer.Option(help="Split the items into K blocks searched one at a time (one block's index "
-    "in memory), merged exactly: the same output for any K with an exact index.")]
-Engine = Annotated[str, typer.Option(help="local (this process) or ray (the users mapped over a Ray actor pool; "
-    "needs hnmine[ray]): the same output.")]
-RayAddress = Annotated[str, typer.Option(help="--engine ray: auto (a running cluster: RAY_ADDRESS or this machine's), "
-    "a cluster address (ray://head:10001, head:6379), or local (a cluster started for this run).")]
-Workers = Annotated[int, typer.Option(help="--engine ray: actors in the pool, each with its own item index.")]
-ThreadsPerWorker = Annotated[int, typer.Option(help="--engine ray: threads (and Ray CPUs) of each actor.")]
-
-
 def load_config(path: Path | None, section: str) -> dict[str, Any]:
     """Options from a TOML file: keys at top level or under ``[section]``; '-' and '_' both accepted."""
     if path is None:
@@ -74,16 +58,13 @@ def load_config(path: Path | None, section: str) -> dict[str, Any]:
     return {key.replace("-", "_"): value for key, value in table.items() if not isinstance(value, dict)}
 
 
-# Options given as comma-separated text on the command line; a config file may give a list of strings.
-LIST_OPTIONS = ("attr_columns", "formats")
-
-
-def _config_value(path: Path | None, key: str, value: Any, hint: Any) -> Any:
-    """A config file's value for option ``key``, checked against the option's type (``hint``)."""
+def _config_value(path: Path | None, key: str, value: Any, hint: Any, is_list: bool) -> Any:
+    """A config file's value for option ``key``, checked against the option's type (``hint``);
+    ``is_list``: given as comma-separated text on the command line, so a file may give a list of strings."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     kind = args[0] if typing.get_origin(hint) in (typing.Union, types.UnionType) and args else hint
     name = key.replace("_", "-")
-    if key in LIST_OPTIONS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+    if is_list and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
     if kind is bool and isinstance(value, bool):
         return value
@@ -117,10 +98,13 @@ def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path
     if unknown:
         fail(f"{value}: unknown option(s) {', '.join(unknown)} for hnmine {command.name}")
     hints = typing.get_type_hints(command.callback) if command.callback is not None else {}
+    from .options import list_options
+
+    lists = list_options(command.callback)
     defaults = {}
     for key, raw in config.items():
-        checked = _config_value(value, key, raw, hints[key]) if key in hints else raw
-        defaults[key] = ",".join(checked) if key in LIST_OPTIONS and isinstance(checked, list) else checked
+        checked = _config_value(value, key, raw, hints[key], key in lists) if key in hints else raw
+        defaults[key] = ",".join(checked) if key in lists and isinstance(checked, list) else checked
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -129,6 +113,9 @@ def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path
 COMMAND_LINE_ONLY = frozenset({"dry_run", "json_summary", "quiet"})
 
 # declared once: every command takes it
+# what a run prints: every command that shows progress takes it
+Quiet = Annotated[bool, typer.Option(help="No progress output.")]
+
 ConfigFile = Annotated[Optional[Path], typer.Option(
     "--config", is_eager=True, callback=_config_defaults,
     help="TOML file with any of this command's options (keys as the option names, under [<command>] or at the "
@@ -210,58 +197,10 @@ class ConsoleProgress:
 
 
 def _ks(text: str) -> tuple[int, ...]:
+    """``--k 20,50`` (evaluate's): the cut-offs, or one line naming the option."""
+    from hnmine.options import parse_ks
+
     try:
-        ks = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        fail(f"--k '{text}' must be comma-separated integers, e.g. 20,50")
-    if not ks or min(ks) < 1:
-        fail(f"--k '{text}' must be positive integers")
-    return ks
-
-
-def _hard_offset(text: str) -> float | None:
-    if text == "auto":
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        fail(f"--hard-offset '{text}' must be a number or auto")
-    return None
-
-
-# Options shared by train and run (typer has no option groups; keep the two signatures in step).
-Dim = Annotated[int, typer.Option(help="Embedding dimension.")]
-History = Annotated[bool, typer.Option(help="User tower adds the mean of the user's history item embeddings.")]
-MaxHistory = Annotated[Optional[int], typer.Option(help="Pool a fixed random subset of at most N history items "
-                                                        "per user (bounds the cost of heavy users; default: all).")]
-HistoryDropout = Annotated[float, typer.Option(help="Training only: leave each history item out of the user's "
-    "pooled mean with this probability (besides the target), so the tower cannot memorise the training positives.")]
-KeepBest = Annotated[bool, typer.Option(help="With a validation set: keep the weights of the epoch with the best "
-    "validation Recall@20 (--no-keep-best: the last epoch's).")]
-Patience = Annotated[Optional[int], typer.Option(help="With a validation set: stop after N epochs without a better "
-    "validation Recall@20 (default: run every epoch).")]
-Epochs = Annotated[int, typer.Option(help="Epochs (passes over the positives).")]
-BatchSize = Annotated[int, typer.Option(help="Positives per step.")]
-Lr = Annotated[float, typer.Option(help="Adam learning rate, cosine-decayed to --lr-min.")]
-LrMin = Annotated[float, typer.Option(help="Final learning rate.")]
-Temperature = Annotated[float, typer.Option(help="Softmax temperature on cosine scores.")]
-Regime = Annotated[str, typer.Option(help="Easy negatives: shared (num_sample by item node weight, NegativeSampler), "
-                                          "v2 (uniform over pos_edge items, NegativeSamplerV2), "
-                                          "mixed (in-batch + num_sample uniform).")]
-NumSample = Annotated[int, typer.Option(help="Easy negatives per batch (shared/v2), or the uniform ones added to the "
-                                             "in-batch negatives (mixed).")]
-PopExponent = Annotated[float, typer.Option(help="Item weight = popularity ** b when no item node table is given.")]
-Logq = Annotated[bool, typer.Option(help="Subtract log(expected count) from each easy negative's logit.")]
-NumHardSample = Annotated[int, typer.Option(help="Hard negatives per user: the first N of hard_neg_edge by weight "
-                                                 "(HardNegativeSampler's num_hard_sample).")]
-HardOffset = Annotated[str, typer.Option(help="Added to each hard negative's logit; auto = "
-    "log(window / num_hard_sample).")]
-HardCorrection = Annotated[str, typer.Option(help="How hard logits are corrected: offset (+ --hard-offset) or mis "
-    "(multiple importance sampling: every easy and hard candidate weighted by 1 / (M q + H/window if in the user's "
-    "window); needs the mining embeddings and window).")]
-Seed = Annotated[int, typer.Option(help="Random seed (init, order, negatives).")]
-Device = Annotated[str, typer.Option(help="auto (GPU when present)|cpu|cuda.")]
-Threads = Annotated[Optional[int], typer.Option(help="CPU threads for torch, at least 1 (default: torch's choice).")]
-Quiet = Annotated[bool, typer.Option(help="No progress output.")]
-
-
+        return parse_ks(text)
+    except InputError as exc:
+        fail(exc)

@@ -1,5 +1,5 @@
 """``hnmine select``: re-selects hard negatives from a candidate cache (``mine --save-candidates``) with
-:func:`hnmine.mining.pipeline.select`; the same options as ``mine`` but the index's."""
+:func:`hnmine.mining.pipeline.select`; the same options as ``mine`` but the index's and where it runs."""
 
 from __future__ import annotations
 
@@ -9,56 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from hnmine.errors import InputError
+from hnmine.mining.config import MineConfig  # light: the options' declarations
 
-from .common import ConfigFile, ConsoleProgress, WaitLock, app, fail
-from .mine import (
-    AbsoluteMargin,
-    AllowEmpty,
-    AttrColumns,
-    AttrDelimiter,
-    ChunkSize,
-    EdgeWeight,
-    ExcludeSame,
-    Formats,
-    HtmlReport,
-    IdColumn,
-    ItemColumn,
-    ItemFeatures,
-    ItemFeaturesIdColumn,
-    ItemIds,
-    Items,
-    JsonSummary,
-    MarginReference,
-    MaxItemNegatives,
-    MaxMemory,
-    MaxPositiveSimilarity,
-    MaxScore,
-    Metric,
-    MinScore,
-    MissingItemFeatures,
-    NumHard,
-    Out,
-    Overwrite,
-    PopExponent,
-    Positives,
-    PositivesFormat,
-    Quiet,
-    RankWindow,
-    RelativeMargin,
-    Rho,
-    Seed,
-    Strategy,
-    Temperature,
-    Threads,
-    UserColumn,
-    UserIds,
-    Users,
-    VectorColumn,
-    WeightColumn,
-    mine_config,
-    print_result,
-)
+from .common import ConfigFile, ConsoleProgress, Quiet, app, fail
+from .mine import HtmlReport, JsonSummary, check_report, print_result
+from .options import config_command
 
 SELECT_EXAMPLE = """Example:
 
@@ -66,56 +21,22 @@ SELECT_EXAMPLE = """Example:
   hnmine select --candidates cand/ --users emb/user.parquet --items emb/item.parquet --positives train.txt --rank-window 201:600 --strategy softmax-v --out mined2/
 """
 
+# mine's options select does not take: the cache holds the retrieval (--metric stays: the cache is
+# checked against it), and select writes no cache and runs in this process
+NOT_SELECT = ("index", "precision", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search", "audit_sample",
+              "item_shards", "engine", "ray_address", "workers", "threads_per_worker", "save_candidates")
+
 
 @app.command(epilog=SELECT_EXAMPLE)
+@config_command(MineConfig, exclude=NOT_SELECT)
 def select(
-    ctx: typer.Context,
-    candidates: Annotated[Optional[Path], typer.Option(help="Candidate cache written by hnmine mine --save-candidates DIR.")] = None,
-    users: Users = None,
-    items: Items = None,
-    positives: Positives = None,
-    out: Out = None,
-    config: ConfigFile = None,
-    user_ids: UserIds = None,
-    item_ids: ItemIds = None,
-    id_column: IdColumn = "id",
-    vector_column: VectorColumn = "embedding",
-    positives_format: PositivesFormat = "auto",
-    user_column: UserColumn = "user_id",
-    item_column: ItemColumn = "item_id",
-    weight_column: WeightColumn = None,
-    item_features: ItemFeatures = None,
-    item_features_id_column: ItemFeaturesIdColumn = "id",
-    attr_columns: AttrColumns = None,
-    attr_delimiter: AttrDelimiter = "\\x02",
-    missing_item_features: MissingItemFeatures = "fill",
-    rank_window: RankWindow = "101:500",
-    num_hard: NumHard = 10,
-    strategy: Strategy = "uniform",
-    temperature: Temperature = 1.0,
-    rho: Rho = 0.1,
-    max_score: MaxScore = None,
-    min_score: MinScore = None,
-    absolute_margin: AbsoluteMargin = None,
-    relative_margin: RelativeMargin = None,
-    margin_reference: MarginReference = "median",
-    max_item_negatives: MaxItemNegatives = None,
-    max_positive_similarity: MaxPositiveSimilarity = None,
-    exclude_same: ExcludeSame = None,
-    seed: Seed = 0,
-    metric: Metric = "ip",
-    chunk_size: ChunkSize = 16384,
-    max_memory: MaxMemory = None,
-    threads: Threads = None,
-    edge_weight: EdgeWeight = "score",
-    pop_exponent: PopExponent = 0.75,
-    formats: Formats = "parquet,graphlearn",
-    overwrite: Overwrite = False,
-    wait_lock: WaitLock = 0.0,
-    allow_empty: AllowEmpty = False,
+    cfg: MineConfig,
+    candidates: Annotated[Optional[Path], typer.Option(
+        help="Candidate cache written by hnmine mine --save-candidates DIR.")] = None,
     json_summary: JsonSummary = False,
     quiet: Quiet = False,
     html_report: HtmlReport = False,
+    config: ConfigFile = None,
 ) -> None:
     """Re-select hard negatives from a candidate cache: a new window (inside the cached depth), strategy,
     filters, cap or seed without retrieval; the same files as hnmine mine with these options.
@@ -124,11 +45,8 @@ def select(
     """
     if candidates is None:
         fail("missing option --candidates")
-    cfg = mine_config(ctx)
+    check_report(cfg, html_report)
     from hnmine.mining.pipeline import select as run_select
 
-    try:
-        report = run_select(cfg, str(candidates), progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
-    except InputError as exc:
-        fail(exc)
+    report = run_select(cfg, str(candidates), progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])
     print_result(report, cfg, json_summary, html_report, quiet)

@@ -65,9 +65,9 @@ def test_the_chosen_window_is_the_hardest_that_meets_the_rate(values, width, max
 
 def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0.2,
-                       rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
-                       train=tiny_config(tmp_path, regime="shared"))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0.2,
+                          rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
+                          train=tiny_config(tmp_path, regime="shared"))
     results = run(config)
     chosen = results[1].hard_negatives
     lo, hi = map(int, chosen["rank_window"].split(":"))
@@ -80,9 +80,9 @@ def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
 
 
 def test_auto_window_needs_a_validation_split(tmp_path):
-    assert RunConfig(positives="", out="").rank_window == "auto"  # the default
+    assert RunConfig.of(positives="", out="").selection.rank_window == "auto"  # the default
     with pytest.raises(InputError, match="--valid-fraction"):
-        RunConfig(positives=str(TRAIN), out=str(tmp_path / "r"), test=str(TEST), valid_fraction=0).validate()
+        RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "r"), test=str(TEST), valid_fraction=0).validate()
     result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--valid-fraction", "0",
                                       "--out", str(tmp_path / "r"), *TINY])
     assert result.exit_code == 2
@@ -113,9 +113,9 @@ def test_evaluate_suggests_the_window_the_heldout_positives_allow(tmp_path):
 def test_run_applies_the_margin_filter_in_every_round(tmp_path):
     """--relative-margin reaches the miner: every mined negative scores below 70% of the user's best positive."""
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0,
-                       rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
-                       train=tiny_config(tmp_path, regime="shared"))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0,
+                          rank_window="1:500", num_hard=5, relative_margin=0.3, margin_reference="max",
+                          train=tiny_config(tmp_path, regime="shared"))
     run(config)
     mined = out / "round_01" / "mined"
     assert json.loads((mined / "manifest.json").read_text())["options"]["relative_margin"] == 0.3
@@ -132,7 +132,7 @@ def test_run_applies_the_margin_filter_in_every_round(tmp_path):
     assert hard.height > 0
     assert (hard["score"] <= hard["ref"] - hard["ref"].abs() * 0.3 + 1e-5).all()
     # without the filter the same round mines negatives above that line
-    unfiltered = replace(config, out=str(tmp_path / "plain"), relative_margin=None)
+    unfiltered = replace(config, out=str(tmp_path / "plain"), selection=replace(config.selection, relative_margin=None))
     run(unfiltered)
     plain = pl.read_parquet(tmp_path / "plain" / "round_01" / "mined" / "hard_neg_edge.parquet").join(reference, on="user_id")
     assert (plain["score"] > plain["ref"] - plain["ref"].abs() * 0.3).any()

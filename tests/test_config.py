@@ -3,6 +3,8 @@ wrong key or value is refused in one line naming the file."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hnmine.cli.main import app
 
@@ -44,3 +46,55 @@ def test_what_a_run_prints_is_command_line_only(cli, tmp_path):
     (tmp_path / "c.toml").write_text("[mine]\nquiet = true\n")
     result = cli("mine", "--config", tmp_path / "c.toml")
     assert result.exit_code == 2 and "c.toml: unknown option(s) quiet for hnmine mine" in result.output
+
+
+def test_nested_options_come_from_the_file_by_their_option_names(cli, tmp_path, sample_embeddings):
+    """The selection's and the index's options sit in nested configs; the file names them flat."""
+    user, item = sample_embeddings
+    (tmp_path / "c.toml").write_text(
+        f'[mine]\nusers = "{user}"\nitems = "{item}"\npositives = "{SAMPLE / "train.txt"}"\n'
+        f'out = "{tmp_path / "o"}"\nrank-window = "11:60"\nnum_hard = 7\nindex = "flat"\nformats = ["parquet"]\n')
+    result = cli("mine", "--config", tmp_path / "c.toml", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.output)
+    assert (plan["rank_window"], plan["num_hard"], plan["index"]) == ("11:60", 7, "flat")
+
+
+def test_run_help_says_why_its_defaults_differ_from_mine(cli):
+    mine_help = " ".join(cli("mine", "--help").output.split())
+    run_help = " ".join(cli("run", "--help").output.split())
+    for run_default, mine_default in (("auto", "101:500"), ("50", "10"), ("uniform", "score")):
+        assert f"Default {run_default}, not {mine_default}: " in run_help
+    assert "Default 10, not" not in mine_help
+
+
+# run.json as runs wrote it before the selection options were nested (and before mine's temperature,
+# rho, max_score and min_score were part of a run's options): such a run resumes.
+FLAT_RUN_JSON = {
+    "tool": "hnmine run", "format_version": 1, "test": None, "valid_fraction": 0.1, "init": "warm",
+    "hard": True, "refine_epochs": 3, "refine_lr": 0.001, "refine_lr_min": 0.0001, "ks": [20, 50],
+    "rank_window": "auto", "num_hard": 50, "window_width": 800, "max_false_negative_rate": 0.007,
+    "strategy": "uniform", "edge_weight": "uniform", "absolute_margin": None, "relative_margin": None,
+    "margin_reference": "median", "max_item_negatives": None,
+    "train": {"positives": "", "out": "", "item_nodes": None, "hard_negatives": None, "init": None,
+              "positives_format": "auto", "dim": 64, "history": True, "max_history": None, "history_dropout": 0.5,
+              "epochs": 20, "batch_size": 2048, "lr": 0.01, "lr_min": 0.001, "temperature": 0.1, "regime": "mixed",
+              "num_sample": 2048, "pop_exponent": 0.75, "logq": True, "num_hard_sample": 50, "hard_offset": None,
+              "hard_correction": "offset", "window_embeddings": None, "rank_window": None, "seed": 0,
+              "valid": None, "keep_best": True, "patience": None},
+}
+
+
+def test_a_run_saved_in_the_flat_layout_resumes_and_other_options_are_refused(tmp_path):
+    from hnmine.errors import InputError
+    from hnmine.loop.runner import RunConfig, _prepare
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({**FLAT_RUN_JSON, "positives": str(SAMPLE / "train.txt")}))
+    _prepare(RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(out)), out)
+    assert (out / "data" / "train.parquet").exists()
+    for changed, option in ((dict(num_hard=20), "num_hard"), (dict(rank_window="11:60"), "rank_window"),
+                            (dict(k="10"), "ks")):
+        with pytest.raises(InputError, match=rf"holds a run with other options \({option}\)"):
+            _prepare(RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(out), **changed), out)

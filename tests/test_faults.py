@@ -70,15 +70,16 @@ MINE_POINTS = [
 
 
 def mine_config(user: Path, item: Path, positives: Path, out: Path, seed: int, chunk: int) -> MineConfig:
-    return MineConfig(users=str(user), items=str(item), positives=str(positives), out=str(out),
-                      rank_window="21:120", num_hard=5, strategy="softmax-v", seed=seed, chunk_size=chunk,
-                      overwrite=True)
+    return MineConfig.of(users=str(user), items=str(item), positives=str(positives), out=str(out),
+                         rank_window="21:120", num_hard=5, strategy="softmax-v", seed=seed, chunk_size=chunk,
+                         overwrite=True)
 
 
 def mine_args(config: MineConfig) -> list[str]:
-    return ["mine", "--users", config.users, "--items", config.items, "--positives", config.positives,
-            "--out", config.out, "--rank-window", config.rank_window, "--num-hard", str(config.num_hard),
-            "--strategy", config.strategy, "--seed", str(config.seed), "--chunk-size", str(config.chunk_size),
+    """The same job on the command line (options by the names manifest.json records)."""
+    options = config.options()
+    given = ("users", "items", "positives", "out", "rank_window", "num_hard", "strategy", "seed", "chunk_size")
+    return ["mine", *(arg for name in given for arg in (f"--{name.replace('_', '-')}", str(options[name]))),
             "--overwrite", "--quiet"]
 
 
@@ -222,7 +223,7 @@ def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(
     (out / "data").mkdir(parents=True)
     (out / "data" / "train.parquet").write_bytes(b"partial")
     (out / "run.json.tmp").write_text("{")
-    config = RunConfig(positives=str(SAMPLE / "train.txt"), out=str(out), test=str(SAMPLE / "test.txt"))
+    config = RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(out), test=str(SAMPLE / "test.txt"))
     train_path, valid, _ = _prepare(config, out)
     saved = json.loads((out / "run.json").read_text())
     assert (saved.pop("tool"), saved.pop("format_version")) == ("hnmine run", 1)
@@ -232,5 +233,5 @@ def test_run_directory_left_before_run_json_is_resumed_and_foreign_ones_refused(
     (foreign / "data").mkdir(parents=True)
     (foreign / "data" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not an hnmine run"):
-        _prepare(RunConfig(positives=str(SAMPLE / "train.txt"), out=str(foreign)), foreign)
+        _prepare(RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(foreign)), foreign)
     assert (foreign / "data" / "notes.txt").read_text() == "mine"

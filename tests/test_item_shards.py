@@ -74,8 +74,8 @@ def test_item_shards_publish_the_same_bytes(cli, sample_embeddings, tmp_path):
     # and through the Python API with the exact engine and the cap off
     config = dict(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), index="exact",
                   precision="fp32", rank_window="5:80")
-    mine(MineConfig(**config, out=str(tmp_path / "e1")))
-    mine(MineConfig(**config, out=str(tmp_path / "e3"), item_shards=3))
+    mine(MineConfig.of(**config, out=str(tmp_path / "e1")))
+    mine(MineConfig.of(**config, out=str(tmp_path / "e3"), item_shards=3))
     assert published_bytes(tmp_path / "e1") == published_bytes(tmp_path / "e3")
 
 

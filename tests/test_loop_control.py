@@ -18,7 +18,7 @@ from tests.conftest import TEST, TRAIN, tiny_config
 
 
 def test_control_is_the_no_hard_run_and_gains_are_stated_over_it(tmp_path):
-    base = RunConfig(positives=str(TRAIN), out=str(tmp_path / "mined"), iterations=2, rank_window="11:60",
+    base = RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "mined"), iterations=2, rank_window="11:60",
                      num_hard=4, train=tiny_config(tmp_path))  # validation only: what gains are stated on
     results = run(replace(base, control=True))
     out = tmp_path / "mined"
@@ -61,7 +61,7 @@ def test_summaries_are_written_after_every_round(tmp_path, monkeypatch):
         return train(config, progress)
 
     monkeypatch.setattr(trainers, "train", stop_in_round_1)
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=3, test=str(TEST), rank_window="11:60",
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=3, test=str(TEST), rank_window="11:60",
                        num_hard=4, train=tiny_config(tmp_path))
     with pytest.raises(KeyboardInterrupt):
         run(config)

@@ -84,4 +84,4 @@ def test_sizes(text, size):
 @pytest.mark.parametrize("text", ["", "0", "-1G", "2X", "G", "1e9", "nan"])
 def test_bad_sizes_are_refused(text):
     with pytest.raises(InputError, match="--max-memory"):
-        MineConfig(users="", items="", positives="", out="", max_memory=text).validate()
+        MineConfig.of(users="", items="", positives="", out="", max_memory=text).validate()

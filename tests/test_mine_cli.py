@@ -115,9 +115,9 @@ def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, tmp_path)
     outputs = []
     for chunk, threads, cap in ((100000, 2, None), (97, 1, None), (1000, 2, None), (100000, 2, 5), (97, 1, 5)):
         out = tmp_path / f"o{chunk}-{cap}"
-        config = MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
-                            out=str(out), chunk_size=chunk, threads=threads, strategy="softmax-v",
-                            seed=7, max_item_negatives=cap)
+        config = MineConfig.of(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                               out=str(out), chunk_size=chunk, threads=threads, strategy="softmax-v",
+                               seed=7, max_item_negatives=cap)
         mine(config)
         # every table file byte for byte (the manifest records the options and timings themselves)
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"})
@@ -208,9 +208,9 @@ def test_ml1m_heavy_users_get_complete_windows(ml1m_embeddings, tmp_path):
     from hnmine.io.embeddings import write_embeddings
 
     write_embeddings(tmp_path / "users.parquet", users.ids[keep], users.vectors[keep])
-    report = mine(MineConfig(users=str(tmp_path / "users.parquet"), items=str(item),
-                             positives=str(SHARED / "ml-1m" / "train.txt"), out=str(tmp_path / "o"),
-                             strategy="all", chunk_size=64))
+    report = mine(MineConfig.of(users=str(tmp_path / "users.parquet"), items=str(item),
+                                positives=str(SHARED / "ml-1m" / "train.txt"), out=str(tmp_path / "o"),
+                                strategy="all", chunk_size=64))
     assert max(len(positives[u]) for u in heavy) > 1500
     assert report.users_complete == report.users == 300
     assert report.unknown_user_positives > 0  # the other users' positives are counted, not silently dropped
@@ -232,10 +232,10 @@ def test_other_input_forms_npy_csv_string_ids(tmp_path):
     rows = ["uid,iid,w"] + [f"u{u},i-{i},{1 + (u + i) % 3}" for u in range(40) for i in rng.choice(300, 7, replace=False)]
     rows.append("u999,i-1,1")  # a user without an embedding: counted and reported
     (tmp_path / "pos.csv").write_text("\n".join(rows) + "\n")
-    report = mine(MineConfig(users=str(tmp_path / "users.npy"), user_ids=str(tmp_path / "user_ids.txt"),
-                             items=str(tmp_path / "items.npy"), item_ids=str(tmp_path / "item_ids.txt"),
-                             positives=str(tmp_path / "pos.csv"), user_column="uid", item_column="iid",
-                             weight_column="w", rank_window="5:50", num_hard=4, out=str(tmp_path / "o")))
+    report = mine(MineConfig.of(users=str(tmp_path / "users.npy"), user_ids=str(tmp_path / "user_ids.txt"),
+                                items=str(tmp_path / "items.npy"), item_ids=str(tmp_path / "item_ids.txt"),
+                                positives=str(tmp_path / "pos.csv"), user_column="uid", item_column="iid",
+                                weight_column="w", rank_window="5:50", num_hard=4, out=str(tmp_path / "o")))
     assert report.unknown_user_positives == 1 and report.unknown_users == 1
     lines = (tmp_path / "o" / "hard_neg_edge.txt").read_text().splitlines()
     assert lines[0] == "userid:string\titemid:string\tweight:float"
@@ -247,9 +247,9 @@ def test_other_input_forms_npy_csv_string_ids(tmp_path):
 
 def test_item_cap_limits_reuse_of_an_item(sample_embeddings, tmp_path):
     user, item = sample_embeddings
-    report = mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
-                             out=str(tmp_path / "o"), max_item_negatives=3, num_hard=10, rank_window="1:50",
-                             strategy="top"))
+    report = mine(MineConfig.of(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                                out=str(tmp_path / "o"), max_item_negatives=3, num_hard=10, rank_window="1:50",
+                                strategy="top"))
     hard = pl.read_parquet(tmp_path / "o" / "hard_neg_edge.parquet")
     assert hard.group_by("item_id").len()["len"].max() <= 3
     assert hard.group_by("user_id").len()["len"].max() <= 10
@@ -266,8 +266,8 @@ def test_help_shows_examples(cli):
 
 def test_approximate_index_audit_is_recorded(sample_embeddings, tmp_path):
     user, item = sample_embeddings
-    mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "o"),
-                    index="ivf", nprobe=8, audit_sample=200))
+    mine(MineConfig.of(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "o"),
+                       index="ivf", nprobe=8, audit_sample=200))
     audit = json.loads((tmp_path / "o" / "manifest.json").read_text())["summary"]["audit"]
     assert audit["users"] == 200 and 0.0 < audit["window_recall"] <= 1.0
 
@@ -292,13 +292,13 @@ def test_parquet_directories_and_hnsw(sample_embeddings, tmp_path):
     pairs = [(u, i) for u, items in lightgcn_positives(SAMPLE / "train.txt").items() for i in items]
     pl.DataFrame(pairs, schema=["user_id", "item_id"], orient="row").write_parquet(tmp_path / "pos.parquet")
     config = dict(items=str(item), rank_window="11:60", num_hard=5)
-    exact = mine(MineConfig(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "a"), **config))
-    split = mine(MineConfig(users=str(tmp_path / "users"), positives=str(tmp_path / "pos.parquet"),
-                            out=str(tmp_path / "b"), **config))
+    exact = mine(MineConfig.of(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "a"), **config))
+    split = mine(MineConfig.of(users=str(tmp_path / "users"), positives=str(tmp_path / "pos.parquet"),
+                               out=str(tmp_path / "b"), **config))
     assert (tmp_path / "a" / "hard_neg_edge.txt").read_bytes() == (tmp_path / "b" / "hard_neg_edge.txt").read_bytes()
     assert exact.rows == split.rows
-    approx = mine(MineConfig(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "c"),
-                             index="hnsw", audit_sample=300, **config))
+    approx = mine(MineConfig.of(users=str(user), positives=str(SAMPLE / "train.txt"), out=str(tmp_path / "c"),
+                                index="hnsw", audit_sample=300, **config))
     assert approx.audit["window_recall"] > 0.5
     hard = pl.read_parquet(tmp_path / "c" / "hard_neg_edge.parquet")
     assert hard["rank"].min() >= 11 and hard["rank"].max() <= 60
@@ -325,8 +325,8 @@ def test_small_row_groups_are_gathered_into_full_chunks(tmp_path):
 def test_order_edge_weight_follows_the_strategy_order(sample_embeddings, tmp_path):
     user, item = sample_embeddings
     common = dict(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"), num_hard=6, seed=1)
-    mine(MineConfig(out=str(tmp_path / "a"), edge_weight="order", **common))
-    mine(MineConfig(out=str(tmp_path / "b"), edge_weight="score", **common))
+    mine(MineConfig.of(out=str(tmp_path / "a"), edge_weight="order", **common))
+    mine(MineConfig.of(out=str(tmp_path / "b"), edge_weight="score", **common))
     ordered = pl.read_parquet(tmp_path / "a" / "hard_neg_edge.parquet")
     scored = pl.read_parquet(tmp_path / "b" / "hard_neg_edge.parquet")
     assert ordered.drop("weight").equals(scored.drop("weight"))  # same picks, only the weight differs
@@ -339,8 +339,8 @@ def test_order_edge_weight_follows_the_strategy_order(sample_embeddings, tmp_pat
 
 def test_text_only_output(sample_embeddings, tmp_path):
     user, item = sample_embeddings
-    report = mine(MineConfig(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
-                             out=str(tmp_path / "o"), formats=["graphlearn"], num_hard=3))
+    report = mine(MineConfig.of(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
+                                out=str(tmp_path / "o"), formats=["graphlearn"], num_hard=3))
     assert sorted(p.suffix for p in (tmp_path / "o").glob("*.*")) == [".json"] + [".txt"] * 4
     assert report.rows["hard_neg_edge"] == 3 * 2986 and report.score == {}
 

@@ -72,8 +72,8 @@ def mined_full_window(tmp_path_factory):
     base = tmp_path_factory.mktemp("mis")
     train(tiny_config(base, out=str(base / "m0.pt")))
     export_embeddings(base / "m0.pt", base / "emb")
-    mine(MineConfig(users=str(base / "emb" / "user.parquet"), items=str(base / "emb" / "item.parquet"),
-                    positives=str(TRAIN), out=str(base / "mined"), rank_window="11:40", num_hard=30, index="flat"))
+    mine(MineConfig.of(users=str(base / "emb" / "user.parquet"), items=str(base / "emb" / "item.parquet"),
+                       positives=str(TRAIN), out=str(base / "mined"), rank_window="11:40", num_hard=30, index="flat"))
     return base
 
 
@@ -113,9 +113,9 @@ def test_train_with_mis_needs_the_window_and_changes_the_model(mined_full_window
 def test_run_passes_the_previous_round_as_the_window(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
-    config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=2, test=str(TEST),
-                       rank_window="11:60", num_hard=10,
-                       train=tiny_config(tmp_path, regime="shared", hard_correction="mis", num_hard_sample=10))
+    config = RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=2, test=str(TEST),
+                          rank_window="11:60", num_hard=10,
+                          train=tiny_config(tmp_path, regime="shared", hard_correction="mis", num_hard_sample=10))
     results = run(config)
     assert len(results) == 2
     manifest = json.loads((tmp_path / "run" / "round_01" / "manifest.json").read_text())
@@ -129,8 +129,8 @@ def test_a_run_saved_before_keep_best_resumes_only_with_the_last_epoch(tmp_path)
     from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
-                       train=tiny_config(tmp_path, history_dropout=0.0, keep_best=False))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
+                          train=tiny_config(tmp_path, history_dropout=0.0, keep_best=False))
     run(config)
     saved = json.loads((out / "run.json").read_text())
     for key in ("history_dropout", "keep_best", "valid", "patience", "hard_correction", "window_embeddings",

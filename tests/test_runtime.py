@@ -50,7 +50,7 @@ def test_mine_on_a_small_job_does_not_load_torch(sample_embeddings, tmp_path):
     users, items = sample_embeddings
     code = (
         "import json, sys\nfrom hnmine import MineConfig, mine\n"
-        f"report = mine(MineConfig(users={str(users)!r}, items={str(items)!r}, "
+        f"report = mine(MineConfig.of(users={str(users)!r}, items={str(items)!r}, "
         f"positives={str(hnmine_root() / 'sample_data' / 'train.txt')!r}, out={str(tmp_path / 'o')!r}))\n"
         "print(json.dumps({'index': report.index, 'torch': 'torch' in sys.modules}))"
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +31,10 @@ def cached(sample_embeddings, tmp_path_factory) -> tuple[MineConfig, Path]:
     """A mine of ranks 1:400 that also wrote its candidate cache; (its config, the cache)."""
     user, item = sample_embeddings
     root = tmp_path_factory.mktemp("cache")
-    config = MineConfig(users=str(user), items=str(item), positives=str(TRAIN), out=str(root / "mined"),
+    config = MineConfig.of(users=str(user), items=str(item), positives=str(TRAIN), out=str(root / "mined"),
                         rank_window="1:400", save_candidates=str(root / "cand"), threads=2)
     mine(config)
-    return replace(config, save_candidates=None), root / "cand"
+    return config.with_options(save_candidates=None), root / "cand"
 
 
 @pytest.mark.parametrize("options", [
@@ -49,9 +48,9 @@ def cached(sample_embeddings, tmp_path_factory) -> tuple[MineConfig, Path]:
 ])
 def test_select_publishes_the_bytes_mine_would(cached, tmp_path, options):
     config, cache = cached
-    mined = replace(config, out=str(tmp_path / "mine"), **options)
+    mined = config.with_options(out=str(tmp_path / "mine"), **options)
     mine(mined)
-    selected = replace(mined, out=str(tmp_path / "select"), threads=1)
+    selected = mined.with_options(out=str(tmp_path / "select"), threads=1)
     report = select(selected, cache)
     assert digests(tmp_path / "select") == digests(tmp_path / "mine")
     assert len(digests(tmp_path / "mine")) == 9
@@ -72,20 +71,20 @@ def test_the_cache_holds_ranks_1_to_hi_in_canonical_order(cached):
     assert (np.diff(scores, axis=1) <= 0).all()
     ties = np.diff(scores, axis=1) == 0
     assert (np.diff(items, axis=1)[ties] > 0).all()
-    item_ids = pl.read_parquet(config.items)["id"].to_numpy()
-    user_ids = pl.read_parquet(config.users)["id"].to_numpy()
+    item_ids = pl.read_parquet(config.inputs.items)["id"].to_numpy()
+    user_ids = pl.read_parquet(config.inputs.users)["id"].to_numpy()
     positives = lightgcn_positives(TRAIN)
     for row in range(0, 2986, 97):
         assert not positives[user_ids[row]] & set(item_ids[items[row]].tolist())
-    mined = pl.read_parquet(Path(config.out) / "hard_neg_edge.parquet")
+    mined = pl.read_parquet(Path(config.output.out) / "hard_neg_edge.parquet")
     assert (mined["rank"] >= 1).all() and (mined["rank"] <= 400).all()
 
 
 def test_window_beyond_the_cached_depth_is_refused(cached, tmp_path, cli):
     config, cache = cached
     with pytest.raises(InputError, match="beyond the cached depth 400"):
-        select(replace(config, out=str(tmp_path / "o"), rank_window="101:401"), cache)
-    user, item = config.users, config.items
+        select(config.with_options(out=str(tmp_path / "o"), rank_window="101:401"), cache)
+    user, item = config.inputs.users, config.inputs.items
     result = cli("select", "--candidates", cache, "--users", user, "--items", item, "--positives", TRAIN,
                  "--rank-window", "300:500", "--out", tmp_path / "o")
     assert result.exit_code == 2
@@ -102,8 +101,8 @@ def test_stale_or_mismatched_cache_is_refused_in_one_line(cached, tmp_path, cli)
     fewer.write_text("\n".join([" ".join(lines[0].split()[:-1]), *lines[1:]]) + "\n")
     cases = [
         (["--users", other[0], "--items", other[1], "--positives", TRAIN], "stale or mismatched"),
-        (["--users", config.users, "--items", config.items, "--positives", fewer], "stale or mismatched"),
-        (["--users", config.users, "--items", config.items, "--positives", TRAIN, "--metric", "cosine"],
+        (["--users", config.inputs.users, "--items", config.inputs.items, "--positives", fewer], "stale or mismatched"),
+        (["--users", config.inputs.users, "--items", config.inputs.items, "--positives", TRAIN, "--metric", "cosine"],
          "ranked with --metric ip"),
     ]
     for args, message in cases:
@@ -111,38 +110,38 @@ def test_stale_or_mismatched_cache_is_refused_in_one_line(cached, tmp_path, cli)
         assert result.exit_code == 2, result.output
         assert result.output.strip().count("\n") == 0 and message in result.output
         assert not (tmp_path / "o").exists()
-    result = cli("select", "--candidates", config.out, "--users", config.users, "--items", config.items,
+    result = cli("select", "--candidates", config.output.out, "--users", config.inputs.users, "--items", config.inputs.items,
                  "--positives", TRAIN, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "not a candidate cache" in result.output
 
 
 def test_stale_user_vectors_alone_are_refused_before_publishing(cached, tmp_path):
     config, cache = cached
-    users = pl.read_parquet(config.users)
+    users = pl.read_parquet(config.inputs.users)
     vectors = np.stack(users["embedding"].to_numpy())
     vectors[-1, 0] += 1.0  # the last user only: found after every chunk is selected, before publishing
     changed = tmp_path / "user.parquet"
     users.with_columns(pl.Series("embedding", vectors.astype(np.float32).tolist(),
                                  dtype=users.schema["embedding"])).write_parquet(changed)
     with pytest.raises(InputError, match="other user vectors"):
-        select(replace(config, users=str(changed), out=str(tmp_path / "o")), cache)
+        select(config.with_options(users=str(changed), out=str(tmp_path / "o")), cache)
     assert not (tmp_path / "o").exists()
 
 
 def test_save_candidates_keeps_mine_output_and_refuses_foreign_directories(sample_embeddings, tmp_path):
     user, item = sample_embeddings
-    base = MineConfig(users=str(user), items=str(item), positives=str(TRAIN), out=str(tmp_path / "a"))
+    base = MineConfig.of(users=str(user), items=str(item), positives=str(TRAIN), out=str(tmp_path / "a"))
     mine(base)
-    mine(replace(base, out=str(tmp_path / "b"), save_candidates=str(tmp_path / "cand")))
+    mine(base.with_options(out=str(tmp_path / "b"), save_candidates=str(tmp_path / "cand")))
     assert digests(tmp_path / "a") == digests(tmp_path / "b")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not an hnmine output"):
-        mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(foreign)))
+        mine(base.with_options(out=str(tmp_path / "c"), save_candidates=str(foreign)))
     assert (foreign / "notes.txt").read_text() == "mine" and not (tmp_path / "c").exists()
     with pytest.raises(InputError, match="a directory of its own"):
-        mine(replace(base, out=str(tmp_path / "c"), save_candidates=str(tmp_path / "c")))
+        mine(base.with_options(out=str(tmp_path / "c"), save_candidates=str(tmp_path / "c")))
 
 
 def _published(out: Path) -> dict[str, set[str]]:
@@ -153,13 +152,13 @@ def _published(out: Path) -> dict[str, set[str]]:
 def test_near_duplicates_of_positives_are_never_negatives(cached, tmp_path):
     config, _ = cached
     positives = {str(u): {str(i) for i in items} for u, items in lightgcn_positives(TRAIN).items()}
-    items = pl.read_parquet(config.items)
+    items = pl.read_parquet(config.inputs.items)
     row = {str(i): r for r, i in enumerate(items["id"].to_list())}
     unit = np.stack(items["embedding"].to_numpy()).astype(np.float64)
     unit /= np.linalg.norm(unit, axis=1, keepdims=True)
-    plain = replace(config, rank_window="101:400", out=str(tmp_path / "plain"))
+    plain = config.with_options(rank_window="101:400", out=str(tmp_path / "plain"))
     mine(plain)
-    mine(replace(plain, out=str(tmp_path / "cos"), max_positive_similarity=0.8))
+    mine(plain.with_options(out=str(tmp_path / "cos"), max_positive_similarity=0.8))
     before, after = _published(tmp_path / "plain"), _published(tmp_path / "cos")
     near = 0
     for user, negatives in before.items():
@@ -173,14 +172,14 @@ def test_near_duplicates_of_positives_are_never_negatives(cached, tmp_path):
     # a key column: no negative shares its popularity bucket with one of the user's positives
     features = pl.read_csv(SAMPLE / "item_features.csv")
     bucket = dict(zip(map(str, features["id"]), features["popularity_bucket"], strict=True))
-    mine(replace(plain, out=str(tmp_path / "key"), item_features=str(SAMPLE / "item_features.csv"),
+    mine(plain.with_options(out=str(tmp_path / "key"), item_features=str(SAMPLE / "item_features.csv"),
                  exclude_same="popularity_bucket", allow_empty=True))
     keyed = _published(tmp_path / "key")
     assert keyed and sum(map(len, keyed.values())) < sum(map(len, before.values()))
     for user, negatives in keyed.items():
         assert not {bucket[i] for i in negatives} & {bucket[i] for i in positives[user]}
     with pytest.raises(InputError, match="no column 'colour'"):
-        mine(replace(plain, out=str(tmp_path / "x"), item_features=str(SAMPLE / "item_features.csv"),
+        mine(plain.with_options(out=str(tmp_path / "x"), item_features=str(SAMPLE / "item_features.csv"),
                      exclude_same="colour"))
     with pytest.raises(InputError, match="--exclude-same"):
-        mine(replace(plain, out=str(tmp_path / "x"), exclude_same="popularity_bucket"))
+        mine(plain.with_options(out=str(tmp_path / "x"), exclude_same="popularity_bucket"))

@@ -369,8 +369,8 @@ def test_every_command_help_shows_an_example():
 def test_run_with_a_validation_split_reports_valid_and_test(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
-    config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
-                       valid_fraction=0.2, train=tiny_config(tmp_path))
+    config = RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
+                          valid_fraction=0.2, train=tiny_config(tmp_path))
     (result,) = run(config)
     assert set(result.metrics) == {"valid", "test"}
     valid = pl.read_parquet(tmp_path / "run" / "data" / "valid.parquet")
@@ -396,8 +396,8 @@ def test_round_patience_stops_a_resumed_run_and_records_the_best_round(tmp_path)
     from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
-                       num_hard=4, train=tiny_config(tmp_path))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
+                          num_hard=4, train=tiny_config(tmp_path))
     run(config)
     # make round 1 worse than round 0 on validation: with --round-patience 1 no round 2 is trained
     path = out / "round_01" / "metrics.json"
@@ -440,8 +440,8 @@ def test_refine_lr_applies_to_later_rounds_only_and_old_runs_resume(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
-                       num_hard=4, refine_lr=2e-3, refine_lr_min=2e-4, train=tiny_config(tmp_path))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), rank_window="11:60",
+                          num_hard=4, refine_lr=2e-3, refine_lr_min=2e-4, train=tiny_config(tmp_path))
     run(config)
     lrs = [json.loads((out / f"round_{r:02d}" / "manifest.json").read_text())["train"] for r in (0, 1)]
     assert (lrs[0]["lr"], lrs[0]["lr_min"]) == (config.train.lr, config.train.lr_min)
@@ -449,7 +449,7 @@ def test_refine_lr_applies_to_later_rounds_only_and_old_runs_resume(tmp_path):
 
     # a run.json written before the options existed resumes while they are at their defaults
     old = tmp_path / "old"
-    defaults = RunConfig(positives="", out="")
+    defaults = RunConfig.of(positives="", out="")
     legacy = replace(config, out=str(old), iterations=1, refine_lr=defaults.refine_lr,
                      refine_lr_min=defaults.refine_lr_min)
     saved = {k: v for k, v in legacy.identity().items() if k not in ("refine_lr", "refine_lr_min")}

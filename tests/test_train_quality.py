@@ -122,8 +122,8 @@ def test_patience_stops_after_n_epochs_without_improvement(tmp_path, split, monk
 def test_run_validates_each_epoch_on_its_split(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
-    config = RunConfig(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
-                       valid_fraction=0.2, train=tiny_config(tmp_path, epochs=2, history_dropout=0.3))
+    config = RunConfig.of(positives=str(TRAIN), out=str(tmp_path / "run"), iterations=1, test=str(TEST),
+                          valid_fraction=0.2, train=tiny_config(tmp_path, epochs=2, history_dropout=0.3))
     (result,) = run(config)
     manifest = json.loads((tmp_path / "run" / "round_00" / "manifest.json").read_text())
     assert manifest["train"]["valid"].endswith("valid.parquet")
@@ -135,8 +135,8 @@ def test_a_run_saved_before_history_dropout_resumes_only_without_it(tmp_path):
     from hnmine.loop.runner import RunConfig, run
 
     out = tmp_path / "run"
-    config = RunConfig(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
-                       train=tiny_config(tmp_path, history_dropout=0.0))
+    config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=1, test=str(TEST),
+                          train=tiny_config(tmp_path, history_dropout=0.0))
     run(config)
     saved = json.loads((out / "run.json").read_text())
     del saved["train"]["history_dropout"]  # as written before the option existed (no dropout)

@@ -4,17 +4,15 @@ Every id hnmine publishes goes into line- and TAB-based text (the GraphLearn tab
 that split lines on more than ``\\n``: Python's ``str.splitlines`` also breaks on VT, FF, FS/GS/RS
 (``\\x1c``-``\\x1e``), NEL (U+0085), U+2028 and U+2029, and C readers stop at NUL. So an id must be
 non-empty and hold none of those characters, nor TAB; :func:`check_ids` refuses anything else where
-the id is read, naming the file, the row and the column. :func:`check_finite_options` refuses NaN
-and infinite option values, and :class:`ScoreRange` refuses vectors whose inner products could
-overflow float32, so every published number is finite.
+the id is read, naming the file, the row and the column. :class:`ScoreRange` refuses vectors whose
+inner products could overflow float32, so every published number is finite (the option validators'
+check, :func:`hnmine.options.check_finite_options`, lives with the options).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import fields, is_dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import numpy as np
 import polars as pl
@@ -22,7 +20,7 @@ import pyarrow as pa
 
 from hnmine.errors import InputError
 
-__all__ = ["FLOAT32_MAX", "SCORE_LIMIT", "UNSAFE_ID_CHARS", "ScoreRange", "check_finite_options", "check_ids", "row_norms"]
+__all__ = ["FLOAT32_MAX", "SCORE_LIMIT", "UNSAFE_ID_CHARS", "ScoreRange", "check_ids", "row_norms"]
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # A quarter of float32's range: a score, its rounding margins (retrieval adds a few ulps times the
@@ -86,21 +84,6 @@ def check_ids(ids: pl.Series | np.ndarray | pa.Array | pa.ChunkedArray, where: s
         char = next(c for c in value if c in UNSAFE_ID_CHARS)
         refuse(row, f"has id {_shown(value)}, which contains {UNSAFE_ID_CHARS[char]} (line-based readers of the text "
                     "tables split on it); ids must not hold NUL, TAB, line or record separators")
-
-
-def check_finite_options(config: Any) -> None:
-    """Refuse NaN or infinite values in a config dataclass's float options (``--max-score nan``).
-
-    ``wait_lock`` is a duration, not a value that reaches a table: ``inf`` means wait as long as it
-    takes, and the lock itself refuses NaN or a negative wait.
-    """
-    assert is_dataclass(config)
-    for spec in fields(config):
-        if spec.name == "wait_lock":
-            continue
-        value = getattr(config, spec.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InputError(f"--{spec.name.replace('_', '-')} {value} is not a finite number")
 
 
 def row_norms(vectors: np.ndarray, block: int = 1 << 16) -> np.ndarray:

@@ -77,8 +77,13 @@ def _local_path(path: str | Path) -> Path:
 def unfolded(config: _Config) -> _Config:
     """A dataclass (a command's config) with each string option that is a URL folded by ``pathlib.Path``
     given back its ``//``, so messages and manifests show the URL as it was given."""
-    changes = {field.name: checked(value) for field in dataclasses.fields(config)  # type: ignore[arg-type]
-               if isinstance(value := getattr(config, field.name), str) and is_url(value)}
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(config, field.name)
+        if isinstance(value, str) and is_url(value):
+            changes[field.name] = checked(value)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and unfolded(value) is not value:
+            changes[field.name] = unfolded(value)  # a nested config's (MineConfig.inputs)
     return dataclasses.replace(config, **changes) if changes else config  # type: ignore[type-var]
 
 

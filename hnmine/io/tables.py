@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from hnmine.errors import InputError, reading
 from hnmine.io.checks import FLOAT32_MAX, check_ids
 from hnmine.io.storage import local_copy
+from hnmine.options import EDGE_WEIGHTS, EdgeWeight
 
 __all__ = [
     "EDGE_WEIGHTS",
@@ -37,8 +38,6 @@ __all__ = [
     "write_parquet_table",
 ]
 
-EdgeWeight = Literal["score", "rank", "order", "uniform"]
-EDGE_WEIGHTS: tuple[EdgeWeight, ...] = ("score", "rank", "order", "uniform")
 FORBIDDEN = ("\t", "\n", "\r")
 
 

@@ -39,7 +39,7 @@ import shutil
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +55,21 @@ from hnmine.evaluate import (
     holdout_split,
     window_false_negative_rates,
 )
-from hnmine.io.checks import check_finite_options
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
 from hnmine.io.storage import is_url, reworded, url
-from hnmine.loop.commands import PLACEHOLDERS, CommandFailedError, fill_placeholders, format_command
+from hnmine.loop.commands import CommandFailedError
+from hnmine.loop.config import RunConfig
 from hnmine.loop.trainers import BuiltinTrainer, ExternalTrainer, RoundPaths, Trainer
 from hnmine.mining import kernels
-from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine
-from hnmine.options import column_pair
+from hnmine.options import RankWindow, plain
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
 
 __all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "metrics_table", "plot_metrics", "run",
            "summary_line"]
 
-INITS = ("warm", "scratch")
-AUTO_WINDOW = "auto"
 # rounds are chosen on the validation split only: choosing on test would tune on test data
 BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 # What a run saved before an option existed did, where that differs from today's default: such a
@@ -80,173 +77,6 @@ BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
 LEGACY_TRAIN = {"history_dropout": 0.0, "keep_best": False}
 # run.json's marker: a directory whose run.json lacks it (or names another tool) is not a run
 RUN_TOOL, RUN_FORMAT_VERSION = "hnmine run", 1
-
-
-@dataclass
-class RunConfig:
-    """Every option of ``hnmine run``: the loop's own, the trainer's and the miner's."""
-
-    positives: str
-    out: str
-    # the validation gain grows until round 10 on both Gowalla and ml-1m (docs/results.md)
-    iterations: int = 12
-    # stop before --iterations once this many rounds in a row have not beaten the best validation
-    # Recall@20; 0 (default) runs every round: ml-1m's validation dips for three rounds before its best
-    round_patience: int = 0
-    test: str | None = None
-    # a validation split by default: --rank-window auto measures false negatives on it, and every
-    # round's validation metrics are what windows and weights should be chosen on
-    valid_fraction: float = 0.1
-    init: str = "warm"
-    hard: bool = True
-    # also train the hard=False control each round (built-in trainer), from the same round 0 with the
-    # same schedule and seeds, into control/round_rr/: mining's gain is stated over it, not only over
-    # round 0 (which misses what the extra epochs alone do)
-    control: bool = False
-    # rounds >= 1 continue a converged model: a few epochs at the end of round 0's learning rate
-    # (restarting at --lr undoes round 0's convergence)
-    refine_epochs: int | None = 3
-    refine_lr: float | None = 1e-3
-    refine_lr_min: float | None = 1e-4
-    ks: tuple[int, ...] = (20, 50)
-    # mining
-    # auto: each round mines the hardest window of window_width ranks whose expected false-negative
-    # rate, measured on the validation split with the previous round's embeddings, is at most
-    # max_false_negative_rate; 50 per user, all of them used. A fixed window cannot serve both data
-    # sets measured: the same ranks hold 5x more held-out positives on ml-1m than on Gowalla
-    # (docs/results.md, "False negatives by rank")
-    rank_window: str = "auto"
-    num_hard: int = 50
-    window_width: int = 800
-    max_false_negative_rate: float = 0.007
-    strategy: str = "uniform"
-    edge_weight: str = "uniform"
-    # hnmine mine's false-negative filters, applied in every round: drop window items scoring above a
-    # margin under the user's positives' scores (--margin-reference), and cap the users per item
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
-    margin_reference: str = "median"
-    max_item_negatives: int | None = None
-    # where each round's mining runs (hnmine mine's --engine and --item-shards; the output is the same)
-    engine: str = "local"
-    ray_address: str = "auto"
-    workers: int = 1
-    threads_per_worker: int = 1
-    item_shards: int = 1
-    # training (see TrainConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(positives="", out=""))
-    # seconds to wait for another run holding the run directory's lock (0: fail at once, exit 75)
-    wait_lock: float = 0.0
-    # validation positives from a file (the split the external trainer's data already left out);
-    # replaces the --valid-fraction split
-    valid: str | None = None
-    # An external trainer (hnmine.loop.trainers.ExternalTrainer): command templates with the
-    # placeholders of hnmine.loop.commands.PLACEHOLDERS; None: the built-in trainer
-    train_command: str | None = None
-    first_train_command: str | None = None  # round 0 (no mined tables yet); default: train_command
-    export_command: str | None = None  # None: the train command leaves the embeddings itself
-    user_embeddings: str = "{export_dir}/user.parquet"
-    item_embeddings: str = "{export_dir}/item.parquet"
-    # the external embeddings' columns: one name for both tables or USER,ITEM (hnmine.options.column_pair)
-    id_column: str = "id"
-    vector_column: str = "embedding"
-    train_timeout: float | None = None  # seconds per train command; None: no limit
-    export_timeout: float | None = None
-
-    def validate(self) -> None:
-        check_finite_options(self)
-        if self.iterations < 1:
-            raise InputError("--iterations must be at least 1")
-        if self.round_patience < 0:
-            raise InputError("--round-patience must be >= 0 (0: run every round)")
-        if self.control and (not self.hard or self.train_command):
-            raise InputError("--control trains the built-in trainer's --no-hard control beside the mined rounds: not "
-                             "with --no-hard (the run is the control) nor --train-command")
-        if self.init not in INITS:
-            raise InputError("--init must be warm or scratch")
-        if not 0 <= self.valid_fraction < 1:
-            raise InputError("--valid-fraction must be in [0, 1)")
-        if self.refine_epochs is not None and self.refine_epochs < 1:
-            raise InputError("--refine-epochs must be at least 1")
-        if (self.refine_lr is not None and self.refine_lr <= 0) or (self.refine_lr_min is not None and self.refine_lr_min < 0):
-            raise InputError("--refine-lr must be positive and --refine-lr-min >= 0")
-        if self.test is None and self.valid_fraction == 0 and self.valid is None:
-            raise InputError("nothing to evaluate on: pass --test, --valid or --valid-fraction")
-        self.train.validate()
-        self._validate_external()
-        if self.rank_window == AUTO_WINDOW:
-            if self.valid_fraction == 0 and self.valid is None:
-                raise InputError("--rank-window auto measures false-negative rates on the validation split: "
-                                 "pass --valid-fraction (e.g. 0.1) or --valid")
-            if self.window_width < 1:
-                raise InputError("--window-width must be at least 1")
-            if not 0 <= self.max_false_negative_rate < 1:
-                raise InputError("--max-false-negative-rate must be in [0, 1)")
-        window = f"1:{max(self.window_width, 1)}" if self.rank_window == AUTO_WINDOW else self.rank_window
-        MineConfig(users="", items="", positives="", out="", rank_window=window, **self.mine_options(),
-                   **self.engine_options()).validate()
-        filtered = (self.absolute_margin is not None or self.relative_margin is not None
-                    or self.max_item_negatives is not None)
-        if self.train.hard_correction == "mis" and filtered:
-            # MIS reads window membership off score thresholds; a filtered window is not that interval
-            raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "
-                             "with --absolute-margin, --relative-margin or --max-item-negatives")
-
-    def _validate_external(self) -> None:
-        """The external trainer's templates, filled with stand-in values: a bad one fails before anything runs."""
-        for value, option in ((self.train_timeout, "--train-timeout"), (self.export_timeout, "--export-timeout")):
-            if value is not None and value <= 0:
-                raise InputError(f"{option} must be a positive number of seconds")
-        external = {"--first-train-command": self.first_train_command, "--export-command": self.export_command}
-        if self.train_command is None:
-            given = [option for option, value in external.items() if value is not None]
-            if given:
-                raise InputError(f"{given[0]} needs --train-command (the built-in trainer runs no commands)")
-            return
-        if not self.hard:
-            raise InputError("--no-hard is the built-in trainer's control; with --train-command, run the control "
-                             "as a second run whose train command leaves out the hard-negative sampler")
-        stand_in = {name: "x" for name in PLACEHOLDERS}
-        for option, template in {"--train-command": self.train_command, **external}.items():
-            if template is not None:
-                format_command(template, stand_in, option)
-        for option, template in (("--user-embeddings", self.user_embeddings),
-                                 ("--item-embeddings", self.item_embeddings)):
-            fill_placeholders(template, {k: v for k, v in stand_in.items() if not k.endswith("_embeddings")}, option)
-        column_pair(self.id_column, "--id-column")
-        column_pair(self.vector_column, "--vector-column")
-
-    def default_window(self) -> str:
-        """The window a round trains for before anything was mined (round 0's --hard-window)."""
-        return self.rank_window if self.rank_window != AUTO_WINDOW else f"1:{self.window_width}"
-
-    def mine_options(self) -> dict[str, Any]:
-        """The MineConfig options every round shares (window, paths and seed are per round)."""
-        return dict(num_hard=self.num_hard, strategy=self.strategy, edge_weight=self.edge_weight,
-                    absolute_margin=self.absolute_margin, relative_margin=self.relative_margin,
-                    margin_reference=self.margin_reference, max_item_negatives=self.max_item_negatives)
-
-    def engine_options(self) -> dict[str, Any]:
-        """Where each round's mining runs: not part of a run's identity (the output does not depend on it)."""
-        return dict(engine=self.engine, ray_address=self.ray_address, workers=self.workers,
-                    threads_per_worker=self.threads_per_worker, item_shards=self.item_shards)
-
-    def identity(self) -> dict[str, Any]:
-        """The options a resumed run must share with the original (all but the number of rounds)."""
-        values = asdict(self)
-        values.pop("iterations")
-        values.pop("round_patience")  # like --iterations: how far to go, not what a round does
-        values.pop("out")  # a run directory may be moved or copied
-        values.pop("wait_lock")
-        for name in self.engine_options():
-            values.pop(name)
-        values.pop("train_timeout")  # how long to wait, not what a round does
-        values.pop("export_timeout")
-        values["train"].pop("device")
-        values["train"].pop("threads")
-        values["train"].pop("hard_window")  # not an option of the loop: each round derives it from rank_window
-        values["ks"] = list(self.ks)
-        return values
 
 
 @dataclass
@@ -284,12 +114,12 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
         saved.pop("out", None)
         saved.get("train", {}).pop("hard_window", None)  # runs saved before it left the identity
         # options added since the run started are compatible while left at their defaults
-        defaults = asdict(TrainConfig(positives="", out=""))
+        defaults = plain(TrainConfig(positives="", out=""))
         defaults.update(LEGACY_TRAIN)
         for key, value in identity["train"].items():
             if key not in saved.get("train", {}) and value == defaults.get(key):
                 saved.setdefault("train", {})[key] = value
-        run_defaults = RunConfig(positives="", out="").identity()
+        run_defaults = RunConfig.of(positives="", out="").identity()
         for key, value in identity.items():
             if key not in saved and value == run_defaults.get(key):
                 saved[key] = value
@@ -553,18 +383,16 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
         if prev is not None:
             mark = time.perf_counter()
             window = config.default_window()
-            if config.rank_window == AUTO_WINDOW:
+            if config.auto_window:
                 assert valid is not None  # validate() checked
                 window, window_stats = _auto_window(config, prev, train_positives, valid)
                 hard_stats.update(window_stats)
                 log(f"round {r}: --rank-window auto: {window} (expected false-negative rate "
                     f"{window_stats['window_false_negative_rate_valid']:.2%} on the validation split)")
             log(f"round {r}: mining with round {r - 1}'s embeddings")
-            report = mine(MineConfig(
-                users=str(prev / "embeddings" / "user.parquet"), items=str(prev / "embeddings" / "item.parquet"),
-                positives=str(train_path), out=str(round_dir / "mined"), rank_window=window,
-                **config.mine_options(), **config.engine_options(), seed=config.train.seed + r, pop_exponent=config.train.pop_exponent,
-                threads=config.train.threads,
+            report = mine(config.round_mine_config(
+                str(prev / "embeddings" / "user.parquet"), str(prev / "embeddings" / "item.parquet"),
+                str(train_path), str(round_dir / "mined"), RankWindow.parse(window), seed=config.train.seed + r,
             ), progress, command=["hnmine", "run", *sys.argv[1:]])
             faults.point("run.round.mined")
             mine_seconds = time.perf_counter() - mark

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,12 +30,12 @@ from hnmine.io.embeddings import read_embeddings, write_embedding_dir
 from hnmine.io.positives import Positives, index_positives
 from hnmine.io.storage import is_url, url
 from hnmine.loop.commands import CommandFailedError, command_env, fill_placeholders, format_command, run_command
-from hnmine.options import column_pair, parse_rank_window
+from hnmine.options import RankWindow, column_pair, parse_rank_window
 from hnmine.progress import Progress
 from hnmine.training.trainer import train
 
 if TYPE_CHECKING:
-    from hnmine.loop.runner import RunConfig
+    from hnmine.loop.config import RunConfig
 
 __all__ = ["BuiltinTrainer", "ExternalTrainer", "RoundPaths", "TrainStep", "Trainer"]
 
@@ -130,7 +130,7 @@ class BuiltinTrainer:
                            hard_negatives=str(mined / "hard_neg_edge.parquet") if config.hard else None,
                            init=str(self.model_path(paths.prev_round_dir)) if config.init == "warm" else None)
             if config.hard and config.train.hard_correction == "mis":
-                tcfg = replace(tcfg, window_embeddings=str(paths.prev_round_dir / "embeddings"), rank_window=window)
+                tcfg = replace(tcfg, window_embeddings=str(paths.prev_round_dir / "embeddings"), rank_window=RankWindow.parse(window))
             if config.refine_epochs is not None:
                 tcfg = replace(tcfg, epochs=config.refine_epochs)
             if config.refine_lr is not None:
@@ -145,7 +145,7 @@ class BuiltinTrainer:
         report = train(tcfg, progress)
         return TrainStep(seconds=report.seconds, epochs=tcfg.epochs,
                          loss=report.epochs[-1]["loss"] if report.epochs else None,
-                         record={"train": asdict(tcfg), "train_report": report.to_dict()})
+                         record={"train": tcfg.to_dict(), "train_report": report.to_dict()})
 
     def export(self, paths: RoundPaths, train_positives: Positives) -> dict[str, Any]:
         exported = export_embeddings(self.model_path(paths.round_dir), paths.embeddings)

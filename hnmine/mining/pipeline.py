@@ -158,21 +158,22 @@ class _Inputs:
 
 def _read_inputs(config: MineConfig) -> _Inputs:
     (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
-    users = EmbeddingSource(config.users, id_column=user_id, vector_column=user_vector, ids_path=config.user_ids)
-    items = EmbeddingSource(config.items, id_column=item_id, vector_column=item_vector,
-                            ids_path=config.item_ids).read_all()
+    users = EmbeddingSource(config.inputs.users, id_column=user_id, vector_column=user_vector,
+                            ids_path=config.inputs.user_ids)
+    items = EmbeddingSource(config.inputs.items, id_column=item_id, vector_column=item_vector,
+                            ids_path=config.inputs.item_ids).read_all()
     user_dim = users.peek_dim()
     if user_dim != items.dim:
-        raise InputError(f"{config.users}: user vectors have length {user_dim} but {config.items} has {items.dim}")
+        raise InputError(f"{config.inputs.users}: user vectors have length {user_dim} but {config.inputs.items} has {items.dim}")
     lo, hi = config.window()
     if hi > len(items):
-        raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.items}")
-    if config.index == "ivf" and config.nlist is not None and config.nlist > len(items):
-        raise InputError(f"--nlist {config.nlist} is above the {len(items)} items in {config.items}: "
+        raise InputError(f"rank window {lo}:{hi} goes beyond the catalog of {len(items)} items in {config.inputs.items}")
+    if config.index.kind == "ivf" and config.index.nlist is not None and config.index.nlist > len(items):
+        raise InputError(f"--nlist {config.index.nlist} is above the {len(items)} items in {config.inputs.items}: "
                          "IVF needs at least one item per cluster")
     user_ids = users.read_ids()
-    positives = read_positives(config.positives, fmt=config.positives_format, user_column=config.user_column,
-                               item_column=config.item_column, weight_column=config.weight_column)
+    positives = read_positives(config.inputs.positives, fmt=config.inputs.positives_format, user_column=config.inputs.user_column,
+                               item_column=config.inputs.item_column, weight_column=config.inputs.weight_column)
     index = index_positives(positives, user_ids, items.ids)
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
@@ -186,9 +187,9 @@ def _local_inputs(config: MineConfig) -> Iterator[MineConfig]:
     """``config`` with every input that is a URL replaced by a local copy (removed on exit)."""
     with contextlib.ExitStack() as stack:
         local: dict[str, Any] = {
-            name: str(stack.enter_context(LocalCopy(getattr(config, name), name.replace("_", " "))))
-            for name in _INPUT_FIELDS if is_url(getattr(config, name))}
-        yield replace(config, **local) if local else config
+            name: str(stack.enter_context(LocalCopy(getattr(config.inputs, name), name.replace("_", " "))))
+            for name in _INPUT_FIELDS if is_url(getattr(config.inputs, name))}
+        yield replace(config, inputs=replace(config.inputs, **local)) if local else config
 
 
 def _fingerprint(path: str | None, shown: str | None = None) -> dict[str, Any] | None:
@@ -292,16 +293,16 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
     per_user = _bytes_per_user(depth_max, hi - lo + 1, needed, inputs.items.dim)
     now, peak = _rss()
     fixed = now + _user_read_bytes(inputs.users) + 2 * int(inputs.positives.pos_edge.estimated_size())
-    if config.max_item_negatives is not None:
+    if config.selection.max_item_negatives is not None:
         fixed += n_users * needed * 2 * 160
-    chunk = max(1, min(config.chunk_size, n_users))
-    if config.max_memory is not None:
-        budget = parse_size(config.max_memory)
+    chunk = max(1, min(config.execution.chunk_size, n_users))
+    if config.execution.max_memory is not None:
+        budget = parse_size(config.execution.max_memory)
         room = budget - fixed - _CHUNK_OVERHEAD
         smallest = min(_MIN_CHUNK, n_users)
         if peak > budget or room * _ROOM_SHARE < smallest * per_user:
             raise InputError(
-                f"--max-memory {config.max_memory}: the inputs and the item index alone take "
+                f"--max-memory {config.execution.max_memory}: the inputs and the item index alone take "
                 f"{max(fixed, peak) / 2**20:,.0f} MiB (plus {(_CHUNK_OVERHEAD + smallest * per_user) / 2**20:,.0f} MiB "
                 f"for a chunk of {smallest} users); allow more memory")
         chunk = min(chunk, int(room * _ROOM_SHARE // per_user))
@@ -322,26 +323,26 @@ def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = make_index(_prepared(inputs.items.vectors, config.metric), config.index_spec(), config.threads,
-                       queries=n_users, shards=config.item_shards)
+    index = make_index(_prepared(inputs.items.vectors, config.index.metric), config.index, config.execution.threads,
+                       queries=n_users, shards=config.execution.item_shards)
     depth_max = int(depths.max())
-    per_user_rows = (hi - lo + 1) if config.strategy == "all" else min(config.num_hard, hi - lo + 1)
+    per_user_rows = (hi - lo + 1) if config.selection.strategy == "all" else min(config.selection.num_hard, hi - lo + 1)
     chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
     _, first = next(inputs.users.iter_chunks(min(sample_users, chunk), ids=inputs.user_ids))
     indptr, rows = inputs.positives.slice(0, len(first))
-    queries = _prepared(first.vectors, config.metric)
-    streams = user_streams(config.seed, id_keys(first.ids))
+    queries = _prepared(first.vectors, config.index.metric)
+    streams = user_streams(config.selection.seed, id_keys(first.ids))
     warm = min(256, len(first))  # the first FAISS call pays for thread start-up and page faults
     retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], lo, hi)
     start = time.perf_counter()
     window = retrieve_window(index, queries, indptr, rows, lo, hi)
-    select_hard_negatives(window, streams, config.selection())
+    select_hard_negatives(window, streams, config.selection)
     per_user = (time.perf_counter() - start) / len(first)
     return MinePlan(
         users=n_users, items=len(inputs.items), dim=dim, positives=inputs.positives.pos_edge.height,
         unknown_user_positives=inputs.positives.unknown_user_rows,
         unknown_item_positives=inputs.positives.unknown_item_rows,
-        rank_window=f"{lo}:{hi}", num_hard=config.num_hard, index=config.index,
+        rank_window=f"{lo}:{hi}", num_hard=config.selection.num_hard, index=config.index.kind,
         search_depth_max=depth_max, search_depth_mean=round(float(depths.mean()), 1),
         chunk_size=chunk, chunks=math.ceil(n_users / chunk), estimated_rows=n_users * per_user_rows,
         estimated_peak_memory_bytes=int(memory), estimated_seconds=per_user * n_users,
@@ -380,19 +381,19 @@ class ChunkInputs:
     @property
     def needed(self) -> int:
         lo, hi = self.config.window()
-        return hi - lo + 1 if self.config.strategy == "all" else min(self.config.num_hard, hi - lo + 1)
+        return hi - lo + 1 if self.config.selection.strategy == "all" else min(self.config.selection.num_hard, hi - lo + 1)
 
     @property
     def capped(self) -> bool:
-        return self.config.max_item_negatives is not None
+        return self.config.selection.max_item_negatives is not None
 
     @property
     def exact(self) -> bool:
-        return self.config.index in _EXACT_KINDS
+        return self.config.index.kind in _EXACT_KINDS
 
     @property
     def index_kind(self) -> str:
-        return cast(str, resolved_spec(self.config.index_spec(), len(self.item_vectors), self.n_users).kind)
+        return cast(str, resolved_spec(self.config.index, len(self.item_vectors), self.n_users).kind)
 
 
 class ChunkContext:
@@ -411,14 +412,14 @@ class ChunkContext:
         self.saver: CandidateWriter | None = None
         self.fingerprint = fingerprint
         self.index = None if source is not None else make_index(
-            shared.item_vectors, config.index_spec(), config.threads, queries=shared.n_users, shards=config.item_shards)
+            shared.item_vectors, config.index, config.execution.threads, queries=shared.n_users, shards=config.execution.item_shards)
         self.exact = source.exact if source is not None else bool(self.index is not None and self.index.exact)
-        self.audit_index = (make_index(shared.item_vectors, IndexSpec(kind="exact"), shards=config.item_shards)
-                            if config.audit_sample and self.index is not None and not self.exact else None)
-        self.score_range = ScoreRange(shared.item_vectors, shared.item_ids, config.items)
+        self.audit_index = (make_index(shared.item_vectors, IndexSpec(kind="exact"), shards=config.execution.item_shards)
+                            if config.index.audit_sample and self.index is not None and not self.exact else None)
+        self.score_range = ScoreRange(shared.item_vectors, shared.item_ids, config.inputs.items)
         capped = shared.capped
-        self.selection = config.selection(extra=config.num_hard if capped and config.strategy != "all" else 0)
-        self.edge_weight = one_of(config.edge_weight, EDGE_WEIGHTS, "--edge-weight")
+        self.selection = config.with_extra(config.selection.num_hard if capped and config.selection.strategy != "all" else 0)
+        self.edge_weight = one_of(config.selection.edge_weight, EDGE_WEIGHTS, "--edge-weight")
 
     def positives_of(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """CSR (local indptr, item rows) of user rows ``start:stop``."""
@@ -452,11 +453,11 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     needed = shared.needed
     mark = time.perf_counter()
     stop = first_row + len(chunk)
-    queries = _prepared(chunk.vectors, config.metric)
+    queries = _prepared(chunk.vectors, config.index.metric)
     dim = shared.item_vectors.shape[1]
     if queries.shape[1] != dim:
         raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {dim}")
-    context.score_range.check(queries, chunk.ids, first_row, config.users, shared.vector_column)
+    context.score_range.check(queries, chunk.ids, first_row, config.inputs.users, shared.vector_column)
     indptr, pos_rows = context.positives_of(first_row, stop)
     if context.fingerprint is not None:
         context.fingerprint.add_users(chunk.vectors)
@@ -480,10 +481,10 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     seconds = {"retrieve" if index is not None else "candidates": time.perf_counter() - mark}
     mark = time.perf_counter()
     faults.point("mine.retrieve")
-    streams = user_streams(config.seed, id_keys(chunk.ids))
-    references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.margin_reference)
+    streams = user_streams(config.selection.seed, id_keys(chunk.ids))
+    references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.selection.margin_reference)
                   if context.selection.uses_margins else None)
-    exclude = near_duplicates(window, indptr, pos_rows, shared.unit_items, config.max_positive_similarity,
+    exclude = near_duplicates(window, indptr, pos_rows, shared.unit_items, config.selection.max_positive_similarity,
                               shared.item_keys)
     selection = select_hard_negatives(window, streams, context.selection, references, exclude)
     sketch = WindowSketch(lo, width)
@@ -510,33 +511,33 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
 
 
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
-    """Run the whole job and publish ``config.out`` atomically; returns the summary.
+    """Run the whole job and publish ``config.output.out`` atomically; returns the summary.
 
     The output's lock is held from before the inputs are read until the output is published, so a
     second writer of the same ``--out`` fails fast (docs/reliability.md).
     """
     config.validate()
-    if config.engine == "ray":
+    if config.execution.engine == "ray":
         from hnmine.mining.ray_engine import require_ray
 
         require_ray()
     config = unfolded(config)
-    if config.save_candidates is not None:
-        if config.engine == "ray":
+    if config.output.save_candidates is not None:
+        if config.execution.engine == "ray":
             raise InputError("--save-candidates works with --engine local only")
-        if is_url(config.save_candidates):
-            raise InputError(f"--save-candidates {config.save_candidates}: the cache is a local directory")
-        if not is_url(config.out) and resolve_output(config.save_candidates) == resolve_output(config.out):
-            raise InputError(f"--save-candidates {config.save_candidates} is --out: the cache needs a directory "
+        if is_url(config.output.save_candidates):
+            raise InputError(f"--save-candidates {config.output.save_candidates}: the cache is a local directory")
+        if not is_url(config.output.out) and resolve_output(config.output.save_candidates) == resolve_output(config.output.out):
+            raise InputError(f"--save-candidates {config.output.save_candidates} is --out: the cache needs a directory "
                              "of its own")
     with contextlib.ExitStack() as stack:
         stack.enter_context(reworded())
         publication = stack.enter_context(
-            Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock))
+            Publication(config.output.out, overwrite=config.output.overwrite, wait_lock=config.output.wait_lock))
         cache = None
-        if config.save_candidates is not None:
-            cache = stack.enter_context(Publication(config.save_candidates, overwrite=config.overwrite,
-                                                    fmt=CACHE_FORMAT, wait_lock=config.wait_lock))
+        if config.output.save_candidates is not None:
+            cache = stack.enter_context(Publication(config.output.save_candidates, overwrite=config.output.overwrite,
+                                                    fmt=CACHE_FORMAT, wait_lock=config.output.wait_lock))
         local = stack.enter_context(_local_inputs(config))
         return _mine(local, publication, progress, command, shown=config, cache=cache)
 
@@ -551,12 +552,12 @@ def select(config: MineConfig, candidates: str | Path, progress: Progress | None
     """
     config.validate()
     config = unfolded(config)
-    if config.save_candidates is not None:
+    if config.output.save_candidates is not None:
         raise InputError("select reads a candidate cache; --save-candidates is mine's option")
     reader = CandidateReader(candidates)
     lo, hi = config.window()
-    reader.check_options(lo, hi, config.metric)
-    with reworded(), Publication(config.out, overwrite=config.overwrite, wait_lock=config.wait_lock) as publication, \
+    reader.check_options(lo, hi, config.index.metric)
+    with reworded(), Publication(config.output.out, overwrite=config.output.overwrite, wait_lock=config.output.wait_lock) as publication, \
             _local_inputs(config) as local:
         return _mine(local, publication, progress, command, shown=config, source=reader)
 
@@ -574,41 +575,42 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     lo, hi = config.window()
     width = hi - lo + 1
     inputs = _read_inputs(config)
-    if inputs.positives.pos_edge.height == 0 and not config.allow_empty:
+    if inputs.positives.pos_edge.height == 0 and not config.output.allow_empty:
         raise InputError(
-            f"{config.positives}: none of its {inputs.rows_read} positives has both its user in {config.users} and its "
-            f"item in {config.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
+            f"{config.inputs.positives}: none of its {inputs.rows_read} positives has both its user in {config.inputs.users} and its "
+            f"item in {config.inputs.items} ({inputs.positives.unknown_user_rows} with an unknown user, "
             f"{inputs.positives.unknown_item_rows} with an unknown item): pos_edge would be empty; check the id "
             "columns, or pass --allow-empty if that is expected")
-    features = read_item_features(config.item_features, config.item_features_id_column) if config.item_features else None
+    features = read_item_features(config.inputs.item_features, config.inputs.item_features_id_column) if config.inputs.item_features else None
     attrs, attr_fields, without_features = item_attrs(
-        inputs.items.ids, features, id_column=config.item_features_id_column, attr_columns=config.attr_columns,
-        delimiter=config.attr_delimiter, source=str(config.item_features or config.items),
-        missing=config.missing_item_features, items_source=config.items,
+        inputs.items.ids, features, id_column=config.inputs.item_features_id_column, attr_columns=config.inputs.attr_columns,
+        delimiter=config.inputs.attr_delimiter, source=str(config.inputs.item_features or config.inputs.items),
+        missing=config.inputs.missing_item_features, items_source=config.inputs.items,
     )
-    item_keys = _item_keys(inputs.items.ids, features, config) if config.exclude_same else None
-    unit_items = normalize_rows(inputs.items.vectors) if config.max_positive_similarity is not None else None
-    fingerprints = {name: _fingerprint(getattr(config, name), getattr(shown, name)) for name in _INPUT_FIELDS}
+    item_keys = _item_keys(inputs.items.ids, features, config) if config.selection.exclude_same else None
+    unit_items = normalize_rows(inputs.items.vectors) if config.selection.max_positive_similarity is not None else None
+    fingerprints = {name: _fingerprint(getattr(config.inputs, name), getattr(shown.inputs, name))
+                    for name in _INPUT_FIELDS}
     fingerprint = None
     if source is not None or cache is not None:
         fingerprint = Fingerprint(inputs.user_ids, inputs.items.ids, inputs.items.vectors, inputs.positives.indptr,
-                                  inputs.positives.item_rows, config.metric, hi if source is None else source.depth,
-                                  engine_name(config.index_spec()) if source is None else source.engine)
+                                  inputs.positives.item_rows, config.index.metric, hi if source is None else source.depth,
+                                  engine_name(config.index) if source is None else source.engine)
     if source is not None and fingerprint is not None:
         source.check_inputs(fingerprint, len(inputs.user_ids))
     mark = timer.add("read", mark)
     faults.point("mine.read")
-    item_vectors = _prepared(inputs.items.vectors, config.metric)
+    item_vectors = _prepared(inputs.items.vectors, config.index.metric)
     audit_rows = np.zeros(0, dtype=np.int64)
-    if config.audit_sample and source is None and config.index not in _EXACT_KINDS:  # an exact index needs no audit
-        order = np.argsort(user_streams(config.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
-        audit_rows = np.sort(order[: config.audit_sample])
+    if config.index.audit_sample and source is None and config.index.kind not in _EXACT_KINDS:  # an exact index needs no audit
+        order = np.argsort(user_streams(config.selection.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
+        audit_rows = np.sort(order[: config.index.audit_sample])
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
                          inputs.positives.item_rows, audit_rows, len(inputs.user_ids),
                          inputs.users.id_column, "vector" if inputs.users.is_npy else inputs.users.vector_column,
                          unit_items=unit_items, item_keys=item_keys)
     # the item index is built here (inside "index") for the local engine; Ray's actors build their own
-    context = None if config.engine == "ray" else ChunkContext(shared, source=source, fingerprint=fingerprint)
+    context = None if config.execution.engine == "ray" else ChunkContext(shared, source=source, fingerprint=fingerprint)
     mark = timer.add("index", mark)
     faults.point("mine.index")
     needed = shared.needed
@@ -645,8 +647,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
         parquet_writer: ParquetTableWriter | None = None
         text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge") if (
-            "graphlearn" in config.formats and not capped) else None
-        write_parquet = capped or "parquet" in config.formats
+            "graphlearn" in config.output.formats and not capped) else None
+        write_parquet = capped or "parquet" in config.output.formats
         progress.start(len(inputs.user_ids), "mining users")
         for result in results:
             mark = time.perf_counter()
@@ -673,13 +675,13 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         if parquet_writer is not None:
             parquet_writer.close()
         if capped:
-            final = _apply_item_cap(parquet_path, config.max_item_negatives or 0, needed)
+            final = _apply_item_cap(parquet_path, config.selection.max_item_negatives or 0, needed)
             parquet_path.unlink()
             empty_after = len(inputs.user_ids) - final["user_id"].n_unique()
             short_reasons, empty_reasons = _recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
-            if "parquet" in config.formats:
+            if "parquet" in config.output.formats:
                 write_parquet_table(final, staging / "hard_neg_edge.parquet")
-            if "graphlearn" in config.formats:
+            if "graphlearn" in config.output.formats:
                 text_writer = TextTableWriter(staging / "hard_neg_edge.txt", "hard_neg_edge")
                 text_writer.write(final)
         if text_writer is not None:
@@ -688,10 +690,10 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.rows = _write_node_tables(staging, config, inputs, attrs)
         faults.point("mine.write.nodes")
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
-        if report.rows["hard_neg_edge"] == 0 and not config.allow_empty:
+        if report.rows["hard_neg_edge"] == 0 and not config.output.allow_empty:
             because = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
             raise InputError(
-                f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.users} (empty because of: "
+                f"no hard negatives for any of the {len(inputs.user_ids):,} users of {config.inputs.users} (empty because of: "
                 f"{because or 'none recorded'}); widen --rank-window or loosen the score filters, or pass --allow-empty "
                 "if an empty hard_neg_edge is expected")
         report.window = sketch.summary(staging / "hard_neg_edge.parquet")
@@ -701,9 +703,9 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         report.max_search_depth = max_depth if source is None else source.max_search_depth
         report.gemm_precision = gemm_precision if source is None else source.precision
         report.index = shared.index_kind if source is None else source.index
-        if len(audit_rows) and config.audit_sample:
+        if len(audit_rows) and config.index.audit_sample:
             report.audit = {"users": len(audit_rows), "window_recall": audit_hits / audit_total if audit_total else None,
-                            "index": config.index}
+                            "index": config.index.kind}
         timer.add("write", mark)
         report.timings = {k: round(v, 4) for k, v in timer.totals.items()}
         report.timings["total"] = round(time.time() - started, 4)
@@ -712,7 +714,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         manifest = {
             "tool": "hnmine mine" if source is None else "hnmine select",
             "command": command if command is not None else sys.argv,
-            "options": asdict(shown),
+            "options": shown.options(),
             "inputs": {**fingerprints, **({"candidates": str(source.dir.absolute())} if source else {})},
             "summary": report.to_dict(),
             "versions": _versions(),
@@ -726,7 +728,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             saver.close()
             cache.commit({
                 "tool": "hnmine mine", "command": manifest["command"], "inputs": fingerprints,
-                CACHE_FORMAT: cache_entry(fingerprint, hi, engine_name(config.index_spec()), config.metric,
+                CACHE_FORMAT: cache_entry(fingerprint, hi, engine_name(config.index), config.index.metric,
                                           index.exact, index.precision, shared.index_kind, max_depth,
                                           len(inputs.user_ids)),
             })
@@ -737,13 +739,13 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
 
 def _item_keys(item_ids: np.ndarray, features: pl.DataFrame | None, config: MineConfig) -> np.ndarray:
     """--exclude-same: a code per item row for its value of that feature column (-1: no value, no match)."""
-    column = config.exclude_same
+    column = config.selection.exclude_same
     if features is None or column is None:
         raise InputError("--exclude-same names a column of --item-features: pass --item-features")
-    if column not in features.columns or column == config.item_features_id_column:
-        raise InputError(f"{config.item_features}: no column '{column}' to compare items on "
-                         f"(columns: {', '.join(c for c in features.columns if c != config.item_features_id_column)})")
-    id_column = config.item_features_id_column
+    if column not in features.columns or column == config.inputs.item_features_id_column:
+        raise InputError(f"{config.inputs.item_features}: no column '{column}' to compare items on "
+                         f"(columns: {', '.join(c for c in features.columns if c != config.inputs.item_features_id_column)})")
+    id_column = config.inputs.item_features_id_column
     ids = pl.Series("id", item_ids.tolist() if item_ids.dtype == object else item_ids)
     table = features.select(pl.col(id_column).cast(pl.String), pl.col(column).cast(pl.String).alias("key"))
     joined = pl.DataFrame({"id": ids.cast(pl.String)}).join(table, left_on="id", right_on=id_column, how="left",
@@ -813,13 +815,13 @@ def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs
     tables = {
         "pos_edge": inputs.positives.pos_edge.with_columns(pl.col("weight").cast(pl.Float32)),
         "user": user_node_table(inputs.user_ids),
-        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.pop_exponent, attrs,
-                                source=config.items),
+        "item": item_node_table(inputs.items.ids, inputs.positives.item_counts, config.output.pop_exponent, attrs,
+                                source=config.inputs.items),
     }
     for name, frame in tables.items():
-        if "parquet" in config.formats:
+        if "parquet" in config.output.formats:
             write_parquet_table(frame, staging / f"{name}.parquet")
-        if "graphlearn" in config.formats:
+        if "graphlearn" in config.output.formats:
             writer = TextTableWriter(staging / f"{name}.txt", name)
             writer.write(frame)
             writer.close()

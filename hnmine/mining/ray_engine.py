@@ -75,7 +75,7 @@ class _ChunkMiner:
         at = np.searchsorted(self.sorted_ids, ids)
         found = (at < len(self.sorted_ids)) & (self.sorted_ids[np.minimum(at, len(self.sorted_ids) - 1)] == ids)
         if not found.all():
-            raise InputError(f"{self.config.users}: user id {ids[np.flatnonzero(~found)[0]]} was not in the table "
+            raise InputError(f"{self.config.inputs.users}: user id {ids[np.flatnonzero(~found)[0]]} was not in the table "
                              "when the run started (the input changed while mining)")
         return self.order[at]
 
@@ -91,7 +91,7 @@ class _ChunkMiner:
 
     def _mine(self, batch: Any) -> list[ChunkResult]:
         config = self.config
-        where = str(config.users)
+        where = str(config.inputs.users)
         ids = _ids_to_numpy(batch.column(0), where, self.inputs.id_column)
         rows = self._rows(ids)
         order = np.argsort(rows, kind="stable")
@@ -124,10 +124,10 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
     ray = _ray()
     config = shared.config
     if users.is_npy:
-        raise InputError(f"{config.users}: --engine ray reads the users from parquet (a file, a directory or URLs), "
+        raise InputError(f"{config.inputs.users}: --engine ray reads the users from parquet (a file, a directory or URLs), "
                          "not .npy")
-    threads = config.threads_per_worker
-    started = _connect(ray, config.ray_address, config.workers * threads + 1)
+    threads = config.execution.threads_per_worker
+    started = _connect(ray, config.execution.ray_address, config.execution.workers * threads + 1)
     try:
         # Ray Data's own lines (the plan, start and finish, a warning that its bars are off) are not the
         # run's: hnmine reports progress; errors still show
@@ -135,7 +135,7 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
-        shared_ref = ray.put(replace(shared, config=replace(config, threads=threads)))
+        shared_ref = ray.put(replace(shared, config=replace(config, execution=replace(config.execution, threads=threads))))
         ids_ref = ray.put(user_ids)
         # reading takes no CPU of its own: the pool's actors hold the CPUs, and reads waiting for one
         # would starve them (a cluster with exactly workers x threads CPUs never started a read)
@@ -144,7 +144,7 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
         # The pool grows from one actor to --workers: Ray Data lists the files in a task that needs a
         # CPU, and a pool started at full size on a cluster of exactly workers x threads CPUs waited for
         # it forever.
-        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=config.workers)
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=config.execution.workers)
         mined = dataset.map_batches(
             _ChunkMiner, fn_constructor_args=([shared_ref], [ids_ref]), batch_size=chunk_size,
             batch_format="pyarrow", compute=pool, num_cpus=threads,

@@ -24,16 +24,16 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
-import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numba
 import numpy as np
 
 from hnmine.mining import kernels
+from hnmine.mining.config import INDEX_KINDS, METRICS, PRECISIONS, IndexSpec
 
 if TYPE_CHECKING:  # imported where used: a run loads FAISS or torch, whichever its engine needs
     import faiss
@@ -65,46 +65,6 @@ _threads: int | None = None
 # Depth levels (extra ranks for a user's positives): every 32 up to 1,024, then doubling.
 _DEPTH_STEPS = (*range(0, 1025, 32), 2048, 4096)
 
-IndexKind = Literal["auto", "flat", "exact", "ivf", "hnsw"]
-Metric = Literal["ip", "cosine"]
-Precision = Literal["auto", "fp32", "bf16"]
-INDEX_KINDS: tuple[IndexKind, ...] = ("auto", "flat", "exact", "ivf", "hnsw")
-METRICS: tuple[Metric, ...] = ("ip", "cosine")
-PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16")
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    """Which index to search and its parameters.
-
-    ``auto`` is the faster exact engine for the job: ``exact`` from ``_AUTO_EXACT_PAIRS`` (user, item)
-    pairs, FAISS ``flat`` below (the windows are the same either way).
-
-    ``precision`` is the ``exact`` engine's GEMM: ``fp32`` (numpy's BLAS) or ``bf16`` (torch, on AMX /
-    AVX512-BF16 tiles, several times the fp32 rate); ``auto`` takes bf16 where the CPU has it and the
-    job is big enough to pay for loading torch (``_AUTO_BF16_MACS``; ``queries``, the users the job
-    will search, tells), fp32 otherwise. Either way every candidate is rescored in float32 and the
-    window is the same bit for bit: bf16 only widens the provable bound on each fast score, so more
-    candidates are rescored.
-
-    ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled GEMM, see :func:`_retrieve_exact`) are
-    exact and give identical windows (which is faster depends on the machine: docs/performance.md).
-    ``ivf`` (IndexIVFFlat: ``nlist`` clusters, ``nprobe`` searched) and ``hnsw``
-    (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``, ``ef_search`` raised to at least the
-    search depth) are approximate: audit them with ``audit_sample``.
-    """
-
-    kind: IndexKind = "flat"
-    metric: Metric = "ip"
-    nlist: int | None = None
-    nprobe: int = 64
-    hnsw_m: int = 32
-    ef_construction: int = 200
-    ef_search: int = 512
-    precision: Precision = "auto"
-
-    def resolved_nlist(self, n_items: int) -> int:
-        return self.nlist or max(1, min(int(4 * math.sqrt(n_items)), n_items // 39))
 
 
 def resolved_spec(spec: IndexSpec, n_items: int, queries: int | None) -> IndexSpec:

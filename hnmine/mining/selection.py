@@ -18,50 +18,19 @@ user's negatives never depend on chunking, threads or the other users.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from numba import njit, prange
 
+from hnmine.mining.config import REFERENCES, STRATEGIES, SelectionConfig
 from hnmine.mining.hashing import uniforms
 from hnmine.mining.kernels import dot
 from hnmine.mining.retrieval import Window
 
-__all__ = ["STRATEGIES", "Selection", "SelectionConfig", "near_duplicates", "reference_scores",
+__all__ = ["REFERENCES", "STRATEGIES", "Selection", "SelectionConfig", "near_duplicates", "reference_scores",
            "select_hard_negatives"]
-
-Strategy = Literal["uniform", "top", "softmax", "softmax-v", "all"]
-STRATEGIES: tuple[Strategy, ...] = ("uniform", "top", "softmax", "softmax-v", "all")
-REFERENCES: tuple[str, ...] = ("min", "median", "mean", "max")
 # Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
 _BUFFERED_TAKE = 64
-
-
-@dataclass(frozen=True)
-class SelectionConfig:
-    """How hard negatives are picked from the window.
-
-    Margins compare a negative's score ``s`` with the user's reference positive score ``p``
-    (the ``margin_reference`` statistic of the scores of the user's positives):
-    ``absolute_margin`` m keeps ``s <= p - m``; ``relative_margin`` m keeps ``s <= p - |p| m``
-    (m=0.05 keeps negatives below 95% of a positive reference). Users without positives are not
-    margin-filtered.
-    """
-
-    num_hard: int = 10
-    strategy: Strategy = "uniform"
-    temperature: float = 1.0
-    rho: float = 0.1
-    max_score: float | None = None
-    min_score: float | None = None
-    absolute_margin: float | None = None
-    relative_margin: float | None = None
-    margin_reference: str = "median"
-    extra: int = 0
-
-    @property
-    def uses_margins(self) -> bool:
-        return self.absolute_margin is not None or self.relative_margin is not None
 
 
 @dataclass

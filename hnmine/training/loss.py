@@ -12,7 +12,7 @@ import torch
 from hnmine.io.positives import csr_rows
 from hnmine.io.tables import ids_frame
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
-from hnmine.options import parse_rank_window
+from hnmine.options import RankWindow, parse_rank_window
 from hnmine.training.data import TrainData
 from hnmine.training.ops import _SharedSoftmax
 
@@ -107,7 +107,7 @@ class WindowMembership:
     per user, computed once; membership of any (user, item) pair is then one dot product.
     """
 
-    def __init__(self, directory: str, rank_window: str, data: TrainData, device: torch.device,
+    def __init__(self, directory: str, rank_window: str | RankWindow, data: TrainData, device: torch.device,
                  chunk: int = 1024) -> None:
         from hnmine.io.embeddings import read_embeddings
         from hnmine.io.storage import join

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ def save_model(path: str | Path, model: TwoTower, data: TrainData, config: Train
         "item_ids": _pack_ids(data.item_ids),
         "indptr": torch.from_numpy(data.hist_indptr if data.hist_indptr is not None else data.indptr),
         "hist": torch.from_numpy(data.hist),
-        "config": {k: v for k, v in asdict(config).items()},
+        "config": config.to_dict(),
     }
     try:
         if not is_url(path):
