@@ -98,3 +98,29 @@ def test_a_run_saved_in_the_flat_layout_resumes_and_other_options_are_refused(tm
                             (dict(k="10"), "ks")):
         with pytest.raises(InputError, match=rf"holds a run with other options \({option}\)"):
             _prepare(RunConfig.of(positives=str(SAMPLE / "train.txt"), out=str(out), **changed), out)
+
+
+def test_engine_cache_and_filter_options_sit_in_their_groups():
+    from hnmine.loop.config import RunConfig
+    from hnmine.mining.config import MineConfig
+
+    config = MineConfig.of(users="u", items="i", positives="p", out="o", engine="ray", workers=3, item_shards=2,
+                           save_candidates="c", max_positive_similarity=0.9, rank_window="11:60")
+    assert (config.execution.engine, config.execution.workers, config.execution.item_shards) == ("ray", 3, 2)
+    assert (config.output.save_candidates, config.selection.max_positive_similarity) == ("c", 0.9)
+    changed = config.with_options(out="o2", workers=4)
+    assert (changed.output.out, changed.execution.workers, changed.execution.engine) == ("o2", 4, "ray")
+    assert str(changed.selection.rank_window) == "11:60" and changed.output.save_candidates == "c"
+    run = RunConfig.of(positives="p", out="o", engine="ray", item_shards=3, control=True)
+    mined = run.round_mine_config("u", "i", "p", "m", run.first_window(), 7)
+    assert (mined.execution.engine, mined.execution.item_shards, mined.execution.threads) == ("ray", 3, None)
+    # where mining runs is not what a round does: a resumed run may change it
+    assert run.identity() == RunConfig.of(positives="p", out="o", control=True).identity()
+
+
+def test_select_takes_mines_options_but_the_index_and_engine(cli):
+    help_text = cli("select", "--help").output
+    assert "--candidates" in help_text and "--max-positive-similarity" in help_text and "--metric" in help_text
+    for option in ("--index", "--nprobe", "--engine", "--item-shards", "--workers", "--audit-sample"):
+        assert f"{option} " not in help_text
+    assert "No such option" in cli("select", "--engine", "ray").output
