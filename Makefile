@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # The README's main command: mining on its own (SVD embeddings -> hnmine mine), then the whole loop
-# (train -> export -> mine -> retrain, 3 rounds, metrics per round), all on sample_data: ~3.5 CPU-minutes.
+# (train -> export -> mine -> retrain, 3 rounds, metrics per round), all on sample_data: ~4.5 CPU-minutes.
 demo: mine-demo
 	$(HNMINE) run $(LOOP_ARGS) --out $(DEMO_OUT)/loop
 
