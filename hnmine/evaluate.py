@@ -21,11 +21,10 @@ import numpy as np
 import polars as pl
 
 from hnmine.errors import InputError, reading
-from hnmine.io.embeddings import read_embeddings
+from hnmine.io.embeddings import read_embedding_pair, read_embeddings
 from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
 from hnmine.io.storage import local_copy
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
-from hnmine.options import column_pair
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
@@ -161,12 +160,7 @@ def evaluate(
         raise InputError("--k values must be positive integers")
     if not 0 <= max_false_negative_rate <= 1:
         raise InputError(f"--max-false-negative-rate must be between 0 and 1, not {max_false_negative_rate}")
-    (user_id, item_id), (user_vector, item_vector) = (column_pair(id_column, "--id-column"),
-                                                      column_pair(vector_column, "--vector-column"))
-    user_emb = read_embeddings(users, id_column=user_id, vector_column=user_vector)
-    item_emb = read_embeddings(items, id_column=item_id, vector_column=item_vector)
-    if user_emb.dim != item_emb.dim:
-        raise InputError(f"{users}: user vectors have length {user_emb.dim} but {items} has {item_emb.dim}")
+    user_emb, item_emb = read_embedding_pair(users, items, id_column, vector_column)
     train_pos = train if isinstance(train, Positives) else read_positives(train)
     test_pos = test if isinstance(test, Positives) else read_positives(test)
     train_index = index_positives(train_pos, user_emb.ids, item_emb.ids)

@@ -29,8 +29,9 @@ from hnmine.errors import InputError, reading
 from hnmine.io.checks import check_ids
 from hnmine.io.publish import Publication
 from hnmine.io.storage import LocalCopy, join, reworded
+from hnmine.options import column_pair
 
-__all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embeddings"]
+__all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embedding_pair", "read_embeddings"]
 
 
 @dataclass
@@ -397,6 +398,21 @@ def read_embeddings(
 ) -> Embeddings:
     """Read and validate a whole embedding table (see :class:`EmbeddingSource`)."""
     return EmbeddingSource(path, id_column=id_column, vector_column=vector_column, ids_path=ids_path).read_all()
+
+
+def read_embedding_pair(users: str | Path, items: str | Path, id_column: str = "id",
+                        vector_column: str = "embedding") -> tuple[Embeddings, Embeddings]:
+    """The user and item tables of one model, read whole and checked to share a dimension.
+
+    ``id_column`` / ``vector_column`` name both tables' columns, or ``USER,ITEM`` when they differ.
+    """
+    (user_id, item_id), (user_vector, item_vector) = (column_pair(id_column, "--id-column"),
+                                                      column_pair(vector_column, "--vector-column"))
+    user_emb = read_embeddings(users, id_column=user_id, vector_column=user_vector)
+    item_emb = read_embeddings(items, id_column=item_id, vector_column=item_vector)
+    if user_emb.dim != item_emb.dim:
+        raise InputError(f"{users}: user vectors have length {user_emb.dim} but {items} has {item_emb.dim}")
+    return user_emb, item_emb
 
 
 def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,

@@ -26,11 +26,11 @@ import polars as pl
 
 from hnmine.embed.export import export_embeddings
 from hnmine.errors import InputError
-from hnmine.io.embeddings import read_embeddings, write_embedding_dir
+from hnmine.io.embeddings import read_embedding_pair, write_embedding_dir
 from hnmine.io.positives import Positives, index_positives
 from hnmine.io.storage import is_url, url
 from hnmine.loop.commands import CommandFailedError, command_env, fill_placeholders, format_command, run_command
-from hnmine.options import RankWindow, column_pair, parse_rank_window
+from hnmine.options import RankWindow, parse_rank_window
 from hnmine.progress import Progress
 from hnmine.training.trainer import train
 
@@ -213,12 +213,7 @@ def adopt_embeddings(users_path: str, items_path: str, id_column: str, vector_co
     else is a :class:`CommandFailedError` naming the step, and nothing is published.
     """
     try:
-        (user_id, item_id), (user_vector, item_vector) = (column_pair(id_column, "--id-column"),
-                                                          column_pair(vector_column, "--vector-column"))
-        users = read_embeddings(users_path, id_column=user_id, vector_column=user_vector)
-        items = read_embeddings(items_path, id_column=item_id, vector_column=item_vector)
-        if users.dim != items.dim:
-            raise InputError(f"{users_path}: user vectors have length {users.dim} but {items_path} has {items.dim}")
+        users, items = read_embedding_pair(users_path, items_path, id_column, vector_column)
         index = index_positives(train_positives, users.ids, items.ids)
         for what, count, column, ids, path in (
                 ("users", index.unknown_users, "user_id", users.ids, users_path),
