@@ -23,8 +23,9 @@ import polars as pl
 from hnmine.errors import InputError, reading
 from hnmine.io.embeddings import read_embedding_pair, read_embeddings
 from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
-from hnmine.io.storage import local_copy
+from hnmine.io.storage import is_url, local_copy
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.mining.selection import ADAPTIVE_BUCKETS, BUCKET_TABLE
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
@@ -119,7 +120,8 @@ def user_heldout_counts(table: pl.DataFrame, user_ids: np.ndarray) -> np.ndarray
 
 
 def false_negative_rate(hard_negatives: str | Path, heldout: Positives | pl.DataFrame) -> dict[str, Any]:
-    """Share of mined hard negatives that are held-out positives of that user (and by rank decile)."""
+    """Share of mined hard negatives that are held-out positives of that user; with ``buckets``, the same
+    per --adaptive-window bucket when the mined set holds its user_bucket.parquet beside the table."""
     with local_copy(hard_negatives, "hard negatives") as path:
         if not path.exists():
             raise InputError(f"{path}: file not found")
@@ -135,7 +137,30 @@ def false_negative_rate(hard_negatives: str | Path, heldout: Positives | pl.Data
     )
     joined = edges.join(keyed, on=["user_id", "item_id"], how="left").with_columns(pl.col("heldout").fill_null(False))
     hits = int(joined["heldout"].sum())
-    return {"rows": edges.height, "heldout_positives": hits, "rate": hits / edges.height}
+    result: dict[str, Any] = {"rows": edges.height, "heldout_positives": hits, "rate": hits / edges.height}
+    buckets = Path(hard_negatives).parent / BUCKET_TABLE
+    if not is_url(str(hard_negatives)) and buckets.exists():
+        result["buckets"] = _bucket_rates(joined, buckets)
+    return result
+
+
+def _bucket_rates(joined: pl.DataFrame, path: Path) -> dict[str, dict[str, Any]]:
+    """Per --adaptive-window bucket (the mined set's user_bucket.parquet): its users, their window (LO:HI;
+    the latest bucket's may end earlier where the catalog runs out), rows, held-out positives among them, rate."""
+    with reading(path, "user buckets"):
+        table = pl.read_parquet(path, columns=["user_id", "bucket", "rank_lo", "rank_hi"])
+    table = table.with_columns(pl.col("user_id").cast(joined.schema["user_id"], strict=False))
+    rows = joined.join(table.select("user_id", "bucket"), on="user_id", how="inner").group_by("bucket").agg(
+        pl.len().alias("rows"), pl.col("heldout").sum().alias("hits"))
+    per = {r["bucket"]: r for r in rows.iter_rows(named=True)}
+    out: dict[str, dict[str, Any]] = {}
+    for r in table.group_by("bucket").agg(pl.len().alias("users"), pl.col("rank_lo").min().alias("lo"),
+                                          pl.col("rank_hi").max().alias("hi")).iter_rows(named=True):
+        got = per.get(r["bucket"], {"rows": 0, "hits": 0})
+        out[r["bucket"]] = {"users": r["users"], "rank_window": f"{r['lo']}:{r['hi']}", "rows": got["rows"],
+                            "heldout_positives": int(got["hits"]),
+                            "rate": got["hits"] / got["rows"] if got["rows"] else None}
+    return {name: out[name] for name in ADAPTIVE_BUCKETS if name in out}
 
 
 def evaluate(

@@ -8,7 +8,16 @@ from hypothesis import strategies as st
 
 from hnmine.mining.hashing import id_keys, user_streams
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
-from hnmine.mining.selection import SelectionConfig, select_hard_negatives
+from hnmine.mining.selection import (
+    ADAPTIVE_SHIFTS,
+    SelectionConfig,
+    adaptive_buckets,
+    median_positive_scores,
+    pair_scores,
+    reference_scores,
+    select_hard_negatives,
+    shifted_windows,
+)
 from tests.conftest import csr, integer_vectors
 
 
@@ -185,3 +194,76 @@ def test_top_columns_is_key_desc_then_column_asc(seed, width, take, levels):
         finite = [c for c in want if np.isfinite(keys[i, c])]
         assert cols[i][np.isfinite(got[i])].tolist() == finite
         assert np.array_equal(got[i][np.isfinite(got[i])], keys[i, finite])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**31), st.floats(-20, 20), st.floats(0, 1), st.sampled_from(["top", "all", "softmax-v"]))
+def test_teacher_scores_filter_and_the_model_ranks(seed, max_score, relative, strategy):
+    """With a teacher, the caps and margins compare the teacher's scores (its positives' median the
+    reference); the window and the strategy's order stay the mined model's."""
+    rng = np.random.default_rng(seed)
+    users, items = integer_vectors(rng, 6, 4), integer_vectors(rng, 80, 4)
+    t_users, t_items = integer_vectors(rng, 6, 3), integer_vectors(rng, 80, 3)
+    positives = [rng.choice(80, size=5, replace=False) for _ in range(6)]
+    indptr, rows = csr(positives)
+    window = retrieve_window(ItemIndex(items), users, indptr, rows, 3, 40)
+    teacher = pair_scores(window.items, t_users, t_items)
+    references = reference_scores(t_users, t_items, indptr, rows, "median")
+    cfg = SelectionConfig(num_hard=8, strategy=strategy, max_score=max_score, relative_margin=relative)
+    streams = user_streams(0, id_keys(np.arange(6)))
+    sel = select_hard_negatives(window, streams, cfg, references, filter_scores=teacher)
+    for u in range(6):
+        filled = window.items[u] >= 0
+        t = (t_items[window.items[u][filled]] @ t_users[u]).astype(np.float32)
+        assert np.array_equal(teacher[u][filled], t) and np.all(teacher[u][~filled] == -np.inf)
+        ref = np.median(t_items[positives[u]] @ t_users[u])
+        keep = (t <= max_score) & (t <= ref - abs(ref) * relative)
+        columns = np.flatnonzero(filled)[keep]
+        got = sel.column[sel.user == u]
+        if strategy == "all":
+            assert sorted(got.tolist()) == columns.tolist()
+        elif strategy == "top":  # the model's ranks, best first, among what the teacher lets through
+            assert got.tolist() == columns[:8].tolist()
+        else:
+            assert set(got.tolist()) <= set(columns.tolist()) and len(got) == min(8, len(columns))
+    assert np.array_equal(sel.score, window.scores[sel.user, sel.column])  # published scores: the model's
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(problems(), st.integers(1, 30), st.integers(1, 20))
+def test_adaptive_windows_match_brute_force(problem, shift, chunk):
+    """Each user's bucket from where its median positive ranks among its non-positives (brute force),
+    its window LO:HI moved by its bucket's shift, the same width, within the retrieved ranks; and the
+    same for any chunking of the users."""
+    users, items, positives, lo, hi = problem
+    cfg = SelectionConfig(rank_window=f"{lo}:{hi}", adaptive_window=shift)
+    a, b = cfg.retrieved_window(len(items))
+    if b > len(items):
+        return
+    indptr, rows = csr(positives)
+    window = retrieve_window(ItemIndex(items), users, indptr, rows, a, b)
+    medians = median_positive_scores(users, items, indptr, rows)
+    buckets = adaptive_buckets(window, medians, lo, hi)
+    moved, start = shifted_windows(window, buckets, lo, hi, shift)
+    for u, (vector, pos) in enumerate(zip(users, positives)):
+        scores = items @ vector
+        others = np.setdiff1d(np.arange(len(items)), pos)
+        if len(pos):
+            median = np.median(scores[pos])
+            above = int((scores[others] > median).sum())  # the median positive's rank among non-positives - 1
+            want = 0 if above < (lo + 1) // 2 else 1 if above < lo else 2 if above < hi else 3
+        else:
+            want = 1
+        assert buckets[u] == want
+        first = min(max(lo + ADAPTIVE_SHIFTS[want] * shift, a), b - (hi - lo))
+        assert start[u] == first
+        ranks = np.flatnonzero(moved.items[u] >= 0) + a
+        assert ranks.tolist() == list(range(first, first + len(ranks)))  # contiguous from its first rank
+        assert len(ranks) == min(hi - lo + 1, max(0, min(len(others), first + hi - lo) - first + 1))
+    for begin in range(0, len(users), chunk):  # a pure function of each user
+        sl = slice(begin, begin + chunk)
+        ptr = indptr[sl.start : min(sl.start + chunk, len(users)) + 1]
+        part_rows, part_ptr = rows[ptr[0] : ptr[-1]], ptr - ptr[0]
+        part = retrieve_window(ItemIndex(items), users[sl], part_ptr, part_rows, a, b)
+        assert np.array_equal(adaptive_buckets(part, median_positive_scores(users[sl], items, part_ptr, part_rows),
+                                               lo, hi), buckets[sl])

@@ -155,6 +155,22 @@ class SelectionConfig:
     exclude_same: str | None = option(None, help=(
         "Drop window items sharing this --item-features column's value (a product or cluster id) with one of the "
         "user's positives."))
+    # a second model's scores for the filters, margins and near-duplicate cosine (its embeddings, read
+    # as --users/--items are); the miner's model still ranks the window and the strategy's draw
+    teacher_users: str | None = option(None, help=(
+        "Teacher model's user embeddings (parquet or .npy like --users): --max-score/--min-score, the margins and "
+        "--max-positive-similarity use its scores; the mined model still sets the rank window and the strategy's "
+        "ranking. Needs --teacher-items; its ids must cover --users'."), path=True)
+    teacher_items: str | None = option(None, help="Teacher model's item embeddings; its ids must cover --items'.",
+                                       path=True)
+    teacher_id_column: str = option("id", help="Id column of the teacher's tables; USER,ITEM when they differ.")
+    teacher_vector_column: str = option("embedding", help="Vector column of the teacher's tables; USER,ITEM when "
+                                                          "they differ.")
+    # each user's window moved by how well the model ranks the user's own positives (selection.adaptive_shifts)
+    adaptive_window: int | None = option(None, help=(
+        "Move each user's window by S ranks by how many non-positives the model scores above the user's median "
+        "positive: fewer than ceil(LO/2): S earlier; fewer than LO: unchanged; fewer than HI: S later; else 2S later "
+        "(the same width; each user's bucket and window in user_bucket.parquet)."))
     seed: int = option(0, help="Random seed; a user's draw depends only on (seed, user id).")
     edge_weight: EdgeWeight = option("score", help="hard_neg_edge weight: score|rank|order|uniform (the consumer "
                                                    "keeps each user's top num_hard_sample by weight).")
@@ -164,6 +180,20 @@ class SelectionConfig:
     @property
     def uses_margins(self) -> bool:
         return self.absolute_margin is not None or self.relative_margin is not None
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.teacher_users is not None
+
+    def retrieved_window(self, n_items: int) -> tuple[int, int]:
+        """The ranks retrieved for each user: the window itself, or with ``adaptive_window`` S every
+        window a user may move to (LO-S..HI+2S, within the catalog) and rank ceil(LO/2), which the
+        buckets are cut at."""
+        window = self.window()
+        if not self.adaptive_window:
+            return window.lo, window.hi
+        shift = self.adaptive_window
+        return max(1, min(window.lo - shift, (window.lo + 1) // 2)), max(window.hi, min(window.hi + 2 * shift, n_items))
 
     def window(self) -> RankWindow:
         """The fixed rank window (``auto`` is resolved by ``hnmine run`` before mining)."""
@@ -281,6 +311,8 @@ class MineConfig:
         check_finite_options(self)
         self.window()
         self.embedding_columns()
+        column_pair(self.selection.teacher_id_column, "--teacher-id-column")
+        column_pair(self.selection.teacher_vector_column, "--teacher-vector-column")
         s, i, x, o, n = self.selection, self.index, self.execution, self.output, self.inputs
         checks: list[tuple[bool, str]] = [
             (s.num_hard >= 1, "--num-hard must be at least 1"),
@@ -326,5 +358,9 @@ class MineConfig:
             parse_size(x.max_memory)
         if s.max_positive_similarity is not None and not -1 <= s.max_positive_similarity <= 1:
             raise InputError("--max-positive-similarity is a cosine: between -1 and 1")
+        if (s.teacher_users is None) != (s.teacher_items is None):
+            raise InputError("--teacher-users and --teacher-items go together: pass both")
+        if s.adaptive_window is not None and not 1 <= s.adaptive_window <= MAX_COUNT:
+            raise InputError("--adaptive-window must be at least 1 (leave it out for the same window for every user)")
         if s.exclude_same is not None and n.item_features is None:
             raise InputError("--exclude-same names a column of --item-features: pass --item-features")

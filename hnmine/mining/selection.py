@@ -11,6 +11,11 @@ the user's positives: :func:`near_duplicates`), then a strategy picks ``num_hard
   whatever the score scale;
 - ``all``: every survivor.
 
+With a teacher (a second model's embeddings, :func:`pair_scores`) the score filters, margins and
+the near-duplicate cosine read the teacher's scores; the window and the strategy stay the miner's.
+With an adaptive window (:func:`adaptive_buckets`, :func:`shifted_windows`) each user's window moves
+by how the model ranks the user's own positives.
+
 Every random draw comes from :mod:`hnmine.mining.hashing` keyed by (seed, user id, window position), so a
 user's negatives never depend on chunking, threads or the other users.
 """
@@ -24,11 +29,12 @@ from numba import njit, prange
 
 from hnmine.mining.config import REFERENCES, STRATEGIES, SelectionConfig
 from hnmine.mining.hashing import uniforms
-from hnmine.mining.kernels import dot
+from hnmine.mining.kernels import dot, dot_rows
 from hnmine.mining.retrieval import Window
 
-__all__ = ["REFERENCES", "STRATEGIES", "Selection", "SelectionConfig", "near_duplicates", "reference_scores",
-           "select_hard_negatives"]
+__all__ = ["ADAPTIVE_BUCKETS", "ADAPTIVE_SHIFTS", "BUCKET_TABLE", "REFERENCES", "STRATEGIES", "Selection", "SelectionConfig",
+           "adaptive_buckets", "median_positive_scores", "near_duplicates", "pair_scores", "reference_scores",
+           "select_hard_negatives", "shifted_windows"]
 # Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
 _BUFFERED_TAKE = 64
 
@@ -78,6 +84,90 @@ def reference_scores(
         hi_idx = indptr[:-1][has] + counts[has] // 2
         out[has] = (ranked[lo_idx] + ranked[hi_idx]) / 2
     return out
+
+
+def pair_scores(items: np.ndarray, user_vectors: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
+    """Scores of each user row's window items (``items``: item rows, -1 for none, giving -inf) under
+    another model's vectors: :func:`hnmine.mining.kernels.dot`'s one summation order, so the same bits
+    whatever the chunking or threads."""
+    out = np.empty(items.shape, dtype=np.float32)
+    _pair_scores(np.ascontiguousarray(user_vectors, dtype=np.float32),
+                 np.ascontiguousarray(item_vectors, dtype=np.float32),
+                 np.ascontiguousarray(items, dtype=np.int64), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _pair_scores(users, vectors, items, out):  # pragma: no cover - compiled
+    m, width = items.shape
+    for i in prange(m):
+        for c in range(width):
+            item = items[i, c]
+            out[i, c] = dot_rows(users, i, vectors, item) if item >= 0 else -np.inf
+
+
+# --adaptive-window: a user's bucket by where its median positive ranks among its non-positives,
+# and the window's shift in units of S (ranks, LO:HI the given window)
+ADAPTIVE_BUCKETS = ("confident", "sure", "unsure", "lost")  # fewer than ceil(LO/2), LO, HI non-positives above; more
+ADAPTIVE_SHIFTS = (-1, 0, 1, 2)
+# the side table of an adaptive mine: user_id, bucket (a name above), rank_lo, rank_hi (the user's window);
+# beside hard_neg_edge, never a column of it (the samplers read hard_neg_edge's columns as they are)
+BUCKET_TABLE = "user_bucket.parquet"
+
+
+def median_positive_scores(queries: np.ndarray, item_vectors: np.ndarray, indptr: np.ndarray,
+                           pos_rows: np.ndarray) -> np.ndarray:
+    """Per user, the median of its positives' scores (NaN without positives), each score in
+    :func:`hnmine.mining.kernels.dot`'s order: the same bits as the window's scores it is compared with."""
+    out = np.empty(len(queries), dtype=np.float64)
+    _median_scores(np.ascontiguousarray(queries, dtype=np.float32), np.ascontiguousarray(item_vectors, dtype=np.float32),
+                   np.ascontiguousarray(indptr, dtype=np.int64), np.ascontiguousarray(pos_rows, dtype=np.int64), out)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def _median_scores(queries, vectors, indptr, pos_rows, out):  # pragma: no cover - compiled
+    for i in prange(len(queries)):
+        n = indptr[i + 1] - indptr[i]
+        if n == 0:
+            out[i] = np.nan
+            continue
+        scores = np.empty(n, dtype=np.float32)
+        for k in range(n):
+            scores[k] = dot_rows(queries, i, vectors, pos_rows[indptr[i] + k])
+        scores.sort()
+        out[i] = (np.float64(scores[(n - 1) // 2]) + np.float64(scores[n // 2])) / 2
+
+
+def adaptive_buckets(window: Window, medians: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Each user's bucket (an index into :data:`ADAPTIVE_BUCKETS`) by how many of its non-positives
+    score above its median positive: fewer than ceil(LO/2) is 0, fewer than LO 1, fewer than HI 2,
+    else 3 (fewer than k: the median is at least the score at rank k; a rank the catalog does not
+    fill scores -inf). A user without positives is 1: no evidence, no shift. ``window`` must hold
+    those ranks (:meth:`SelectionConfig.retrieved_window`)."""
+    def at(rank: int) -> np.ndarray:
+        return window.scores[:, rank - window.lo].astype(np.float64)
+
+    with np.errstate(invalid="ignore"):
+        bucket = np.where(medians >= at((lo + 1) // 2), 0,
+                          np.where(medians >= at(lo), 1, np.where(medians >= at(hi), 2, 3)))
+    bucket[np.isnan(medians)] = 1
+    return bucket.astype(np.int8)
+
+
+def shifted_windows(window: Window, bucket: np.ndarray, lo: int, hi: int, shift: int) -> tuple[Window, np.ndarray]:
+    """(the window with each user's ranks outside its own moved window masked out, each user's first
+    rank). A user's window is ``LO:HI`` moved by ``ADAPTIVE_SHIFTS[bucket] * shift`` ranks, the same
+    width, kept inside the retrieved ranks (so never above rank 1 nor past the catalog's depth)."""
+    width = hi - lo + 1
+    last = window.lo + window.width - width  # the latest first rank whose window was retrieved
+    start = np.clip(lo + np.asarray(ADAPTIVE_SHIFTS, dtype=np.int64)[bucket] * shift, window.lo, last)
+    column = np.arange(window.width)[None, :] + window.lo
+    outside = (column < start[:, None]) | (column > start[:, None] + width - 1)
+    items = np.where(outside, -1, window.items)
+    scores = np.where(outside, np.float32(-np.inf), window.scores).astype(np.float32)
+    return Window(items=items, scores=scores, available=window.available, lo=window.lo,
+                  retrieved=window.retrieved), start
 
 
 def near_duplicates(
@@ -145,11 +235,11 @@ def _shares_a_key(keys, items, indptr, pos_rows, out):  # pragma: no cover - com
 
 
 def _keep_mask(window: Window, references: np.ndarray | None, cfg: SelectionConfig,
-               exclude: np.ndarray | None = None) -> np.ndarray:
+               exclude: np.ndarray | None = None, filter_scores: np.ndarray | None = None) -> np.ndarray:
     keep = window.items >= 0
     if exclude is not None:
         keep &= ~exclude
-    scores = window.scores
+    scores = window.scores if filter_scores is None else filter_scores
     if cfg.max_score is not None:
         keep &= scores <= cfg.max_score
     if cfg.min_score is not None:
@@ -196,15 +286,18 @@ def select_hard_negatives(
     cfg: SelectionConfig,
     references: np.ndarray | None = None,
     exclude: np.ndarray | None = None,
+    filter_scores: np.ndarray | None = None,
 ) -> Selection:
     """Pick each user's negatives from its window (a pure function of the chunk).
 
     ``streams`` are the users' random streams (:func:`hnmine.mining.hashing.user_streams`); ``references``
     the users' reference positive scores, needed only when margins are set; ``exclude`` window items
-    never to pick (:func:`near_duplicates`).
+    never to pick (:func:`near_duplicates`); ``filter_scores`` the scores the score caps and margins
+    compare (a teacher's, :func:`pair_scores`; default the window's own), the strategy always ranks by
+    the window's.
     """
     m, width = window.items.shape
-    keep = _keep_mask(window, references, cfg, exclude)
+    keep = _keep_mask(window, references, cfg, exclude, filter_scores)
     after_filters = keep.sum(axis=1)
     take = width if cfg.strategy == "all" else min(cfg.num_hard + cfg.extra, width)
     keys = _preference_keys(window, keep, streams, cfg)
