@@ -31,7 +31,7 @@ from hnmine.io.publish import Publication
 from hnmine.io.storage import LocalCopy, join, reworded
 from hnmine.options import column_pair
 
-__all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embedding_pair", "read_embeddings"]
+__all__ = ["EmbeddingSource", "Embeddings", "normalize_rows", "read_embedding_pair", "read_embeddings", "vectors_for"]
 
 
 @dataclass
@@ -413,6 +413,23 @@ def read_embedding_pair(users: str | Path, items: str | Path, id_column: str = "
     if user_emb.dim != item_emb.dim:
         raise InputError(f"{users}: user vectors have length {user_emb.dim} but {items} has {item_emb.dim}")
     return user_emb, item_emb
+
+
+def vectors_for(embeddings: Embeddings, ids: np.ndarray, ids_source: str) -> np.ndarray:
+    """``embeddings``' vectors in the order of ``ids`` (another table's ids, ``ids_source``), ids compared as
+    text (1 and "1" are one id); one line naming both files and a missing id when one has none."""
+    def keys(values: np.ndarray) -> pl.Series:
+        return pl.Series("id", values.tolist() if values.dtype == object else values).cast(pl.String)
+
+    wanted = pl.DataFrame([keys(ids)])
+    have = pl.DataFrame([keys(embeddings.ids)]).with_row_index("row").unique("id", keep="first", maintain_order=True)
+    rows = wanted.join(have, on="id", how="left", maintain_order="left")["row"]
+    missing = rows.null_count()
+    if missing:
+        first = int(rows.is_null().arg_max() or 0)
+        raise InputError(f"{embeddings.source}: no vector for id {ids[first]!r} of {ids_source} ({missing:,} of its "
+                         f"{len(ids):,} ids have none); its ids must cover {ids_source}'s")
+    return np.ascontiguousarray(embeddings.vectors[rows.to_numpy()], dtype=np.float32)
 
 
 def write_embedding_dir(out_dir: str | Path, user_ids: np.ndarray, user_vectors: np.ndarray, item_ids: np.ndarray,

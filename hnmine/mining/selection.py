@@ -27,14 +27,15 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
+from hnmine.io.embeddings import normalize_rows, read_embedding_pair, vectors_for
 from hnmine.mining.config import REFERENCES, STRATEGIES, SelectionConfig
 from hnmine.mining.hashing import uniforms
 from hnmine.mining.kernels import dot, dot_rows
 from hnmine.mining.retrieval import Window
 
 __all__ = ["ADAPTIVE_BUCKETS", "ADAPTIVE_SHIFTS", "BUCKET_TABLE", "REFERENCES", "STRATEGIES", "Selection", "SelectionConfig",
-           "adaptive_buckets", "median_positive_scores", "near_duplicates", "pair_scores", "reference_scores",
-           "select_hard_negatives", "shifted_windows"]
+           "Teacher", "adaptive_buckets", "median_positive_scores", "near_duplicates", "pair_scores", "reference_scores",
+           "read_teacher", "select_hard_negatives", "shifted_windows"]
 # Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
 _BUFFERED_TAKE = 64
 
@@ -84,6 +85,35 @@ def reference_scores(
         hi_idx = indptr[:-1][has] + counts[has] // 2
         out[has] = (ranked[lo_idx] + ranked[hi_idx]) / 2
     return out
+
+
+@dataclass
+class Teacher:
+    """A second model whose scores the filters read, row-aligned with the mined model's users and items."""
+
+    users: np.ndarray  # per user row of --users (unit rows for --metric cosine)
+    items: np.ndarray  # per item row of --items (likewise)
+    unit_items: np.ndarray | None = None  # unit item rows, for --max-positive-similarity
+
+    def scores(self, items: np.ndarray, first_row: int) -> np.ndarray:
+        """The teacher's scores of a chunk's window items (users from ``first_row``)."""
+        return pair_scores(items, self.users[first_row : first_row + len(items)], self.items)
+
+
+def read_teacher(cfg: SelectionConfig, user_ids: np.ndarray, users: str, item_ids: np.ndarray, items: str,
+                 metric: str) -> Teacher | None:
+    """``--teacher-users/--teacher-items`` read whole and put in the order of ``--users``/``--items``
+    (whose ids they must cover; None without a teacher). The teacher is scored with ``metric``, as the
+    mined model is."""
+    if cfg.teacher_users is None or cfg.teacher_items is None:
+        return None
+    t_users, t_items = read_embedding_pair(cfg.teacher_users, cfg.teacher_items, cfg.teacher_id_column,
+                                           cfg.teacher_vector_column)
+    user_vectors, item_vectors = vectors_for(t_users, user_ids, users), vectors_for(t_items, item_ids, items)
+    if metric == "cosine":
+        user_vectors, item_vectors = normalize_rows(user_vectors), normalize_rows(item_vectors)
+    unit = normalize_rows(item_vectors) if cfg.max_positive_similarity is not None else None
+    return Teacher(user_vectors, item_vectors, unit)
 
 
 def pair_scores(items: np.ndarray, user_vectors: np.ndarray, item_vectors: np.ndarray) -> np.ndarray:
