@@ -180,6 +180,9 @@ class RunConfig:
         self.round_mine_config("", "", "", "", self.first_window(), self.train.seed).validate()
         filtered = (self.selection.absolute_margin is not None or self.selection.relative_margin is not None
                     or self.selection.max_item_negatives is not None)
+        if self.train.hard_correction == "mis" and self.selection.adaptive_window is not None:
+            raise InputError("--hard-correction mis reads one rank window for every user; --adaptive-window moves "
+                             "each user's")
         if self.train.hard_correction == "mis" and filtered:
             # MIS reads window membership off score thresholds; a filtered window is not that interval
             raise InputError("--hard-correction mis counts every item of the rank window; it cannot be combined "

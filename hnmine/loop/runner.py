@@ -399,8 +399,10 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
             mined = round_dir / "mined"
             hard_stats.update({"rows": report.rows.get("hard_neg_edge", 0), "used": config.hard})
             for name, table in heldout.items():
-                hard_stats[f"false_negative_rate_{name}"] = false_negative_rate(mined / "hard_neg_edge.parquet",
-                                                                               table)["rate"]
+                rates = false_negative_rate(mined / "hard_neg_edge.parquet", table)
+                hard_stats[f"false_negative_rate_{name}"] = rates["rate"]
+                if "buckets" in rates:  # --adaptive-window: each bucket's users, window and rate
+                    hard_stats[f"bucket_false_negative_rates_{name}"] = rates["buckets"]
         paths = RoundPaths(round=r, seed=config.train.seed + r, run_dir=out, train=train_path,
                            valid=valid_path if valid is not None else None,
                            test=config.test,
