@@ -34,6 +34,7 @@ __all__ = [
     "item_node_table",
     "read_hard_negatives",
     "read_item_features",
+    "user_bucket_table",
     "user_node_table",
     "write_parquet_table",
 ]
@@ -107,6 +108,13 @@ def _ids_series(name: str, ids: np.ndarray) -> pl.Series:
     if ids.dtype == object:
         return pl.Series(name, ids.tolist(), dtype=pl.String)
     return pl.Series(name, ids, dtype=pl.Int64)
+
+
+def user_bucket_table(user_ids: np.ndarray, buckets: list[str], rank_lo: np.ndarray, rank_hi: np.ndarray) -> pl.DataFrame:
+    """user_bucket.parquet's rows (``hnmine mine --adaptive-window``): each user's bucket and the window
+    its negatives were drawn from. A side table: the samplers read hard_neg_edge's columns as they are."""
+    return pl.DataFrame([_ids_series("user_id", user_ids), pl.Series("bucket", buckets, dtype=pl.String),
+                         pl.Series("rank_lo", rank_lo, dtype=pl.Int32), pl.Series("rank_hi", rank_hi, dtype=pl.Int32)])
 
 
 class ChosenNegatives(Protocol):

@@ -43,6 +43,7 @@ from hnmine.io.tables import (
     item_attrs,
     item_node_table,
     read_item_features,
+    user_bucket_table,
     user_node_table,
     write_parquet_table,
 )
@@ -67,7 +68,15 @@ from hnmine.mining.retrieval import (
     retrieve_window,
     search_depths,
 )
-from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
+from hnmine.mining.selection import (
+    ADAPTIVE_BUCKETS,
+    ADAPTIVE_SHIFTS,
+    BUCKET_TABLE,
+    Teacher,
+    choose_negatives,
+    read_teacher,
+    select_hard_negatives,
+)
 from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of, parse_size
 from hnmine.progress import NoProgress, Progress
@@ -102,6 +111,8 @@ class MineReport:
     items_without_features: int = 0
     attr_fields: list[str] = field(default_factory=list)
     audit: dict[str, Any] = field(default_factory=dict)
+    # --adaptive-window: per bucket, its users, shift and window (user_bucket.parquet has each user's)
+    adaptive: dict[str, Any] = field(default_factory=dict)
     # a bounded sample of the window and the positives' scores, for `hnmine report` (hnmine/mining/sketch.py)
     window: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -221,7 +232,7 @@ def _versions() -> dict[str, str]:
 
 
 def _short_reason(
-    n_selected: np.ndarray, needed: int, filled: np.ndarray, width: int, available: np.ndarray, hi: int,
+    n_selected: np.ndarray, needed: int, filled: np.ndarray, width: int, available: np.ndarray, hi: int | np.ndarray,
     after_filters: np.ndarray, exact: bool,
 ) -> np.ndarray:
     """Why each user got fewer than ``needed`` negatives ('' when it did not)."""
@@ -377,6 +388,7 @@ class ChunkInputs:
     vector_column: str  # the users' vector column (how errors name it)
     unit_items: np.ndarray | None = None  # unit item rows for --max-positive-similarity
     item_keys: np.ndarray | None = None  # a code per item row for --exclude-same
+    teacher: Teacher | None = None  # --teacher-users/--teacher-items, in user and item row order
 
     @property
     def needed(self) -> int:
@@ -442,6 +454,7 @@ class ChunkResult:
     sketch: WindowSketch
     precision: str
     seconds: dict[str, float]
+    buckets: pl.DataFrame | None = None  # --adaptive-window: the chunk's rows of user_bucket.parquet
 
 
 def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> ChunkResult:
@@ -450,6 +463,7 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     shared, config, index = context.shared, context.config, context.index
     lo, hi = config.window()
     width = hi - lo + 1
+    first, last = config.selection.retrieved_window(len(shared.item_ids))  # lo, hi unless the window adapts
     needed = shared.needed
     mark = time.perf_counter()
     stop = first_row + len(chunk)
@@ -465,35 +479,38 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     max_depth = 0
     if index is None:
         assert context.source is not None
-        window = context.source.window(first_row, stop, n_items - np.diff(indptr), lo, hi)
+        window = context.source.window(first_row, stop, n_items - np.diff(indptr), first, last)
     else:
-        max_depth = int(search_depths(np.diff(indptr), hi, index.n_items).max(initial=0))
+        max_depth = int(search_depths(np.diff(indptr), last, index.n_items).max(initial=0))
         saver = context.saver
-        window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
-        if saver is not None:  # the cache keeps ranks 1..hi; the window is cut from them
+        window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else first, last)
+        if saver is not None:  # the cache keeps ranks 1..last; the window is cut from them
             saver.write(window, first_row)
-            window = window_slice(window, lo, hi)
+            window = window_slice(window, first, last)
     hits = total = 0
     if context.audit_index is not None:
         audit = shared.audit_rows
         hits, total = _audit_chunk(context.audit_index, window, queries, indptr, pos_rows,
-                                   audit[(audit >= first_row) & (audit < stop)] - first_row, lo, hi)
+                                   audit[(audit >= first_row) & (audit < stop)] - first_row, first, last)
     seconds = {"retrieve" if index is not None else "candidates": time.perf_counter() - mark}
     mark = time.perf_counter()
     faults.point("mine.retrieve")
     streams = user_streams(config.selection.seed, id_keys(chunk.ids))
-    references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.selection.margin_reference)
-                  if context.selection.uses_margins else None)
-    exclude = near_duplicates(window, indptr, pos_rows, shared.unit_items, config.selection.max_positive_similarity,
-                              shared.item_keys)
-    selection = select_hard_negatives(window, streams, context.selection, references, exclude)
-    sketch = WindowSketch(lo, width)
+    choice = choose_negatives(window, streams, context.selection, queries, shared.item_vectors, indptr, pos_rows,
+                              first_row, shared.teacher, shared.unit_items, shared.item_keys)
+    selection, window = choice.selection, choice.window
+    sketch = WindowSketch(first, last - first + 1)
     sketch.add(window, chunk.ids, streams, queries, shared.item_vectors, indptr, pos_rows)
     n_selected = np.bincount(selection.user, minlength=len(chunk))
     kept = np.minimum(n_selected, needed)
-    reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
+    ends = hi if choice.start is None else choice.start + width - 1  # each user's last rank
+    reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, ends,
                             selection.after_filters, context.exact)
-    table = hard_neg_edge_table(selection, chunk.ids, shared.item_ids, lo, context.edge_weight)
+    table = hard_neg_edge_table(selection, chunk.ids, shared.item_ids, window.lo, context.edge_weight)
+    buckets = None
+    if choice.bucket is not None and choice.start is not None:
+        buckets = user_bucket_table(chunk.ids, [ADAPTIVE_BUCKETS[b] for b in choice.bucket], choice.start,
+                                    choice.start + width - 1)
     if shared.capped:
         table = table.with_columns(
             pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
@@ -505,7 +522,7 @@ def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> Chun
     return ChunkResult(first_row=first_row, users=len(chunk), table=table,
                        short=Counter(reasons[(kept > 0) & (reasons != "")].tolist()),
                        empty=Counter(reasons[kept == 0].tolist()), audit_hits=hits, audit_total=total,
-                       max_depth=max_depth, sketch=sketch, seconds=seconds,
+                       max_depth=max_depth, sketch=sketch, seconds=seconds, buckets=buckets,
                        precision=index.precision if index is not None else context.source.precision
                        if context.source is not None else "fp32")
 
@@ -572,8 +589,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     timer = _Timer()
     started = time.time()
     mark = time.perf_counter()
-    lo, hi = config.window()
-    width = hi - lo + 1
+    hi = config.window()[1]
     inputs = _read_inputs(config)
     if inputs.positives.pos_edge.height == 0 and not config.output.allow_empty:
         raise InputError(
@@ -588,7 +604,11 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         missing=config.inputs.missing_item_features, items_source=config.inputs.items,
     )
     item_keys = _item_keys(inputs.items.ids, features, config) if config.selection.exclude_same else None
-    unit_items = normalize_rows(inputs.items.vectors) if config.selection.max_positive_similarity is not None else None
+    teacher = read_teacher(config.selection, inputs.user_ids, config.inputs.users, inputs.items.ids, config.inputs.items,
+                           config.index.metric)
+    unit_items = (normalize_rows(inputs.items.vectors) if config.selection.max_positive_similarity is not None
+                  and teacher is None else None)
+    first, last = config.selection.retrieved_window(len(inputs.items))
     fingerprints = {name: _fingerprint(getattr(config.inputs, name), getattr(shown.inputs, name))
                     for name in _INPUT_FIELDS}
     fingerprint = None
@@ -597,6 +617,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
                                   inputs.positives.item_rows, config.index.metric, hi if source is None else source.depth,
                                   engine_name(config.index) if source is None else source.engine)
     if source is not None and fingerprint is not None:
+        source.check_options(first, last, config.index.metric)  # the ranks an adaptive window may move to
         source.check_inputs(fingerprint, len(inputs.user_ids))
     mark = timer.add("read", mark)
     faults.point("mine.read")
@@ -608,13 +629,13 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
                          inputs.positives.item_rows, audit_rows, len(inputs.user_ids),
                          inputs.users.id_column, "vector" if inputs.users.is_npy else inputs.users.vector_column,
-                         unit_items=unit_items, item_keys=item_keys)
+                         unit_items=unit_items, item_keys=item_keys, teacher=teacher)
     # the item index is built here (inside "index") for the local engine; Ray's actors build their own
     context = None if config.execution.engine == "ray" else ChunkContext(shared, source=source, fingerprint=fingerprint)
     mark = timer.add("index", mark)
     faults.point("mine.index")
     needed = shared.needed
-    depth_max = int(search_depths(np.diff(inputs.positives.indptr), hi, len(inputs.items)).max(initial=0))
+    depth_max = int(search_depths(np.diff(inputs.positives.indptr), last, len(inputs.items)).max(initial=0))
     chunk_size, _ = _chunk_plan(config, inputs, depth_max, needed)
 
     report = MineReport(out=str(publication.target), users=len(inputs.user_ids), items=len(inputs.items),
@@ -630,7 +651,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     empty_reasons: Counter[str] = Counter()
     max_depth = 0
     gemm_precision = "fp32"
-    sketch = WindowSketch(lo, width)
+    sketch = WindowSketch(first, last - first + 1)
+    bucket_parts: list[pl.DataFrame] = []
     if context is None:
         from hnmine.mining.ray_engine import mine_chunks_on_ray
 
@@ -661,6 +683,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             short_reasons.update(result.short)
             empty_reasons.update(result.empty)
             sketch.merge(result.sketch)
+            if result.buckets is not None:
+                bucket_parts.append(result.buckets)
             if write_parquet:
                 if parquet_writer is None:
                     parquet_writer = ParquetTableWriter(parquet_path)
@@ -689,6 +713,8 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         faults.point("mine.write.edges")
         report.rows = _write_node_tables(staging, config, inputs, attrs)
         faults.point("mine.write.nodes")
+        if config.selection.adaptive_window:
+            report.adaptive = _write_buckets(staging, bucket_parts, config.selection.adaptive_window)
         report.rows["hard_neg_edge"] = _hard_neg_stats(staging, config, report)
         if report.rows["hard_neg_edge"] == 0 and not config.output.allow_empty:
             because = ", ".join(f"{k} {v:,}" for k, v in sorted(empty_reasons.items()))
@@ -809,6 +835,17 @@ def _recount_after_cap(final: pl.DataFrame, needed: int, short: Counter[str], em
     if extra_empty > 0:
         empty["item-cap"] += extra_empty
     return short, empty
+
+
+def _write_buckets(staging: Path, parts: list[pl.DataFrame], shift: int) -> dict[str, Any]:
+    """Publish user_bucket.parquet (users in input order); per bucket, its users, shift and window."""
+    table = pl.concat(parts)  # a chunk per user row range: never none
+    write_parquet_table(table, staging / BUCKET_TABLE)
+    stats = {r["bucket"]: r for r in table.group_by("bucket").agg(
+        pl.len().alias("users"), pl.col("rank_lo").min().alias("lo"), pl.col("rank_hi").max().alias("hi")).iter_rows(named=True)}
+    return {name: {"users": stats[name]["users"], "shift": ADAPTIVE_SHIFTS[k] * shift,
+                   "rank_window": f"{stats[name]['lo']}:{stats[name]['hi']}"}
+            for k, name in enumerate(ADAPTIVE_BUCKETS) if name in stats}
 
 
 def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs: pl.Series) -> dict[str, int]:

@@ -33,9 +33,25 @@ from hnmine.mining.hashing import uniforms
 from hnmine.mining.kernels import dot, dot_rows
 from hnmine.mining.retrieval import Window
 
-__all__ = ["ADAPTIVE_BUCKETS", "ADAPTIVE_SHIFTS", "BUCKET_TABLE", "REFERENCES", "STRATEGIES", "Selection", "SelectionConfig",
-           "Teacher", "adaptive_buckets", "median_positive_scores", "near_duplicates", "pair_scores", "reference_scores",
-           "read_teacher", "select_hard_negatives", "shifted_windows"]
+__all__ = [
+    "ADAPTIVE_BUCKETS",
+    "ADAPTIVE_SHIFTS",
+    "BUCKET_TABLE",
+    "REFERENCES",
+    "STRATEGIES",
+    "Selection",
+    "SelectionConfig",
+    "Teacher",
+    "adaptive_buckets",
+    "choose_negatives",
+    "median_positive_scores",
+    "near_duplicates",
+    "pair_scores",
+    "read_teacher",
+    "reference_scores",
+    "select_hard_negatives",
+    "shifted_windows",
+]
 # Up to this many picks per user, a compiled sorted-buffer pass chooses them (else argpartition).
 _BUFFERED_TAKE = 64
 
@@ -385,3 +401,41 @@ def top_columns(keys, out_cols, out_keys):  # pragma: no cover - compiled
             out_cols[i, t] = c
             if n < take:
                 n += 1
+
+
+@dataclass
+class ChunkChoice:
+    """:func:`choose_negatives`' result: the picks, the window they were picked from (each user's own
+    ranks with ``--adaptive-window``) and, with it, each user's bucket and first rank."""
+
+    selection: Selection
+    window: Window
+    bucket: np.ndarray | None = None
+    start: np.ndarray | None = None
+
+
+def choose_negatives(window: Window, streams: np.ndarray, cfg: SelectionConfig, queries: np.ndarray,
+                     item_vectors: np.ndarray, indptr: np.ndarray, pos_rows: np.ndarray, first_row: int,
+                     teacher: Teacher | None = None, unit_items: np.ndarray | None = None,
+                     item_keys: np.ndarray | None = None) -> ChunkChoice:
+    """A chunk's selection from its retrieved ranks (:meth:`SelectionConfig.retrieved_window`): each
+    user's window moved (``adaptive_window``), the filters on the teacher's scores when there is one
+    (its positives' scores the margins' reference, its item vectors the near-duplicate cosine), the
+    strategy on the mined model's. ``first_row`` is the chunk's first user row (the teacher's rows)."""
+    lo, hi = cfg.window().lo, cfg.window().hi
+    bucket = start = None
+    if cfg.adaptive_window:
+        bucket = adaptive_buckets(window, median_positive_scores(queries, item_vectors, indptr, pos_rows), lo, hi)
+        window, start = shifted_windows(window, bucket, lo, hi, cfg.adaptive_window)
+    filter_scores = None
+    ref_users, ref_items = queries, item_vectors
+    if teacher is not None:
+        ref_users, ref_items = teacher.users[first_row : first_row + len(queries)], teacher.items
+        if cfg.max_score is not None or cfg.min_score is not None or cfg.uses_margins:
+            filter_scores = teacher.scores(window.items, first_row)
+        unit_items = teacher.unit_items
+    references = (reference_scores(ref_users, ref_items, indptr, pos_rows, cfg.margin_reference)
+                  if cfg.uses_margins else None)
+    exclude = near_duplicates(window, indptr, pos_rows, unit_items, cfg.max_positive_similarity, item_keys)
+    return ChunkChoice(select_hard_negatives(window, streams, cfg, references, exclude, filter_scores), window,
+                       bucket, start)
