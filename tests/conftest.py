@@ -60,6 +60,14 @@ def sample_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
 
 
 @pytest.fixture(scope="session")
+def sample_teacher(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A second model of the same slice, for --teacher-users/--teacher-items: SVD at d=8 (a coarser
+    low-pass filter than sample_embeddings' d=32, so the two disagree on many window items)."""
+    out = tmp_path_factory.mktemp("sample_teacher")
+    return write_svd_embeddings(read_positives(SAMPLE / "train.txt"), out, dim=8, seed=1)
+
+
+@pytest.fixture(scope="session")
 def ml1m_embeddings(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """SVD embeddings of the full ml-1m train split (6,040 users x 3,706 items)."""
     path = SHARED / "ml-1m" / "train.txt"

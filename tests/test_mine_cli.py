@@ -110,14 +110,18 @@ def test_manifest_records_what_produced_the_output(sample_run):
     assert {"numpy", "faiss-cpu", "polars", "pyarrow", "python"} <= set(manifest["versions"])
 
 
-def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, tmp_path):
+def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, sample_teacher, tmp_path):
     user, item = sample_embeddings
+    # the last two: a teacher's scores for the margin and the cosine, and adaptive windows
+    taught = {"teacher_users": str(sample_teacher[0]), "teacher_items": str(sample_teacher[1]),
+              "relative_margin": 0.1, "max_positive_similarity": 0.9, "adaptive_window": 60}
     outputs = []
-    for chunk, threads, cap in ((100000, 2, None), (97, 1, None), (1000, 2, None), (100000, 2, 5), (97, 1, 5)):
-        out = tmp_path / f"o{chunk}-{cap}"
+    for chunk, threads, cap, more in ((100000, 2, None, {}), (97, 1, None, {}), (1000, 2, None, {}),
+                                      (100000, 2, 5, {}), (97, 1, 5, {}), (100000, 2, 5, taught), (97, 1, 5, taught)):
+        out = tmp_path / f"o{chunk}-{cap}-{bool(more)}"
         config = MineConfig.of(users=str(user), items=str(item), positives=str(SAMPLE / "train.txt"),
                                out=str(out), chunk_size=chunk, threads=threads, strategy="softmax-v",
-                               seed=7, max_item_negatives=cap)
+                               seed=7, max_item_negatives=cap, **more)
         mine(config)
         # every table file byte for byte (the manifest records the options and timings themselves)
         outputs.append({p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.name != "manifest.json"})
@@ -125,6 +129,8 @@ def test_same_output_for_any_chunk_size_and_threads(sample_embeddings, tmp_path)
                                "pos_edge.parquet", "pos_edge.txt", "user.parquet", "user.txt"}
     assert outputs[0] == outputs[1] == outputs[2]
     assert outputs[3] == outputs[4]
+    assert outputs[5] == outputs[6] and set(outputs[5]) == {*outputs[0], "user_bucket.parquet"}
+    assert outputs[5]["hard_neg_edge.parquet"] != outputs[3]["hard_neg_edge.parquet"]
 
 
 def test_parquet_row_groups_do_not_follow_the_writes(tmp_path):

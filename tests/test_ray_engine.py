@@ -28,12 +28,14 @@ def _users_in_parts(user, folder, parts=3):
     return folder
 
 
-def test_ray_publishes_the_local_bytes(ray_cluster, cli, sample_embeddings, tmp_path):
+def test_ray_publishes_the_local_bytes(ray_cluster, cli, sample_embeddings, sample_teacher, tmp_path):
     user, item = sample_embeddings
     users = _users_in_parts(user, tmp_path / "users")
-    # an approximate index (so the audit runs), the per-item cap, margins and the window sketch: every global step
+    # an approximate index (so the audit runs), the per-item cap, margins (on a teacher's scores), adaptive
+    # windows (their side table) and the window sketch: every global step
     common = ["mine", "--users", users, "--items", item, "--positives", SAMPLE / "train.txt", "--seed", 3,
               "--strategy", "softmax-v", "--max-item-negatives", 4, "--relative-margin", 0.05,
+              "--teacher-users", sample_teacher[0], "--teacher-items", sample_teacher[1], "--adaptive-window", 50,
               "--index", "ivf", "--nlist", 16, "--nprobe", 4, "--audit-sample", 300, "--threads", 1, "--quiet"]
     runs = {"local": ["--engine", "local", "--chunk-size", 1000],
             "ray2": ["--engine", "ray", "--workers", 2, "--chunk-size", 450]}
@@ -41,10 +43,11 @@ def test_ray_publishes_the_local_bytes(ray_cluster, cli, sample_embeddings, tmp_
         result = cli(*common, *extra, "--out", tmp_path / name)
         assert result.exit_code == 0, result.output
     local = published_bytes(tmp_path / "local")
-    assert set(local) >= {"hard_neg_edge.parquet", "hard_neg_edge.txt", "item.txt", "pos_edge.txt", "_SUCCESS"}
+    assert set(local) >= {"hard_neg_edge.parquet", "hard_neg_edge.txt", "item.txt", "pos_edge.txt", "_SUCCESS",
+                          "user_bucket.parquet"}
     assert published_bytes(tmp_path / "ray2") == local
     summary = _summary(tmp_path / "local")
-    assert summary["audit"]["users"] == 300 and summary["window"]["sample_users"] > 0
+    assert summary["audit"]["users"] == 300 and summary["window"]["sample_users"] > 0 and summary["adaptive"]
     got = _summary(tmp_path / "ray2")
     assert got.pop("chunk_size") == 450 and summary.pop("chunk_size") == 1000
     assert got == summary

@@ -13,6 +13,7 @@ import pytest
 
 from hnmine.embed.svd import write_svd_embeddings
 from hnmine.errors import InputError
+from hnmine.evaluate import evaluate
 from hnmine.io.positives import read_positives
 from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine, select
@@ -45,15 +46,20 @@ def cached(sample_embeddings, tmp_path_factory) -> tuple[MineConfig, Path]:
     {"rank_window": "101:300", "strategy": "all", "absolute_margin": 0.0, "max_score": 0.5},
     {"rank_window": "101:400", "max_positive_similarity": 0.5, "exclude_same": "popularity_bucket",
      "item_features": str(SAMPLE / "item_features.csv")},
+    # select reads the teacher itself (the cache holds the mined model's ranks only)
+    {"rank_window": "101:300", "teacher": True, "relative_margin": 0.0, "max_positive_similarity": 0.6,
+     "adaptive_window": 40, "strategy": "softmax-v", "chunk_size": 900},
 ])
-def test_select_publishes_the_bytes_mine_would(cached, tmp_path, options):
+def test_select_publishes_the_bytes_mine_would(cached, sample_teacher, tmp_path, options):
     config, cache = cached
+    if options.pop("teacher", False):
+        options.update(teacher_users=str(sample_teacher[0]), teacher_items=str(sample_teacher[1]))
     mined = config.with_options(out=str(tmp_path / "mine"), **options)
     mine(mined)
     selected = mined.with_options(out=str(tmp_path / "select"), threads=1)
     report = select(selected, cache)
     assert digests(tmp_path / "select") == digests(tmp_path / "mine")
-    assert len(digests(tmp_path / "mine")) == 9
+    assert len(digests(tmp_path / "mine")) == 9 + ("adaptive_window" in options)  # + user_bucket.parquet
     assert report.rows["hard_neg_edge"] > 0
     manifest = json.loads((tmp_path / "select" / "manifest.json").read_text())
     assert manifest["tool"] == "hnmine select" and manifest["format"] == "mine"
@@ -183,3 +189,61 @@ def test_near_duplicates_of_positives_are_never_negatives(cached, tmp_path):
                      exclude_same="colour"))
     with pytest.raises(InputError, match="--exclude-same"):
         mine(plain.with_options(out=str(tmp_path / "x"), exclude_same="popularity_bucket"))
+
+
+def test_teacher_scores_set_the_filters_and_the_model_the_window(cached, sample_teacher, tmp_path):
+    """With a teacher, every published negative passes --max-score and the margin on the teacher's
+    scores (its own, not the mined model's, which the published score and rank stay); ids the teacher
+    lacks are refused in one line naming its file and one of them."""
+    config, _ = cached
+    t_user, t_item = sample_teacher
+    vectors = {name: dict(zip(map(str, t["id"]), np.stack(t["embedding"].to_numpy()).astype(np.float32), strict=True))
+               for name, t in (("user", pl.read_parquet(t_user)), ("item", pl.read_parquet(t_item)))}
+    positives = {str(u): [str(i) for i in items] for u, items in lightgcn_positives(TRAIN).items()}
+    base = config.with_options(rank_window="101:300", strategy="all")
+    mine(base.with_options(out=str(tmp_path / "plain"), max_score=0.004, relative_margin=0.2))
+    mine(base.with_options(out=str(tmp_path / "teacher"), max_score=0.004, relative_margin=0.2,
+                           teacher_users=str(t_user), teacher_items=str(t_item)))
+    plain, taught = (pl.read_parquet(tmp_path / name / "hard_neg_edge.parquet") for name in ("plain", "teacher"))
+    unfiltered = mine(base.with_options(out=str(tmp_path / "all"))).rows["hard_neg_edge"]
+    assert plain.height < unfiltered and taught.height < unfiltered and plain.height != taught.height
+    for user, item, rank, score in taught.select("user_id", "item_id", "rank", "score").iter_rows():
+        t = float(vectors["user"][str(user)] @ vectors["item"][str(item)])
+        ref = float(np.median([vectors["user"][str(user)] @ vectors["item"][p] for p in positives[str(user)]]))
+        assert t <= 0.004 + 1e-6 and t <= ref - abs(ref) * 0.2 + 1e-6
+        assert 101 <= rank <= 300
+    # the same (user, item) pairs carry the same model score and rank with or without the teacher
+    both = plain.join(taught, on=["user_id", "item_id"], suffix="_t")
+    assert both.height > 0 and (both["rank"] == both["rank_t"]).all() and (both["score"] == both["score_t"]).all()
+    short = tmp_path / "short_user.parquet"
+    pl.read_parquet(t_user).filter(pl.col("id").cast(pl.String) != str(plain["user_id"][0])).write_parquet(short)
+    with pytest.raises(InputError, match=f"short_user.parquet: no vector for id .*{plain['user_id'][0]}.*must cover"):
+        mine(base.with_options(out=str(tmp_path / "x"), teacher_users=str(short), teacher_items=str(t_item)))
+    with pytest.raises(InputError, match="--teacher-users and --teacher-items go together"):
+        mine(base.with_options(out=str(tmp_path / "x"), teacher_users=str(t_user)))
+
+
+def test_adaptive_windows_are_published_beside_the_table_and_rated_per_bucket(cached, tmp_path):
+    """--adaptive-window: each user's negatives come from the window user_bucket.parquet gives it, the
+    buckets' windows are LO:HI moved by -S, 0, S, 2S, and evaluate's false-negative rate per bucket adds
+    up to the whole table's."""
+    config, _ = cached
+    report = mine(config.with_options(out=str(tmp_path / "m"), rank_window="101:300", adaptive_window=40, num_hard=8))
+    assert report.adaptive and sum(b["users"] for b in report.adaptive.values()) == report.users
+    assert {name: b["shift"] for name, b in report.adaptive.items()} == {
+        "confident": -40, "sure": 0, "unsure": 40, "lost": 80}  # every bucket holds users on this slice
+    assert {name: b["rank_window"] for name, b in report.adaptive.items()} == {
+        "confident": "61:260", "sure": "101:300", "unsure": "141:340", "lost": "181:380"}
+    buckets = pl.read_parquet(tmp_path / "m" / "user_bucket.parquet")
+    edges = pl.read_parquet(tmp_path / "m" / "hard_neg_edge.parquet").join(buckets, on="user_id")
+    assert edges.height == report.rows["hard_neg_edge"]
+    assert edges.filter((pl.col("rank") < pl.col("rank_lo")) | (pl.col("rank") > pl.col("rank_hi"))).height == 0
+    rates = evaluate(config.inputs.users, config.inputs.items, TRAIN, SAMPLE / "test.txt",
+                     hard_negatives=tmp_path / "m" / "hard_neg_edge.parquet").hard_negatives
+    per = rates["buckets"]
+    assert sum(b["rows"] for b in per.values()) == rates["rows"]
+    assert sum(b["heldout_positives"] for b in per.values()) == rates["heldout_positives"] > 0
+    assert {n: b["rank_window"] for n, b in per.items()} == {n: b["rank_window"] for n, b in report.adaptive.items()}
+    plain = evaluate(config.inputs.users, config.inputs.items, TRAIN, SAMPLE / "test.txt",
+                     hard_negatives=Path(config.output.out) / "hard_neg_edge.parquet").hard_negatives
+    assert plain["rows"] > 0 and "buckets" not in plain  # no side table: no buckets
