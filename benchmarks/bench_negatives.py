@@ -90,7 +90,7 @@ def main() -> None:
     train, test = args.data / "train.txt", args.data / "test.txt"
     teacher_dir = out / "teacher"
     subprocess.run([*hnmine, "svd", "--positives", str(train), "--dim", str(args.teacher_dim), "--out-dir",
-                    str(teacher_dir), "--quiet"], check=True)
+                    str(teacher_dir)], check=True, stdout=subprocess.DEVNULL)
     teacher = (teacher_dir / "user.parquet", teacher_dir / "item.parquet")
     schedule = ["--regime", "shared", "--num-sample", "256", "--iterations", str(args.iterations),
                 "--epochs", str(args.epochs), "--refine-epochs", str(args.refine_epochs), "--dim", str(args.dim),
