@@ -63,13 +63,26 @@ def test_the_chosen_window_is_the_hardest_that_meets_the_rate(values, width, max
         assert mean == pytest.approx(min(means))
 
 
-def test_run_with_auto_window_mines_the_window_it_chose(tmp_path):
+def test_run_with_auto_window_mines_the_window_it_chose(tmp_path, sample_teacher):
+    """... and a run mines every round with a teacher's margin and adaptive windows: each round's metrics
+    carry the false-negative rate per bucket around the window it chose."""
     out = tmp_path / "run"
     config = RunConfig.of(positives=str(TRAIN), out=str(out), iterations=2, test=str(TEST), valid_fraction=0.2,
                           rank_window="auto", window_width=30, max_false_negative_rate=0.01, num_hard=5,
-                          train=tiny_config(tmp_path, regime="shared"))
+                          teacher_users=str(sample_teacher[0]), teacher_items=str(sample_teacher[1]),
+                          absolute_margin=0.0, adaptive_window=5, train=tiny_config(tmp_path, regime="shared"))
     results = run(config)
     chosen = results[1].hard_negatives
+    lo = int(chosen["rank_window"].split(":")[0])
+    for split in ("valid", "test"):
+        buckets = chosen[f"bucket_false_negative_rates_{split}"]
+        assert sum(b["rows"] for b in buckets.values()) == chosen["rows"]
+        assert buckets.get("sure", {"rank_window": chosen["rank_window"]})["rank_window"] == chosen["rank_window"]
+        for name, shift in (("confident", -5), ("unsure", 5)):
+            if name in buckets:
+                assert int(buckets[name]["rank_window"].split(":")[0]) == max(1, lo + shift)
+    mined_options = json.loads((out / "round_01" / "mined" / "manifest.json").read_text())["options"]
+    assert mined_options["teacher_users"] == str(sample_teacher[0]) and mined_options["adaptive_window"] == 5
     lo, hi = map(int, chosen["rank_window"].split(":"))
     assert hi - lo + 1 == 30
     assert chosen["window_rate_met"] == (chosen["window_false_negative_rate_valid"] <= 0.01)
