@@ -50,6 +50,9 @@ def print_report(report: MineReport) -> None:
         lines.append(f"item features: {report.items_without_features:,} items without a feature row")
     if report.audit:
         lines.append(f"audit: window recall {report.audit['window_recall']:.4f} over {report.audit['users']} users")
+    if report.adaptive:
+        lines.append("adaptive windows: " + ", ".join(f"{name} {b['users']:,} ({b['rank_window']})"
+                                                        for name, b in report.adaptive.items()))
     lines.append("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in report.timings.items()))
     typer.echo("\n".join(lines))
 

@@ -427,7 +427,7 @@ def vectors_for(embeddings: Embeddings, ids: np.ndarray, ids_source: str) -> np.
     missing = rows.null_count()
     if missing:
         first = int(rows.is_null().arg_max() or 0)
-        raise InputError(f"{embeddings.source}: no vector for id {ids[first]!r} of {ids_source} ({missing:,} of its "
+        raise InputError(f"{embeddings.source}: no vector for id '{ids[first]}' of {ids_source} ({missing:,} of its "
                          f"{len(ids):,} ids have none); its ids must cover {ids_source}'s")
     return np.ascontiguousarray(embeddings.vectors[rows.to_numpy()], dtype=np.float32)
 
