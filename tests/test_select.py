@@ -207,7 +207,7 @@ def test_teacher_scores_set_the_filters_and_the_model_the_window(cached, sample_
     plain, taught = (pl.read_parquet(tmp_path / name / "hard_neg_edge.parquet") for name in ("plain", "teacher"))
     unfiltered = mine(base.with_options(out=str(tmp_path / "all"))).rows["hard_neg_edge"]
     assert plain.height < unfiltered and taught.height < unfiltered and plain.height != taught.height
-    for user, item, rank, score in taught.select("user_id", "item_id", "rank", "score").iter_rows():
+    for user, item, rank in taught.select("user_id", "item_id", "rank").iter_rows():
         t = float(vectors["user"][str(user)] @ vectors["item"][str(item)])
         ref = float(np.median([vectors["user"][str(user)] @ vectors["item"][p] for p in positives[str(user)]]))
         assert t <= 0.004 + 1e-6 and t <= ref - abs(ref) * 0.2 + 1e-6
