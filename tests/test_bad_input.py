@@ -136,6 +136,10 @@ def test_bad_input_fails_cleanly(case, cli, tmp_path, good):
         (("--max-score", "high"), "--max-score 'high' is not a number"),
         (("--attr-delimiter", "\\t"), "cannot be TAB"),
         (("--config", "/nonexistent.toml"), "config file not found"),
+        (("--adaptive-window", "0"), "--adaptive-window must be at least 1"),
+        (("--teacher-items", "t.parquet"), "--teacher-users and --teacher-items go together"),
+        (("--teacher-users", "t.parquet", "--teacher-items", "t.parquet", "--teacher-id-column", "a,b,c"),
+         "--teacher-id-column"),
     ],
 )
 def test_bad_options_fail_cleanly(args, expected, cli, tmp_path, good):
@@ -157,3 +161,17 @@ def test_attr_value_with_delimiter_is_rejected(cli, tmp_path, good):
     (tmp_path / "f.csv").write_text("id,name\n101,a|b\n")
     message = run_bad(cli, tmp_path, good, "--item-features", str(tmp_path / "f.csv"), "--attr-delimiter", "|")
     assert "the attr delimiter" in message
+
+
+def test_a_teacher_that_misses_ids_fails_cleanly(cli, tmp_path, good):
+    """Ids of --users (or --items) the teacher has no vector for: one line naming the teacher's file, an id."""
+    rng = np.random.default_rng(1)
+    write_embeddings(tmp_path / "t_users.parquet", np.arange(1, 25), rng.standard_normal((24, 3)))  # no user 0
+    write_embeddings(tmp_path / "t_items.parquet", np.arange(100, 160), rng.standard_normal((60, 3)))
+    teacher = ("--teacher-users", tmp_path / "t_users.parquet", "--teacher-items", tmp_path / "t_items.parquet",
+               "--absolute-margin", "0")
+    message = run_bad(cli, tmp_path, good, *teacher)
+    assert "t_users.parquet: no vector for id '0' of " in message and "(1 of its 20 ids have none)" in message
+    write_embeddings(tmp_path / "t_items.parquet", np.arange(101, 160), rng.standard_normal((59, 3)))
+    write_embeddings(tmp_path / "t_users.parquet", np.arange(20), rng.standard_normal((20, 3)))
+    assert "t_items.parquet: no vector for id '100' of " in run_bad(cli, tmp_path, good, *teacher)
