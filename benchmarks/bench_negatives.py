@@ -9,7 +9,9 @@ Not a test (pytest does not collect ``benchmarks/``). Usage, from the repository
 Each variant is one ``hnmine run`` per seed with the same schedule (``--regime shared --num-sample 256``,
 round 0 + ``--iterations - 1`` mined rounds, ``--threads 1``); the defaults' run also trains the
 ``--control`` (the control depends only on the seed and the schedule, so it serves every variant).
-The teacher is ``hnmine svd``'s low-pass model of the training positives. Variants:
+Round 0 never uses hard negatives, so the other variants of a seed resume from the defaults' round 0
+instead of training it again. The teacher is ``hnmine svd``'s low-pass model of the training positives.
+Variants:
 
 - ``defaults``: ``hnmine run``'s mining as it ships;
 - ``margin``: ``--absolute-margin 0`` on the mined model's own scores (what the teacher's variant
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,14 +41,36 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("HNMINE_DATASETS", ROOT.parent / "shared" / "datasets"))
 
 
-def variants(teacher: tuple[Path, Path], shift: int) -> dict[str, list[str]]:
+def variants(teacher: tuple[Path, Path], shift: int) -> dict[str, tuple[list[str], dict[str, Any]]]:
+    """Per variant: its options, and how its run.json differs from the defaults' (``--control`` aside)."""
     user, item = teacher
     return {
-        "defaults": ["--control"],
-        "margin": ["--absolute-margin", "0"],
-        "teacher": ["--absolute-margin", "0", "--teacher-users", str(user), "--teacher-items", str(item)],
-        "adaptive": ["--adaptive-window", str(shift)],
+        "defaults": (["--control"], {}),
+        "margin": (["--absolute-margin", "0"], {"absolute_margin": 0.0}),
+        "teacher": (["--absolute-margin", "0", "--teacher-users", str(user), "--teacher-items", str(item)],
+                    {"absolute_margin": 0.0, "teacher_users": str(user), "teacher_items": str(item)}),
+        "adaptive": (["--adaptive-window", str(shift)], {"adaptive_window": shift}),
     }
+
+
+def complete(run_dir: Path, iterations: int) -> bool:
+    return (run_dir / f"round_{iterations - 1:02d}" / "manifest.json").exists() and (run_dir / "metrics.json").exists()
+
+
+def share_round_0(base: Path, run_dir: Path, changes: dict[str, Any]) -> bool:
+    """Start ``run_dir`` as a resumed run holding ``base``'s round 0: round 0 never uses hard negatives,
+    so with the same seed and schedule it is the same model in every variant (the run resumes at
+    round 1; a run.json that does not match what ``hnmine run`` derives from the options is refused
+    by it, and the variant then runs from scratch)."""
+    if run_dir.exists() or not (base / "round_00" / "manifest.json").exists():
+        return False
+    run_dir.mkdir(parents=True)
+    for name in ("data", "round_00"):
+        shutil.copytree(base / name, run_dir / name)
+    saved = json.loads((base / "run.json").read_text())
+    saved.update({"control": False, **changes})
+    (run_dir / "run.json").write_text(json.dumps(saved, indent=2))
+    return True
 
 
 def read_run(out: Path) -> dict[str, Any]:
@@ -101,12 +126,24 @@ def main() -> None:
     for seed in args.seeds:
         for name in args.variants:
             run_dir = out / f"{name}-seed{seed}"
+            options, changes = table[name]
             command = [*hnmine, "run", "--positives", str(train), "--test", str(test), *schedule, "--seed", str(seed),
-                       *table[name], "--out", str(run_dir), "--quiet"]
+                       *options, "--out", str(run_dir), "--quiet"]
             load_before = os.getloadavg()
             start = time.perf_counter()
-            subprocess.run(command, check=True)
-            entry = {"options": " ".join(table[name]), "seconds": round(time.perf_counter() - start, 1),
+            shared = False
+            if not complete(run_dir, args.iterations):  # a complete run (an earlier invocation's) is read as it is
+                shared = name != "defaults" and share_round_0(out / f"defaults-seed{seed}", run_dir, changes)
+                done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode != 0 and shared:
+                    print(f"{name}/seed{seed}: round 0 not shared ({done.stderr.strip()}); from scratch", flush=True)
+                    shutil.rmtree(run_dir)
+                    shared = False
+                    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if done.returncode != 0:
+                    raise SystemExit(f"{' '.join(command)}: exit {done.returncode}: {done.stderr}")
+            entry = {"options": " ".join(options), "seconds": round(time.perf_counter() - start, 1),
+                     "round_0_shared_with_defaults": shared,
                      "load_before": [round(x, 2) for x in load_before],
                      "load_after": [round(x, 2) for x in os.getloadavg()], **read_run(run_dir)}
             result["runs"][f"{name}/seed{seed}"] = entry
