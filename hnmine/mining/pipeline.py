@@ -20,6 +20,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -33,7 +34,7 @@ from hnmine.errors import InputError
 from hnmine.io.checks import ScoreRange
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
-from hnmine.io.positives import PositiveIndex, index_positives, read_positives
+from hnmine.io.positives import PositiveIndex, Positives, index_positives, read_positives
 from hnmine.io.publish import Publication, resolve_output
 from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
@@ -157,6 +158,20 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
+    # The positives are parsed on a second thread while the embeddings are read here (polars and
+    # pyarrow both release the GIL); errors are still raised in the order the checks below make them.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        positives = pool.submit(
+            read_positives, config.inputs.positives, fmt=config.inputs.positives_format,
+            user_column=config.inputs.user_column, item_column=config.inputs.item_column,
+            weight_column=config.inputs.weight_column)
+        try:
+            return _read_embeddings_and(config, positives)
+        finally:
+            positives.cancel()
+
+
+def _read_embeddings_and(config: MineConfig, positives_read: Future[Positives]) -> _Inputs:
     (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
     users = EmbeddingSource(config.inputs.users, id_column=user_id, vector_column=user_vector,
                             ids_path=config.inputs.user_ids)
@@ -172,8 +187,7 @@ def _read_inputs(config: MineConfig) -> _Inputs:
         raise InputError(f"--nlist {config.index.nlist} is above the {len(items)} items in {config.inputs.items}: "
                          "IVF needs at least one item per cluster")
     user_ids = users.read_ids()
-    positives = read_positives(config.inputs.positives, fmt=config.inputs.positives_format, user_column=config.inputs.user_column,
-                               item_column=config.inputs.item_column, weight_column=config.inputs.weight_column)
+    positives = positives_read.result()
     index = index_positives(positives, user_ids, items.ids)
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
