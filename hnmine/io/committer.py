@@ -192,10 +192,10 @@ class ObjectStorePublication:
         if missing:
             raise InputError(f"{url}: cannot publish{missing}; create it first")
         self._check(url)
-        self.staging = None
+        self.staging: Path | None = None
         self.remote_staging: str | None = None
         self.committed = False
-        self.stale_removed = []
+        self.stale_removed: list[Any] = []
 
     def _refusal(self) -> str | None:
         files = _remote_files(self.store, self.path)

@@ -33,7 +33,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator

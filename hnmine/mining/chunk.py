@@ -23,17 +23,9 @@ from hnmine.io.tables import EDGE_WEIGHTS, hard_neg_edge_table
 from hnmine.mining.candidates import CandidateReader, CandidateWriter, Fingerprint, window_slice
 from hnmine.mining.config import MineConfig
 from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
-from hnmine.mining.retrieval import (
-    IndexSpec,
-    ItemIndex,
-    ShardedIndex,
-    Window,
-    make_index,
-    resolved_spec,
-    retrieve_window,
-    search_depths,
-)
+from hnmine.mining.retrieval import Index, IndexSpec, Window, resolved_spec, retrieve_window, search_depths
 from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
+from hnmine.mining.sharded import make_index
 from hnmine.mining.sketch import WindowSketch
 from hnmine.options import one_of
 
@@ -220,7 +212,7 @@ def _short_reason(
 
 
 
-def _audit_chunk(audit_index: ItemIndex | ShardedIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
+def _audit_chunk(audit_index: Index, window: Window, queries: np.ndarray, indptr: np.ndarray,
                  pos_rows: np.ndarray, users: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
     """(window items also found by exact search, exact window size) over the chunk's sampled ``users``."""
     if not users.size:

@@ -29,16 +29,13 @@ import pyarrow.parquet as pq
 
 from hnmine import faults
 from hnmine.errors import InputError
-from hnmine.io.checks import ScoreRange
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
 from hnmine.io.positives import PositiveIndex, index_positives, read_positives
 from hnmine.io.publish import Publication, resolve_output
 from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
-    EDGE_WEIGHTS,
     ParquetTableWriter,
-    hard_neg_edge_table,
     item_attrs,
     item_node_table,
     read_item_features,
@@ -52,25 +49,16 @@ from hnmine.mining.candidates import (
     Fingerprint,
     cache_entry,
     engine_name,
-    window_slice,
 )
 from hnmine.mining.cap import apply_item_cap, recount_after_cap
 from hnmine.mining.chunk import EXACT_KINDS, ChunkContext, ChunkInputs, ChunkResult, mine_chunk, prepared
 from hnmine.mining.config import MineConfig
-from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
-from hnmine.mining.retrieval import (
-    IndexSpec,
-    ItemIndex,
-    ShardedIndex,
-    Window,
-    make_index,
-    resolved_spec,
-    retrieve_window,
-    search_depths,
-)
-from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
+from hnmine.mining.hashing import id_keys, user_streams
+from hnmine.mining.retrieval import retrieve_window, search_depths
+from hnmine.mining.selection import select_hard_negatives
+from hnmine.mining.sharded import make_index
 from hnmine.mining.sketch import WindowSketch
-from hnmine.options import one_of, parse_size
+from hnmine.options import parse_size
 from hnmine.progress import NoProgress, Progress
 
 __all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan", "select"]
