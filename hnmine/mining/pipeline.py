@@ -275,7 +275,7 @@ def _chunk_plan(config: MineConfig, inputs: _Inputs, depth_max: int, needed: int
     selected row, gathered at the end); one chunk is estimated per user (:func:`_bytes_per_user`).
     """
     n_users = len(inputs.user_ids)
-    lo, hi = config.window()
+    lo, hi = config.selection.retrieved_window(len(inputs.items))  # an adaptive window's retrieved ranks
     per_user = _bytes_per_user(depth_max, hi - lo + 1, needed, inputs.items.dim)
     now, peak = _rss()
     fixed = now + _user_read_bytes(inputs.users) + 2 * int(inputs.positives.pos_edge.estimated_size())
@@ -306,8 +306,9 @@ def plan(config: MineConfig, sample_users: int = 8192) -> MinePlan:
 def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     inputs = _read_inputs(config)
     lo, hi = config.window()
+    top, bottom = config.selection.retrieved_window(len(inputs.items))  # --adaptive-window searches deeper
     counts = np.diff(inputs.positives.indptr)
-    depths = search_depths(counts, hi, len(inputs.items))
+    depths = search_depths(counts, bottom, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
     index = make_index(prepared(inputs.items.vectors, config.index.metric), config.index, config.execution.threads,
                        queries=n_users, shards=config.execution.item_shards)
@@ -319,9 +320,9 @@ def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     queries = prepared(first.vectors, config.index.metric)
     streams = user_streams(config.selection.seed, id_keys(first.ids))
     warm = min(256, len(first))  # the first FAISS call pays for thread start-up and page faults
-    retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], lo, hi)
+    retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], top, bottom)
     start = time.perf_counter()
-    window = retrieve_window(index, queries, indptr, rows, lo, hi)
+    window = retrieve_window(index, queries, indptr, rows, top, bottom)
     select_hard_negatives(window, streams, config.selection)
     per_user = (time.perf_counter() - start) / len(first)
     return MinePlan(
