@@ -57,6 +57,10 @@ def evaluate(
         rate = "n/a" if hn["rate"] is None else f"{hn['rate']:.4%}"
         typer.echo(f"hard negatives: {hn['rows']:,}, held-out positives among them "
                    f"{hn['heldout_positives']:,} ({rate})")
+        for name, bucket in hn.get("buckets", {}).items():  # --adaptive-window's buckets
+            share = "n/a" if bucket["rate"] is None else f"{bucket['rate']:.4%}"
+            typer.echo(f"  {name}: {bucket['users']:,} users, ranks {bucket['rank_window']}, {bucket['rows']:,} rows, "
+                       f"{bucket['heldout_positives']:,} held-out positives ({share})")
     if report.window:
         w = report.window
         verdict = "" if w["met"] else f" (no window meets {w['max_false_negative_rate']:.2%}: the lowest)"
