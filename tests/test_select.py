@@ -90,6 +90,10 @@ def test_window_beyond_the_cached_depth_is_refused(cached, tmp_path, cli):
     config, cache = cached
     with pytest.raises(InputError, match="beyond the cached depth 400"):
         select(config.with_options(out=str(tmp_path / "o"), rank_window="101:401"), cache)
+    # an adaptive window reads every rank a user may move to: 101:300 moved by up to 2 x 60 ends at 420
+    with pytest.raises(InputError, match="rank window 41:420 goes beyond the cached depth 400"):
+        select(config.with_options(out=str(tmp_path / "o"), rank_window="101:300", adaptive_window=60), cache)
+    assert not (tmp_path / "o").exists()
     user, item = config.inputs.users, config.inputs.items
     result = cli("select", "--candidates", cache, "--users", user, "--items", item, "--positives", TRAIN,
                  "--rank-window", "300:500", "--out", tmp_path / "o")
