@@ -94,6 +94,37 @@ def read_run(out: Path) -> dict[str, Any]:
     return {"rounds": rounds, "best_round": best.get("round"), "best_valid_recall@20": best.get("value")}
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The result as results.md's table: per variant and seed, the best round by validation Recall@20,
+    its validation and test Recall@20 and their gain over the control's best round, each mined round's
+    false-negative rate on validation (per bucket for ``adaptive``)."""
+    control: dict[str, tuple[float, float]] = {}  # per seed: the control's best (validation, test) Recall@20
+    for key, run in result["runs"].items():
+        if key.startswith("defaults/"):
+            rounds = [r for r in run["rounds"] if r["control_valid_recall@20"] is not None]
+            best = max(rounds, key=lambda r: (r["control_valid_recall@20"], -r["round"]))
+            control[key.split("/")[1]] = (best["control_valid_recall@20"], best["control_test_recall@20"])
+    lines = ["| variant | seed | best round | valid R@20 | test R@20 | vs control's best (valid / test) | "
+             "FN rate valid, rounds 1.. |", "|---|---|---|---|---|---|---|"]
+    for key, run in result["runs"].items():
+        name, seed = key.split("/")
+        rounds = run["rounds"]
+        best = max(rounds, key=lambda r: (r["valid"]["recall@20"], -r["round"]))
+        valid, test = best["valid"]["recall@20"], best["test"]["recall@20"]
+        c_valid, c_test = control.get(seed, (None, None))
+        gain = (f"{valid / c_valid - 1:+.2%} / {test / c_test - 1:+.2%}" if c_valid and c_test else "n/a")
+        rates = []
+        for r in rounds[1:]:
+            text = f"{r['false_negative_rate_valid']:.2%}" if r["false_negative_rate_valid"] is not None else "n/a"
+            if r.get("bucket_false_negative_rates_valid"):
+                text += " (" + ", ".join(f"{b}: {v['rate']:.2%} of {v['users']}" if v["rate"] is not None else
+                                         f"{b}: n/a" for b, v in r["bucket_false_negative_rates_valid"].items()) + ")"
+            rates.append(f"{r['rank_window']}: {text}")
+        lines.append(f"| {name} | {seed.removeprefix('seed')} | {best['round']} | {valid:.4f} | {test:.4f} | {gain} | "
+                     f"{'; '.join(rates)} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DATA / "ml-1m", help="directory with train.txt and test.txt")
@@ -108,7 +139,11 @@ def main() -> None:
     parser.add_argument("--teacher-dim", type=int, default=64, help="hnmine svd --dim of the teacher")
     parser.add_argument("--shift", type=int, default=100, help="--adaptive-window S")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table", type=Path, default=None, help="print the markdown table of this JSON and stop")
     args = parser.parse_args()
+    if args.table is not None:
+        print(markdown(json.loads(args.table.read_text())))
+        return
     out = args.out.absolute()
     out.mkdir(parents=True, exist_ok=True)
     hnmine = [sys.executable, "-m", "hnmine"]
