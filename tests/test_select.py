@@ -232,7 +232,10 @@ def test_adaptive_windows_are_published_beside_the_table_and_rated_per_bucket(ca
     buckets' windows are LO:HI moved by -S, 0, S, 2S, and evaluate's false-negative rate per bucket adds
     up to the whole table's."""
     config, _ = cached
-    report = mine(config.with_options(out=str(tmp_path / "m"), rank_window="101:300", adaptive_window=40, num_hard=8))
+    adaptive = config.with_options(out=str(tmp_path / "m"), rank_window="101:300", adaptive_window=40, num_hard=8)
+    report = mine(adaptive.with_options(save_candidates=str(tmp_path / "cand")))  # the cache holds ranks 1..380
+    select(adaptive.with_options(out=str(tmp_path / "s")), tmp_path / "cand")
+    assert digests(tmp_path / "s") == digests(tmp_path / "m")
     assert report.adaptive and sum(b["users"] for b in report.adaptive.values()) == report.users
     assert {name: b["shift"] for name, b in report.adaptive.items()} == {
         "confident": -40, "sure": 0, "unsure": 40, "lost": 80}  # every bucket holds users on this slice

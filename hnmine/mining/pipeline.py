@@ -401,7 +401,6 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     timer = _Timer()
     started = time.time()
     mark = time.perf_counter()
-    hi = config.window()[1]
     inputs = _read_inputs(config)
     if inputs.positives.pos_edge.height == 0 and not config.output.allow_empty:
         raise InputError(
@@ -426,7 +425,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
     fingerprint = None
     if source is not None or cache is not None:
         fingerprint = Fingerprint(inputs.user_ids, inputs.items.ids, inputs.items.vectors, inputs.positives.indptr,
-                                  inputs.positives.item_rows, config.index.metric, hi if source is None else source.depth,
+                                  inputs.positives.item_rows, config.index.metric, last if source is None else source.depth,
                                   engine_name(config.index) if source is None else source.engine)
     if source is not None and fingerprint is not None:
         source.check_options(first, last, config.index.metric)  # the ranks an adaptive window may move to
@@ -475,7 +474,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
 
     with publication.staging_dir() as staging, (
             cache.staging_dir() if cache is not None else contextlib.nullcontext(None)) as cache_staging:
-        saver = CandidateWriter(cache_staging, len(inputs.user_ids), hi) if cache_staging is not None else None
+        saver = CandidateWriter(cache_staging, len(inputs.user_ids), last) if cache_staging is not None else None
         if context is not None:
             context.saver = saver
         parquet_path = staging / ("_hard_neg_staged.parquet" if capped else "hard_neg_edge.parquet")
@@ -566,7 +565,7 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
             saver.close()
             cache.commit({
                 "tool": "hnmine mine", "command": manifest["command"], "inputs": fingerprints,
-                CACHE_FORMAT: cache_entry(fingerprint, hi, engine_name(config.index), config.index.metric,
+                CACHE_FORMAT: cache_entry(fingerprint, last, engine_name(config.index), config.index.metric,
                                           index.exact, index.precision, shared.index_kind, max_depth,
                                           len(inputs.user_ids)),
             })
