@@ -195,12 +195,3 @@ class ConsoleProgress:
             self.bar.stop()
             self.bar = None
 
-
-def _ks(text: str) -> tuple[int, ...]:
-    """``--k 20,50`` (evaluate's): the cut-offs, or one line naming the option."""
-    from hnmine.options import parse_ks
-
-    try:
-        return parse_ks(text)
-    except InputError as exc:
-        fail(exc)
