@@ -25,9 +25,9 @@ from typing import Any, Literal, TypeVar
 
 from hnmine.errors import InputError
 
-__all__ = ["EDGE_WEIGHTS", "MAX_COUNT", "EdgeWeight", "EmbeddingColumns", "Group", "Option", "RankWindow", "build_config",
-           "check_finite_options", "column_pair", "cutoffs_option", "flat_options", "group", "one_of", "option", "option_fields",
-           "parse_ks", "parse_rank_window", "parse_size", "plain", "show_ks"]
+__all__ = ["EDGE_WEIGHTS", "MAX_COUNT", "EdgeWeight", "EmbeddingColumns", "Group", "Option", "RankWindow",
+           "build_config", "check_finite_options", "column_pair", "cutoffs_option", "flat_options", "group", "one_of",
+           "option", "option_fields", "parse_ks", "parse_rank_window", "parse_size", "plain", "show_ks"]
 
 # The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
 MAX_COUNT = 2**31 - 1

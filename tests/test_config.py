@@ -9,7 +9,7 @@ import pytest
 from hnmine.cli.main import app
 
 from hnmine.io.embeddings import read_embeddings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, tiny_config
 
 COMMANDS = sorted(app.registered_commands, key=lambda c: c.callback.__name__)
 
@@ -163,8 +163,6 @@ def test_evaluate_takes_its_inputs_and_cutoffs_from_the_file(cli, tmp_path, samp
 
 def test_export_takes_its_options_from_the_file(cli, tmp_path):
     from hnmine.training.trainer import train
-
-    from tests.conftest import tiny_config
 
     train(tiny_config(tmp_path))
     config = _toml(tmp_path / "x.toml", "export", model=tmp_path / "model.pt", out_dir=tmp_path / "e1")
