@@ -114,8 +114,8 @@ def config_command(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Cal
 
 def list_options(callback: Callable[..., Any] | None) -> frozenset[str]:
     """The options of a command built by :func:`config_command` that a TOML file may give as a list."""
-    from hnmine.options import parse_list
+    from hnmine.options import parse_ks, parse_list
 
     specs: dict[str, OptionField] = getattr(callback, OPTIONS_ATTR, {})
-    return frozenset(name for name, spec in specs.items() if spec.option.parse is parse_list)
+    return frozenset(name for name, spec in specs.items() if spec.option.parse in (parse_list, parse_ks))
 

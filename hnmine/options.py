@@ -336,7 +336,7 @@ def parse_number(option_name: str) -> Callable[[Any], float | None]:
 def parse_list(text: Any) -> list[str]:
     """``"a, b"`` -> ["a", "b"]; a list (from a TOML file) as it is."""
     if isinstance(text, list):
-        return text
+        return [str(part) for part in text]
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 

@@ -161,6 +161,16 @@ def test_evaluate_takes_its_inputs_and_cutoffs_from_the_file(cli, tmp_path, samp
         assert list(json.loads(result.output)["metrics"]) == [key, key.replace("recall", "ndcg")]
 
 
+def test_cutoffs_may_be_a_toml_list(cli, tmp_path, sample_embeddings):
+    user, item = sample_embeddings
+    (tmp_path / "e.toml").write_text(f"[evaluate]\nusers = {json.dumps(str(user))}\nitems = {json.dumps(str(item))}\n"
+                                     f"train = {json.dumps(str(SAMPLE / 'train.txt'))}\n"
+                                     f"test = {json.dumps(str(SAMPLE / 'test.txt'))}\nk = [10, 20]\n")
+    result = cli("evaluate", "--config", tmp_path / "e.toml", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.output)["metrics"]) == ["ndcg@10", "ndcg@20", "recall@10", "recall@20"]
+
+
 def test_export_takes_its_options_from_the_file(cli, tmp_path):
     from hnmine.training.trainer import train
 
