@@ -28,7 +28,7 @@ _TILE_USERS = 1024
 # ... and at least this many, when a chunk is split among threads.
 _MIN_TILE = 128
 _TILE_ITEMS = 1024
-# The bf16 engine guesses each user's bound from every 8th item (in norm order).
+# Each user's starting bound is guessed from a sample of the catalog: every 32nd item in norm order.
 _GUESS_STRIDE = 32
 # ``precision="auto"`` takes bf16 tiles (torch) from this many multiply-adds (users x items x dim), on
 # CPUs with bf16 units: below it, loading torch (~2 CPU-seconds with its exit) and rescoring the more
