@@ -19,12 +19,13 @@ REPORT_EXAMPLE = """Example:
 """
 
 
-def write_report_or_fail(path: Path, out: Path, test: Path | None = None, fmt: str = "html") -> Path:
+def write_report_or_fail(path: str | Path, out: str | Path, test: str | Path | None = None, fmt: str = "html",
+                         overwrite: bool = False) -> str | Path:
     """The report, or one ``hnmine: error:`` line (bad input, or matplotlib missing for HTML)."""
     try:
         from hnmine.report import write_report
 
-        return write_report(path, out, test, fmt)
+        return write_report(path, out, test, fmt, overwrite=overwrite)
     except ImportError as exc:
         fail(f"the HTML report needs matplotlib ({exc.name} missing): pip install 'hnmine[report]'")
     except InputError as exc:
@@ -34,10 +35,13 @@ def write_report_or_fail(path: Path, out: Path, test: Path | None = None, fmt: s
 
 @app.command(epilog=REPORT_EXAMPLE)
 def report(
-    path: Annotated[Path, typer.Argument(help="A hnmine mine output (--out directory) or a hnmine run directory.")],
-    out: Annotated[Optional[Path], typer.Option(help="File to write (default: PATH/report.html; JSON: stdout).")] = None,
+    path: Annotated[Path, typer.Argument(help="A hnmine mine output (--out directory) or a hnmine run directory "
+                                              "(either may be a URL).")],
+    out: Annotated[Optional[Path], typer.Option(help="File to write (default: PATH/report.html; JSON: stdout); "
+                                                    "a report hnmine wrote there is replaced.")] = None,
     test: Annotated[Optional[Path], typer.Option(help="Held-out positives: adds false-negative rates by rank.")] = None,
     format: Annotated[str, typer.Option("--format", help="html (one self-contained file) or json (the same numbers).")] = "html",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out that is not a report hnmine wrote.")] = False,
     config: ConfigFile = None,
 ) -> None:
     """What was mined: hardness, margins, users, popularity, false negatives; per round for a run."""
@@ -51,5 +55,5 @@ def report(
         except InputError as exc:
             fail(str(exc))
         return
-    target = write_report_or_fail(path, out or path / "report.html", test, format)
+    target = write_report_or_fail(path, out or path / "report.html", test, format, overwrite)
     typer.echo(f"wrote {target}")
