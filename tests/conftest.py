@@ -109,14 +109,18 @@ def published_bytes(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_server):
     """Ray for the ``--engine ray`` tests, started once per session: the cluster at ``RAY_ADDRESS``
-    (.ci/run starts one with ``ray start --head``), else a local one with 2 CPUs."""
+    (.ci/run starts one with ``ray start --head``), else a local one with 2 CPUs. Its workers have the test
+    S3 server's credentials in their environment (the job's runtime env), as a cluster's nodes have their
+    store's: they read URL inputs themselves."""
     import ray
     import ray.data  # imported here: its log handler then holds the real stderr, not a CliRunner's (closed after)
 
     address = os.environ.get("RAY_ADDRESS")
-    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    credentials = {k: v for k, v in s3_server.env().items() if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL"}
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING",
+               "runtime_env": {"env_vars": credentials}}
     if not ray.is_initialized():
         if address:
             ray.init(address=address, **options)
