@@ -192,3 +192,29 @@ def test_a_live_writer_s_lock_is_respected(cli, s3_env, s3_inputs):
     assert result.exit_code == 75 and f"pid {os.getpid()}" in result.output, result.output
     assert set(objects(s3_env, bucket)) == {".mined.lock", "in/emb/user.parquet", "in/emb/item.parquet",
                                             "in/train.txt"}
+
+
+def test_mine_reads_from_and_publishes_to_gs(cli, gcs_env, sample_embeddings, tmp_path):
+    """gs:// through pyarrow's GcsFileSystem against a GCS emulator: the local run's bytes, published under
+    _SUCCESS, and a second publication replaces the first."""
+    user, item = sample_embeddings
+    bucket = gcs_env.bucket()
+    inputs = {"users": gcs_env.upload(user, f"{bucket}/in/user.parquet"),
+              "items": gcs_env.upload(item, f"{bucket}/in/item.parquet"),
+              "positives": gcs_env.upload(SAMPLE / "train.txt", f"{bucket}/in/train.txt")}
+    for _ in range(2):
+        remote = cli("mine", *options(inputs), "--out", f"gs://{bucket}/mined", "--overwrite", *MINE)
+        assert remote.exit_code == 0, remote.output
+    local = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt",
+                "--out", tmp_path / "mined", *MINE)
+    assert local.exit_code == 0, local.output
+    store = gcs_env.filesystem()
+    infos = store.get_file_info(fs.FileSelector(bucket, recursive=True))
+    names = {info.path[len(bucket) + 1:] for info in infos if info.type == fs.FileType.File}
+    assert names == {f"in/{n}" for n in ("user.parquet", "item.parquet", "train.txt")} | {
+        f"mined/{p.name}" for p in (tmp_path / "mined").iterdir()}
+    for path in (tmp_path / "mined").iterdir():
+        if path.name != "manifest.json":
+            with store.open_input_stream(f"{bucket}/mined/{path.name}") as stream:
+                assert stream.read() == path.read_bytes(), path.name
+    assert output_format(f"gs://{bucket}/mined") == "mine"
