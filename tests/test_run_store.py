@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,12 @@ def without_times(value: object) -> object:
     return value
 
 
-def test_run_on_s3_killed_after_a_round_resumes_from_the_store_to_the_same_metrics(s3_env, tmp_path):
+def test_run_on_s3_killed_after_a_round_resumes_from_the_store_to_the_same_metrics(cli, s3_env, tmp_path):
     s3_server = s3_env
     bucket, env = s3_server.bucket(), s3_server.env()
     url = f"s3://{bucket}/runs/r1"
-    clean = hnmine(["run", *RUN, "--out", tmp_path / "local"], env)
-    assert clean.returncode == 0, clean.stderr[-2000:]
+    clean = cli("run", *RUN, "--out", tmp_path / "local")
+    assert clean.exit_code == 0, clean.output[-2000:]
     # round 0 trained and published, then the machine is gone
     killed = hnmine(["run", *RUN, "--out", url, "--work-dir", tmp_path / "first"], env, fault="run.round.published")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
@@ -60,18 +61,24 @@ def test_run_on_s3_killed_after_a_round_resumes_from_the_store_to_the_same_metri
     assert {"run.json", "data/train.parquet", "round_00/model.pt", "round_00/embeddings/user.parquet",
             "round_00/manifest.json"} <= stored and not any(n.startswith("round_01") for n in stored)
     # a changed option is refused, naming the URL, before anything is written
-    changed = hnmine(["run", *RUN, "--out", url, "--work-dir", tmp_path / "other", "--seed", "7"], env)
-    assert changed.returncode == 2 and f"{url}: holds a run with other options (train)" in changed.stderr, \
-        changed.stderr[-2000:]
+    changed = cli("run", *RUN, "--out", url, "--work-dir", tmp_path / "other", "--seed", "7")
+    assert changed.exit_code == 2 and f"{url}: holds a run with other options (train)" in changed.output, \
+        changed.output[-2000:]
     assert names(s3_server, f"{bucket}/runs/r1") == stored
-    # another machine: a fresh working directory; round 0 comes from the store, round 1 runs
-    resumed = hnmine(["run", *RUN, "--out", url, "--work-dir", tmp_path / "second"], env)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    # another machine: a fresh working directory; round 0 comes from the store, round 1 runs. The dead run's
+    # lock is another host's, not renewed for an hour: taken over
+    lock = {"pid": 1, "host": "gone-container", "token": "dead", "since": "2026-01-05T02:00:01Z",
+            "renewed": time.time() - 3600}
+    with s3_server.filesystem().open_output_stream(f"{bucket}/runs/.r1.lock") as sink:
+        sink.write(json.dumps(lock).encode())
+    resumed = cli("run", *RUN, "--out", url, "--work-dir", tmp_path / "second")
+    assert resumed.exit_code == 0, resumed.output[-2000:]
     assert "resuming: rounds 0-0 complete" in (tmp_path / "second" / "run.log").read_text()
     stored = names(s3_server, f"{bucket}/runs/r1")
     assert {"round_01/manifest.json", "round_01/mined/_SUCCESS", "metrics.json", "best_round.json", "metrics.png",
             "run.log", "report.html"} <= stored
     assert not any(name.startswith(".") or "/." in name for name in stored), stored  # no lock, staging, record
+    assert names(s3_server, f"{bucket}/runs") == {f"r1/{name}" for name in stored}  # the run's lock is gone
     assert output_format(f"{url}/round_01/mined") == "mine"
     metrics = json.loads(read(s3_server, f"{bucket}/runs/r1/metrics.json"))
     assert without_times(metrics) == without_times(json.loads((tmp_path / "local" / "metrics.json").read_text()))
@@ -79,7 +86,7 @@ def test_run_on_s3_killed_after_a_round_resumes_from_the_store_to_the_same_metri
         (tmp_path / "local" / "round_01" / "mined" / "hard_neg_edge.parquet").read_bytes()
     best = json.loads(read(s3_server, f"{bucket}/runs/r1/best_round.json"))
     assert best["model"].startswith(f"{url}/round_0") and best["model"].endswith("/model.pt")
-    assert f"wrote {url}/report.html" in resumed.stdout
+    assert f"wrote {url}/report.html" in resumed.output
 
 
 def test_run_refuses_a_prefix_that_is_not_a_run(cli, s3_env, tmp_path):
@@ -90,6 +97,13 @@ def test_run_refuses_a_prefix_that_is_not_a_run(cli, s3_env, tmp_path):
     assert names(s3_env, f"{bucket}/runs/r1") == {"notes.txt"} and not (tmp_path / "work").exists()
     local = cli("run", *RUN, "--out", tmp_path / "run", "--work-dir", tmp_path / "work")
     assert local.exit_code == 2 and "--work-dir" in local.output, local.output[-2000:]
+    # a run elsewhere that renewed its lock a minute ago is live: exit 75, naming it
+    lock = {"pid": 1, "host": "other-container", "token": "live", "since": "2026-01-05T02:00:01Z",
+            "renewed": time.time() - 60}
+    with s3_env.filesystem().open_output_stream(f"{bucket}/runs/.r2.lock") as sink:
+        sink.write(json.dumps(lock).encode())
+    locked = cli("run", *RUN, "--out", f"s3://{bucket}/runs/r2", "--work-dir", tmp_path / "work")
+    assert locked.exit_code == 75 and "pid 1 on other-container" in locked.output, locked.output[-2000:]
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

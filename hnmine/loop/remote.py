@@ -20,18 +20,24 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hnmine import faults
-from hnmine.errors import InputError
+from hnmine.errors import InputError, OutputLockedError
 from hnmine.io import storage
 from hnmine.io.publish import MANIFEST, ObjectStoreLock, Publication
 
 __all__ = ["RemoteRun", "default_work_dir"]
 
 _ROUND = re.compile(r"round_\d{2,}")
+# A run renews its lock every RENEW seconds; a lock not renewed for STALE seconds is a dead run's, wherever it
+# ran (a container that is gone), and the next run takes it over. Seconds.
+RENEW = 60.0
+STALE = 600.0
 # The run-level files (re)written after every round; run.json and data/ are written once, first.
 SUMMARIES = ("metrics.json", "best_round.json", "metrics.png", "run.log")
 _BLOCK = 8 << 20
@@ -61,7 +67,12 @@ class RemoteRun:
         if missing:
             raise InputError(f"{self.url}: cannot publish{missing}; create it first")
         self.work = Path(work_dir) if work_dir else default_work_dir(self.url)
-        self.lock = ObjectStoreLock(self.store, f"{parent}/.{name}.lock", self.url, wait_lock)
+        if not (isinstance(wait_lock, int | float) and wait_lock >= 0):
+            raise InputError(f"--wait-lock must be a number of seconds >= 0, not {wait_lock}")
+        self.wait = float(wait_lock)
+        self.lock = ObjectStoreLock(self.store, f"{parent}/.{name}.lock", self.url)
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
         self._is_run_json = is_run_json
         self._check()
 
@@ -95,16 +106,68 @@ class RemoteRun:
             return bytes(source.read())
 
     def __enter__(self) -> RemoteRun:
-        self.lock.acquire()
+        deadline = time.monotonic() + self.wait
+        while True:
+            with storage.store_errors(self.url, "take the run's lock"):
+                self._take_over_stale()
+            try:
+                self.lock.acquire()
+                break
+            except OutputLockedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(5.0, max(deadline - time.monotonic(), 0.01)))
         try:
             self._check()  # again, holding the lock
+            self._renew()
         except BaseException:
             self.lock.release()
             raise
+        self._renewer = threading.Thread(target=self._keep_renewing, name="hnmine-run-lock", daemon=True)
+        self._renewer.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
         self.lock.release()
+
+    def _holder(self) -> dict[str, Any] | None:
+        from pyarrow import fs
+
+        if self.store.get_file_info(self.lock.path).type == fs.FileType.NotFound:
+            return None
+        with self.store.open_input_stream(self.lock.path) as source:
+            try:
+                data = json.loads(bytes(source.read()))
+            except ValueError:
+                return {}
+        return data if isinstance(data, dict) else {}
+
+    def _take_over_stale(self) -> None:
+        """Delete the lock of a run that stopped renewing it :data:`STALE` seconds ago, on whatever host it
+        ran (a container that is gone cannot release it); read again just before, so a renewed one stays."""
+        holder = self._holder()
+        if not holder or not isinstance(holder.get("renewed"), (int, float)) or time.time() - holder["renewed"] < STALE:
+            return
+        again = self._holder()
+        if again is not None and again.get("token") == holder.get("token") and again.get("renewed") == holder["renewed"]:
+            self.store.delete_file(self.lock.path)
+
+    def _renew(self) -> None:
+        """Rewrite the lock with the time now, while it is still this run's."""
+        holder = self._holder()
+        if holder is None or holder.get("token") != self.lock.token:
+            return
+        holder["renewed"] = time.time()
+        with self.store.open_output_stream(self.lock.path) as sink:
+            sink.write((json.dumps(holder) + "\n").encode())
+
+    def _keep_renewing(self) -> None:
+        while not self._stop.wait(RENEW):
+            with contextlib.suppress(Exception):  # a failed renewal is retried; the run goes on
+                self._renew()
 
     # -- down: resuming ------------------------------------------------------------------------------------
 
