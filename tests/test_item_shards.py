@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from hnmine.mining.config import MineConfig
 from hnmine.mining.pipeline import mine
-from hnmine.mining.retrieval import IndexSpec, ItemIndex, ShardedIndex, item_shards, retrieve_window
+from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
+from hnmine.mining.sharded import ShardedIndex, item_shards
 from tests.conftest import SAMPLE, csr, integer_vectors, published_bytes
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from hnmine.mining import exact as E
 from hnmine.mining import kernels
 from hnmine.mining import retrieval as R
 from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
@@ -78,8 +79,8 @@ def test_exact_deterministic_across_chunks_tiles_and_threads(monkeypatch, precis
     try:
         configs = [(1, 256, 16384, 1), (7, 5, 128, 2), (64, 33, 96, 1), (300, 1024, 512, 2)]
         for chunk, tile_users, tile_items, n_threads in configs:
-            monkeypatch.setattr(R, "_TILE_USERS", tile_users)
-            monkeypatch.setattr(R, "_TILE_ITEMS", tile_items)
+            monkeypatch.setattr(E, "_TILE_USERS", tile_users)
+            monkeypatch.setattr(E, "_TILE_ITEMS", tile_items)
             torch.set_num_threads(n_threads)
             kernels.set_threads(n_threads)
             got_items, got_scores = _chunked(index, users, indptr, pos, 31, 200, chunk)
@@ -166,20 +167,20 @@ def test_guessed_bounds_and_redo(monkeypatch, precision):
     assert index.precision == precision
     flat = retrieve_window(ItemIndex(items), users, indptr, pos, 101, 300)
     reaches = []
-    real_reach = R._reach
-    monkeypatch.setattr(R, "_reach", lambda *args: reaches.append(real_reach(*args)) or reaches[-1])
+    real_reach = E._reach
+    monkeypatch.setattr(E, "_reach", lambda *args: reaches.append(real_reach(*args)) or reaches[-1])
     guessed = retrieve_window(index, users, indptr, pos, 101, 300)
     assert reaches[0].max() < len(items)  # every user's scan stopped early
     np.testing.assert_array_equal(guessed.items, flat.items)
     np.testing.assert_array_equal(guessed.scores, flat.scores)
-    real = R._guess_bounds
+    real = E._guess_bounds
 
     def too_high(*args):
         guesses = real(*args)
         assert np.isfinite(guesses).all()
         return guesses + np.float32(1e3)  # above every score: every user must be redone
 
-    monkeypatch.setattr(R, "_guess_bounds", too_high)
+    monkeypatch.setattr(E, "_guess_bounds", too_high)
     redone = retrieve_window(index, users, indptr, pos, 101, 300)
     np.testing.assert_array_equal(redone.items, flat.items)
     np.testing.assert_array_equal(redone.scores, flat.scores)
@@ -194,17 +195,17 @@ def test_auto_takes_the_exact_engine_and_bf16_only_for_big_jobs():
     assert ItemIndex(items, IndexSpec(kind="auto"), queries=10).spec.kind == "flat"
     big = ItemIndex(items, IndexSpec(kind="auto"), queries=R._AUTO_EXACT_PAIRS // 2000)
     assert (big.spec.kind, big.precision) == ("exact", "fp32")
-    assert not R._wants_bf16("auto", 29_858, (40_981, 64))  # Gowalla: float32 tiles
-    assert R._wants_bf16("auto", 100_000, (1_000_000, 64)) == R.cpu_has_bf16()
-    assert R._wants_bf16("bf16", 10, (10, 4)) and not R._wants_bf16("fp32", 10**6, (10**6, 64))
+    assert not E._wants_bf16("auto", 29_858, (40_981, 64))  # Gowalla: float32 tiles
+    assert E._wants_bf16("auto", 100_000, (1_000_000, 64)) == E.cpu_has_bf16()
+    assert E._wants_bf16("bf16", 10, (10, 4)) and not E._wants_bf16("fp32", 10**6, (10**6, 64))
 
 
 def test_bf16_bound_covers_torch_bf16_gemm():
     """The per-pair bound holds for torch's bf16 GEMM on spread-out norms, and is not vacuous."""
     rng = np.random.default_rng(2)
     vecs = (rng.standard_normal((600, 64)) * rng.lognormal(0, 1.5, (600, 1))).astype(np.float32)
-    assert R._bf16_gemm_within_bound(vecs)
-    assert R._bf16_slack(64) < 0.02
+    assert E._bf16_gemm_within_bound(vecs)
+    assert E._bf16_slack(64) < 0.02
 
 
 @pytest.mark.parametrize("dim", [64, 37, 5])

@@ -46,16 +46,18 @@ def test_help_imports_no_heavy_library():
     assert loaded_after(["run", "--help"]) == []
 
 
-def test_mine_on_a_small_job_does_not_load_torch(sample_embeddings, tmp_path):
+def test_mine_on_a_small_job_does_not_load_torch_or_pandas(sample_embeddings, tmp_path):
+    """torch is only for training; pandas (installed with the ray extra) costs ~0.3 s of every start and
+    comes in through pyarrow's ``read_table`` and ``to_numpy`` when they are used."""
     users, items = sample_embeddings
     code = (
         "import json, sys\nfrom hnmine import MineConfig, mine\n"
         f"report = mine(MineConfig.of(users={str(users)!r}, items={str(items)!r}, "
         f"positives={str(hnmine_root() / 'sample_data' / 'train.txt')!r}, out={str(tmp_path / 'o')!r}))\n"
-        "print(json.dumps({'index': report.index, 'torch': 'torch' in sys.modules}))"
+        "print(json.dumps({'index': report.index, 'torch': 'torch' in sys.modules, 'pandas': 'pandas' in sys.modules}))"
     )
     result = json.loads(python(code).strip().splitlines()[-1])
-    assert result == {"index": "flat", "torch": False}
+    assert result == {"index": "flat", "torch": False, "pandas": False}
 
 
 def hnmine_root() -> Path:

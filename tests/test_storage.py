@@ -1,4 +1,4 @@
-"""Object stores (hnmine.io.storage, the object-store committer of hnmine.io.publish) against a real S3 server:
+"""Object stores (hnmine.io.storage, the object-store committer, hnmine.io.committer) against a real S3 server:
 SeaweedFS started by the ``s3_server`` fixture (tests/conftest.py), buckets made by each test."""
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -65,6 +66,13 @@ def _list_parquet_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _plain_numpy(array: pa.Array, dtype: Any) -> np.ndarray:
+    """A view of a null-free numeric Arrow array. ``Array.to_numpy`` would do the same but imports pandas
+    when it is installed (about 0.3 s of every run's start)."""
+    width = np.dtype(dtype).itemsize
+    return np.frombuffer(array.buffers()[1], dtype=dtype, count=len(array), offset=array.offset * width)
+
+
 def _ids_to_numpy(column: pa.ChunkedArray | pa.Array, where: str, id_column: str) -> np.ndarray:
     """Arrow id column to int64 or str numpy, rejecting nulls and other types."""
     if isinstance(column, pa.ChunkedArray):
@@ -79,7 +87,7 @@ def _ids_to_numpy(column: pa.ChunkedArray | pa.Array, where: str, id_column: str
             row = int(pc.index(pc.greater(column, pa.scalar(np.iinfo(np.int64).max, pa.uint64())), True).as_py())
             raise InputError(f"{where}: column '{id_column}' has id {column[row].as_py()} at row {row}, beyond the "
                              "int64 range; ids must fit int64 or be strings")
-        return column.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        return _plain_numpy(column.cast(pa.int64()), np.int64).copy()
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return np.asarray(column.to_pylist(), dtype=object)
     raise InputError(f"{where}: column '{id_column}' has type {kind}; ids must be integers or strings")
@@ -114,7 +122,7 @@ def _vectors_to_numpy(
         dim = kind.list_size
         values = column.flatten()
     else:
-        lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+        lengths = _plain_numpy(pc.list_value_length(column), np.int32)
         dim = int(lengths[0]) if n else 0
         bad = np.flatnonzero(lengths != dim)
         if bad.size:
@@ -131,7 +139,7 @@ def _vectors_to_numpy(
         raise InputError(f"{where}: column '{vector_column}' has a null value at row {first_row + row} (id {ids[row]})")
     if dim == 0:
         raise InputError(f"{where}: column '{vector_column}' has empty vectors")
-    matrix = np.ascontiguousarray(values.to_numpy(zero_copy_only=False).reshape(n, dim), dtype=np.float32)
+    matrix = np.ascontiguousarray(_plain_numpy(values, values.type.to_pandas_dtype()).reshape(n, dim), dtype=np.float32)
     _check_finite(matrix, where, vector_column, first_row, ids)
     return matrix
 
@@ -156,7 +164,7 @@ def _parse_vector_text(column: pa.Array, where: str, vector_column: str, first_r
         row = int(pc.list_parent_indices(parts)[flat].as_py())
         raise InputError(f"{where}: column '{vector_column}' has '{values[flat].as_py()[:40]}' at row "
                          f"{first_row + row} (id {ids[row]}), not a number; expected comma-separated numbers")
-    lengths = pc.list_value_length(parts).to_numpy(zero_copy_only=False)
+    lengths = _plain_numpy(pc.list_value_length(parts), np.int32)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     # parsed straight to float32: the shortest decimal form of a float32 (what writers print) reads back exactly
@@ -198,7 +206,7 @@ def _read_ids_file(path: Path, id_column: str) -> np.ndarray:
         raise InputError(f"{path}: ids array has dtype {ids.dtype}; expected integers or strings")
     if path.suffix in (".parquet", ".pq"):
         with reading(path, "as parquet"):
-            table = pq.read_table(path)
+            table = pq.ParquetFile(path).read()  # not pq.read_table: that imports pyarrow.dataset (and pandas)
         if id_column not in table.column_names:
             raise InputError(f"{path}: no column '{id_column}' (columns: {', '.join(table.column_names)})")
         return _ids_to_numpy(table[id_column], str(path), id_column)
@@ -282,7 +290,7 @@ class EmbeddingSource:
             parts = []
             for f in self.files:
                 with reading(f, "as parquet"):
-                    column = pq.read_table(f, columns=[self.id_column])[self.id_column]
+                    column = pq.ParquetFile(f).read(columns=[self.id_column])[self.id_column]
                 parts.append(_ids_to_numpy(column, str(f), self.id_column))
                 check_ids(parts[-1], str(f), self.id_column)
             kinds = {p.dtype.kind for p in parts}

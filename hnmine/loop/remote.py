@@ -29,7 +29,9 @@ from typing import Any
 from hnmine import faults
 from hnmine.errors import InputError, OutputLockedError
 from hnmine.io import storage
-from hnmine.io.publish import MANIFEST, ObjectStoreLock, Publication
+from hnmine.io.committer import ObjectStoreLock
+from hnmine.io.manifest import MANIFEST
+from hnmine.io.publish import Publication
 
 __all__ = ["RemoteRun", "default_work_dir"]
 

@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from hnmine.errors import InputError
-from hnmine.io.publish import MANIFEST, output_format
+from hnmine.io.manifest import MANIFEST
+from hnmine.io.publish import output_format
 from hnmine.mining.retrieval import IndexSpec, Window
 
 __all__ = ["CACHE_FORMAT", "CACHE_VERSION", "CandidateReader", "CandidateWriter", "Fingerprint", "cache_entry",

@@ -185,7 +185,7 @@ class IndexSpec:
     candidates are rescored.
 
     ``flat`` (FAISS IndexFlatIP) and ``exact`` (tiled GEMM, see
-    :func:`hnmine.mining.retrieval._retrieve_exact`) are exact and give identical windows (which is
+    :func:`hnmine.mining.exact.retrieve_exact`) are exact and give identical windows (which is
     faster depends on the machine: docs/performance.md). ``ivf`` (IndexIVFFlat: ``nlist`` clusters,
     ``nprobe`` searched) and ``hnsw`` (IndexHNSWFlat: ``hnsw_m`` links, ``ef_construction``,
     ``ef_search`` raised to at least the search depth) are approximate: audit them with ``audit_sample``

@@ -1,10 +1,9 @@
 """The ``mine`` job: embeddings -> FAISS window -> hard negatives -> sampler tables, published atomically.
 
-:func:`mine` streams the users chunk by chunk through the pure stage functions
-(:func:`~hnmine.mining.retrieval.retrieve_window`, :func:`~hnmine.mining.selection.select_hard_negatives`,
-:func:`~hnmine.io.tables.hard_neg_edge_table`) and appends each chunk to the output files, so memory is
-bounded by the item index, the positives and one chunk. :func:`plan` reads only what it needs to
-print what a run would do.
+:func:`mine` streams the users chunk by chunk through :func:`~hnmine.mining.chunk.mine_chunk` (retrieve,
+select, tabulate) and appends each chunk to the output files, so memory is bounded by the item index, the
+positives and one chunk; ``--max-item-negatives`` is applied to the whole table afterwards
+(:mod:`hnmine.mining.cap`). :func:`plan` reads only what it needs to print what a run would do.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -30,16 +30,13 @@ import pyarrow.parquet as pq
 
 from hnmine import faults
 from hnmine.errors import InputError
-from hnmine.io.checks import ScoreRange
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, normalize_rows
 from hnmine.io.graphlearn import TextTableWriter
-from hnmine.io.positives import PositiveIndex, index_positives, read_positives
+from hnmine.io.positives import PositiveIndex, Positives, index_positives, read_positives
 from hnmine.io.publish import Publication, resolve_output
 from hnmine.io.storage import LocalCopy, is_url, reworded, unfolded
 from hnmine.io.tables import (
-    EDGE_WEIGHTS,
     ParquetTableWriter,
-    hard_neg_edge_table,
     item_attrs,
     item_node_table,
     read_item_features,
@@ -53,27 +50,19 @@ from hnmine.mining.candidates import (
     Fingerprint,
     cache_entry,
     engine_name,
-    window_slice,
 )
+from hnmine.mining.cap import apply_item_cap, recount_after_cap
+from hnmine.mining.chunk import EXACT_KINDS, ChunkContext, ChunkInputs, ChunkResult, mine_chunk, prepared
 from hnmine.mining.config import MineConfig
-from hnmine.mining.hashing import id_keys, pair_uniforms, user_streams
-from hnmine.mining.retrieval import (
-    IndexSpec,
-    ItemIndex,
-    ShardedIndex,
-    Window,
-    make_index,
-    resolved_spec,
-    retrieve_window,
-    search_depths,
-)
-from hnmine.mining.selection import near_duplicates, reference_scores, select_hard_negatives
+from hnmine.mining.hashing import id_keys, user_streams
+from hnmine.mining.retrieval import retrieve_window, search_depths
+from hnmine.mining.selection import select_hard_negatives
+from hnmine.mining.sharded import make_index
 from hnmine.mining.sketch import WindowSketch
-from hnmine.options import one_of, parse_size
+from hnmine.options import parse_size
 from hnmine.progress import NoProgress, Progress
 
-__all__ = ["ChunkContext", "ChunkInputs", "ChunkResult", "MineConfig", "MinePlan", "MineReport", "mine", "mine_chunk",
-           "plan", "select"]
+__all__ = ["MineConfig", "MinePlan", "MineReport", "mine", "plan", "select"]
 
 @dataclass
 class MineReport:
@@ -157,6 +146,20 @@ class _Inputs:
 
 
 def _read_inputs(config: MineConfig) -> _Inputs:
+    # The positives are parsed on a second thread while the embeddings are read here (polars and
+    # pyarrow both release the GIL); errors are still raised in the order the checks below make them.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        positives = pool.submit(
+            read_positives, config.inputs.positives, fmt=config.inputs.positives_format,
+            user_column=config.inputs.user_column, item_column=config.inputs.item_column,
+            weight_column=config.inputs.weight_column)
+        try:
+            return _read_embeddings_and(config, positives)
+        finally:
+            positives.cancel()
+
+
+def _read_embeddings_and(config: MineConfig, positives_read: Future[Positives]) -> _Inputs:
     (user_id, item_id), (user_vector, item_vector) = config.embedding_columns()
     users = EmbeddingSource(config.inputs.users, id_column=user_id, vector_column=user_vector,
                             ids_path=config.inputs.user_ids)
@@ -172,8 +175,7 @@ def _read_inputs(config: MineConfig) -> _Inputs:
         raise InputError(f"--nlist {config.index.nlist} is above the {len(items)} items in {config.inputs.items}: "
                          "IVF needs at least one item per cluster")
     user_ids = users.read_ids()
-    positives = read_positives(config.inputs.positives, fmt=config.inputs.positives_format, user_column=config.inputs.user_column,
-                               item_column=config.inputs.item_column, weight_column=config.inputs.weight_column)
+    positives = positives_read.result()
     index = index_positives(positives, user_ids, items.ids)
     return _Inputs(users, user_ids, items, index, positives.duplicates, positives.rows_read)
 
@@ -218,24 +220,6 @@ def _versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "unknown"
     return versions
-
-
-def _short_reason(
-    n_selected: np.ndarray, needed: int, filled: np.ndarray, width: int, available: np.ndarray, hi: int,
-    after_filters: np.ndarray, exact: bool,
-) -> np.ndarray:
-    """Why each user got fewer than ``needed`` negatives ('' when it did not)."""
-    reason = np.full(len(n_selected), "", dtype=object)
-    short = n_selected < needed
-    catalog = short & (filled < width) & (available < hi)
-    index = short & ~catalog & (filled < width) & (not exact)
-    filters = short & ~catalog & ~index & (after_filters < needed)
-    cap = short & ~catalog & ~index & ~filters
-    reason[catalog] = "catalog"
-    reason[index] = "index"
-    reason[filters] = "filters"
-    reason[cap] = "item-cap"
-    return reason
 
 
 # A chunk under --max-memory: at least this many users (fewer make FAISS calls slow), and at most
@@ -323,14 +307,14 @@ def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     counts = np.diff(inputs.positives.indptr)
     depths = search_depths(counts, hi, len(inputs.items))
     n_users, dim = len(inputs.user_ids), inputs.items.dim
-    index = make_index(_prepared(inputs.items.vectors, config.index.metric), config.index, config.execution.threads,
+    index = make_index(prepared(inputs.items.vectors, config.index.metric), config.index, config.execution.threads,
                        queries=n_users, shards=config.execution.item_shards)
     depth_max = int(depths.max())
     per_user_rows = (hi - lo + 1) if config.selection.strategy == "all" else min(config.selection.num_hard, hi - lo + 1)
     chunk, memory = _chunk_plan(config, inputs, depth_max, per_user_rows)  # before the sample search's memory
     _, first = next(inputs.users.iter_chunks(min(sample_users, chunk), ids=inputs.user_ids))
     indptr, rows = inputs.positives.slice(0, len(first))
-    queries = _prepared(first.vectors, config.index.metric)
+    queries = prepared(first.vectors, config.index.metric)
     streams = user_streams(config.selection.seed, id_keys(first.ids))
     warm = min(256, len(first))  # the first FAISS call pays for thread start-up and page faults
     retrieve_window(index, queries[:warm], indptr[: warm + 1], rows[: indptr[warm]], lo, hi)
@@ -350,164 +334,6 @@ def _plan(config: MineConfig, sample_users: int) -> MinePlan:
     )
 
 
-def _prepared(vectors: np.ndarray, metric: str) -> np.ndarray:
-    return normalize_rows(vectors) if metric == "cosine" else vectors
-
-
-# the index kinds whose windows are exact (auto picks one of the other two)
-_EXACT_KINDS = ("auto", "flat", "exact")
-
-
-@dataclass
-class ChunkInputs:
-    """What every chunk of users is mined against: the options, the items and every user's positives.
-
-    Plain arrays, so a distributed engine ships them to its workers once; each worker then builds a
-    :class:`ChunkContext` (its item index) from them.
-    """
-
-    config: MineConfig
-    item_vectors: np.ndarray  # prepared for the metric (unit rows for cosine)
-    item_ids: np.ndarray
-    indptr: np.ndarray  # the positives: CSR over all user rows
-    item_rows: np.ndarray
-    audit_rows: np.ndarray  # user rows the --audit-sample compares with exact search
-    n_users: int
-    id_column: str  # the users' id column
-    vector_column: str  # the users' vector column (how errors name it)
-    unit_items: np.ndarray | None = None  # unit item rows for --max-positive-similarity
-    item_keys: np.ndarray | None = None  # a code per item row for --exclude-same
-
-    @property
-    def needed(self) -> int:
-        lo, hi = self.config.window()
-        return hi - lo + 1 if self.config.selection.strategy == "all" else min(self.config.selection.num_hard, hi - lo + 1)
-
-    @property
-    def capped(self) -> bool:
-        return self.config.selection.max_item_negatives is not None
-
-    @property
-    def exact(self) -> bool:
-        return self.config.index.kind in _EXACT_KINDS
-
-    @property
-    def index_kind(self) -> str:
-        return cast(str, resolved_spec(self.config.index, len(self.item_vectors), self.n_users).kind)
-
-
-class ChunkContext:
-    """A process's item index (built once) and everything else :func:`mine_chunk` reads.
-
-    ``source``: each user's ranked candidates come from a cache (``select``) instead of an index;
-    ``saver``: the retrieved candidates are also written to one (``--save-candidates``);
-    ``fingerprint``: the cache's fingerprint, fed each chunk's user vectors. All three are local-engine only.
-    """
-
-    def __init__(self, shared: ChunkInputs, source: CandidateReader | None = None,
-                 fingerprint: Fingerprint | None = None) -> None:
-        config = self.config = shared.config
-        self.shared = shared
-        self.source = source
-        self.saver: CandidateWriter | None = None
-        self.fingerprint = fingerprint
-        self.index = None if source is not None else make_index(
-            shared.item_vectors, config.index, config.execution.threads, queries=shared.n_users, shards=config.execution.item_shards)
-        self.exact = source.exact if source is not None else bool(self.index is not None and self.index.exact)
-        self.audit_index = (make_index(shared.item_vectors, IndexSpec(kind="exact"), shards=config.execution.item_shards)
-                            if config.index.audit_sample and self.index is not None and not self.exact else None)
-        self.score_range = ScoreRange(shared.item_vectors, shared.item_ids, config.inputs.items)
-        capped = shared.capped
-        self.selection = config.with_extra(config.selection.num_hard if capped and config.selection.strategy != "all" else 0)
-        self.edge_weight = one_of(config.selection.edge_weight, EDGE_WEIGHTS, "--edge-weight")
-
-    def positives_of(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """CSR (local indptr, item rows) of user rows ``start:stop``."""
-        ptr = self.shared.indptr[start : stop + 1]
-        return ptr - ptr[0], self.shared.item_rows[ptr[0] : ptr[-1]]
-
-
-@dataclass
-class ChunkResult:
-    """One chunk's hard_neg_edge rows and its share of the summary, merged in user order by the caller."""
-
-    first_row: int
-    users: int
-    table: pl.DataFrame
-    short: Counter[str]
-    empty: Counter[str]
-    audit_hits: int
-    audit_total: int
-    max_depth: int
-    sketch: WindowSketch
-    precision: str
-    seconds: dict[str, float]
-
-
-def mine_chunk(context: ChunkContext, first_row: int, chunk: Embeddings) -> ChunkResult:
-    """Retrieve, select and tabulate the users of rows ``first_row:first_row + len(chunk)``: a pure
-    function of the chunk (and the context), which both engines call."""
-    shared, config, index = context.shared, context.config, context.index
-    lo, hi = config.window()
-    width = hi - lo + 1
-    needed = shared.needed
-    mark = time.perf_counter()
-    stop = first_row + len(chunk)
-    queries = _prepared(chunk.vectors, config.index.metric)
-    dim = shared.item_vectors.shape[1]
-    if queries.shape[1] != dim:
-        raise InputError(f"{chunk.source}: user vectors have length {queries.shape[1]} but items have {dim}")
-    context.score_range.check(queries, chunk.ids, first_row, config.inputs.users, shared.vector_column)
-    indptr, pos_rows = context.positives_of(first_row, stop)
-    if context.fingerprint is not None:
-        context.fingerprint.add_users(chunk.vectors)
-    n_items = len(shared.item_ids)
-    max_depth = 0
-    if index is None:
-        assert context.source is not None
-        window = context.source.window(first_row, stop, n_items - np.diff(indptr), lo, hi)
-    else:
-        max_depth = int(search_depths(np.diff(indptr), hi, index.n_items).max(initial=0))
-        saver = context.saver
-        window = retrieve_window(index, queries, indptr, pos_rows, 1 if saver is not None else lo, hi)
-        if saver is not None:  # the cache keeps ranks 1..hi; the window is cut from them
-            saver.write(window, first_row)
-            window = window_slice(window, lo, hi)
-    hits = total = 0
-    if context.audit_index is not None:
-        audit = shared.audit_rows
-        hits, total = _audit_chunk(context.audit_index, window, queries, indptr, pos_rows,
-                                   audit[(audit >= first_row) & (audit < stop)] - first_row, lo, hi)
-    seconds = {"retrieve" if index is not None else "candidates": time.perf_counter() - mark}
-    mark = time.perf_counter()
-    faults.point("mine.retrieve")
-    streams = user_streams(config.selection.seed, id_keys(chunk.ids))
-    references = (reference_scores(queries, shared.item_vectors, indptr, pos_rows, config.selection.margin_reference)
-                  if context.selection.uses_margins else None)
-    exclude = near_duplicates(window, indptr, pos_rows, shared.unit_items, config.selection.max_positive_similarity,
-                              shared.item_keys)
-    selection = select_hard_negatives(window, streams, context.selection, references, exclude)
-    sketch = WindowSketch(lo, width)
-    sketch.add(window, chunk.ids, streams, queries, shared.item_vectors, indptr, pos_rows)
-    n_selected = np.bincount(selection.user, minlength=len(chunk))
-    kept = np.minimum(n_selected, needed)
-    reasons = _short_reason(kept, needed, selection.window_filled, width, window.available, hi,
-                            selection.after_filters, context.exact)
-    table = hard_neg_edge_table(selection, chunk.ids, shared.item_ids, lo, context.edge_weight)
-    if shared.capped:
-        table = table.with_columns(
-            pl.Series("user_row", (selection.user + first_row).astype(np.int64)),
-            pl.Series("order", selection.order.astype(np.int32)),
-            pl.Series("priority", pair_uniforms(streams[selection.user], id_keys(shared.item_ids[selection.item]))),
-        )
-    seconds["select"] = time.perf_counter() - mark
-    faults.point("mine.select")
-    return ChunkResult(first_row=first_row, users=len(chunk), table=table,
-                       short=Counter(reasons[(kept > 0) & (reasons != "")].tolist()),
-                       empty=Counter(reasons[kept == 0].tolist()), audit_hits=hits, audit_total=total,
-                       max_depth=max_depth, sketch=sketch, seconds=seconds,
-                       precision=index.precision if index is not None else context.source.precision
-                       if context.source is not None else "fp32")
 
 
 def mine(config: MineConfig, progress: Progress | None = None, command: list[str] | None = None) -> MineReport:
@@ -600,9 +426,9 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         source.check_inputs(fingerprint, len(inputs.user_ids))
     mark = timer.add("read", mark)
     faults.point("mine.read")
-    item_vectors = _prepared(inputs.items.vectors, config.index.metric)
+    item_vectors = prepared(inputs.items.vectors, config.index.metric)
     audit_rows = np.zeros(0, dtype=np.int64)
-    if config.index.audit_sample and source is None and config.index.kind not in _EXACT_KINDS:  # an exact index needs no audit
+    if config.index.audit_sample and source is None and config.index.kind not in EXACT_KINDS:  # an exact index needs no audit
         order = np.argsort(user_streams(config.selection.seed ^ 0x5A5A, id_keys(inputs.user_ids)), kind="stable")
         audit_rows = np.sort(order[: config.index.audit_sample])
     shared = ChunkInputs(config, item_vectors, inputs.items.ids, inputs.positives.indptr,
@@ -675,10 +501,10 @@ def _mine(config: MineConfig, publication: Publication, progress: Progress | Non
         if parquet_writer is not None:
             parquet_writer.close()
         if capped:
-            final = _apply_item_cap(parquet_path, config.selection.max_item_negatives or 0, needed)
+            final = apply_item_cap(parquet_path, config.selection.max_item_negatives or 0, needed)
             parquet_path.unlink()
             empty_after = len(inputs.user_ids) - final["user_id"].n_unique()
-            short_reasons, empty_reasons = _recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
+            short_reasons, empty_reasons = recount_after_cap(final, needed, short_reasons, empty_reasons, empty_after)
             if "parquet" in config.output.formats:
                 write_parquet_table(final, staging / "hard_neg_edge.parquet")
             if "graphlearn" in config.output.formats:
@@ -754,21 +580,6 @@ def _item_keys(item_ids: np.ndarray, features: pl.DataFrame | None, config: Mine
     return codes.to_numpy()
 
 
-def _audit_chunk(audit_index: ItemIndex | ShardedIndex, window: Window, queries: np.ndarray, indptr: np.ndarray,
-                 pos_rows: np.ndarray, users: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
-    """(window items also found by exact search, exact window size) over the chunk's sampled ``users``."""
-    if not users.size:
-        return 0, 0
-    counts = np.diff(indptr)[users]
-    sub_ptr = np.concatenate([[0], np.cumsum(counts)])
-    sub_pos = np.concatenate([pos_rows[indptr[u] : indptr[u + 1]] for u in users])
-    exact = retrieve_window(audit_index, queries[users], sub_ptr, sub_pos, lo, hi)
-    hits = total = 0
-    for approx_items, exact_items in zip(window.items[users], exact.items):
-        truth = set(exact_items[exact_items >= 0].tolist())
-        hits += len(truth & set(approx_items[approx_items >= 0].tolist()))
-        total += len(truth)
-    return hits, total
 
 
 def _hard_neg_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pl.Schema:
@@ -779,36 +590,6 @@ def _hard_neg_schema(user_ids: np.ndarray, item_ids: np.ndarray) -> pl.Schema:
                       "rank": pl.Int32(), "score": pl.Float32()})
 
 
-def _apply_item_cap(staged: Path, cap: int, needed: int) -> pl.DataFrame:
-    """Keep each item in at most ``cap`` users' lists, then each user's first ``needed`` survivors.
-
-    Which users keep an over-used item is decided by a per-(user, item) hash priority, so the
-    result does not depend on user order or chunking; users refill from their oversampled picks.
-    """
-    return (
-        pl.scan_parquet(staged)
-        .filter(pl.col("priority").rank("ordinal", descending=True).over("item_id") <= cap)
-        .sort("user_row", "order")
-        .filter(pl.col("order").rank("ordinal").over("user_row") <= needed)
-        .drop("user_row", "order", "priority")
-        .collect()
-    )
-
-
-def _recount_after_cap(final: pl.DataFrame, needed: int, short: Counter[str], empty: Counter[str],
-                       empty_after: int) -> tuple[Counter[str], Counter[str]]:
-    """Users the cap left short: reasons found before the cap stay, the rest are 'item-cap'."""
-    per_user = final.group_by("user_id").len()
-    short_after = int((per_user["len"] < needed).sum())
-    short = Counter(short)
-    empty = Counter(empty)
-    extra_short = short_after - sum(short.values())
-    if extra_short > 0:
-        short["item-cap"] += extra_short
-    extra_empty = empty_after - sum(empty.values())
-    if extra_empty > 0:
-        empty["item-cap"] += extra_empty
-    return short, empty
 
 
 def _write_node_tables(staging: Path, config: MineConfig, inputs: _Inputs, attrs: pl.Series) -> dict[str, int]:

@@ -1,9 +1,9 @@
 """``hnmine mine --engine ray``: the users as a Ray dataset, each batch mined by an actor pool.
 
-The per-chunk work is :func:`hnmine.mining.pipeline.mine_chunk`, the function the local engine calls:
-each actor builds its :class:`~hnmine.mining.pipeline.ChunkContext` (the item index) once from the
-shared inputs (:class:`~hnmine.mining.pipeline.ChunkInputs`, put in Ray's object store once), and
-every batch of users comes back as :class:`~hnmine.mining.pipeline.ChunkResult` objects: the batch's
+The per-chunk work is :func:`hnmine.mining.chunk.mine_chunk`, the function the local engine calls:
+each actor builds its :class:`~hnmine.mining.chunk.ChunkContext` (the item index) once from the
+shared inputs (:class:`~hnmine.mining.chunk.ChunkInputs`, put in Ray's object store once), and
+every batch of users comes back as :class:`~hnmine.mining.chunk.ChunkResult` objects: the batch's
 hard_neg_edge rows and its share of the summary. The driver takes them in user-row order and writes
 and publishes exactly as the local engine does, so the global steps (the per-item cap, the audit,
 the statistics, the window sketch) and the published bytes are the same (docs/scale.md).
@@ -24,7 +24,7 @@ import numpy as np
 from hnmine.errors import InputError
 from hnmine.io import storage
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, _ids_to_numpy, _vectors_to_numpy
-from hnmine.mining.pipeline import ChunkContext, ChunkInputs, ChunkResult, mine_chunk
+from hnmine.mining.chunk import ChunkContext, ChunkInputs, ChunkResult, mine_chunk
 
 __all__ = ["mine_chunks_on_ray", "require_ray", "user_paths"]
 
