@@ -221,8 +221,8 @@ class RemoteRun:
             local = fs.LocalFileSystem()
             for name in wanted:
                 target = self.work / name
-                if target.exists() and target.stat().st_size == files[name] and name != "run.log":
-                    continue
+                if target.exists() and (target.stat().st_size == files[name] or name == "run.log"):
+                    continue  # a local run.log holds at least what was published of it
                 target.parent.mkdir(parents=True, exist_ok=True)
                 fs.copy_files(f"{self.path}/{name}", str(target), source_filesystem=self.store,
                               destination_filesystem=local, use_threads=False)
