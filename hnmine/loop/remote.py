@@ -209,6 +209,8 @@ class RemoteRun:
             wanted = []
             for name in sorted(files):
                 head = name.split("/", 1)[0]
+                if any(part.startswith(".") for part in name.split("/")):
+                    continue  # a committer's lock, staging or record: not the run's state
                 if name in ("run.json", "run.log") or head == "data":
                     wanted.append(name)
                 elif _ROUND.fullmatch(head) and int(head[6:]) < done:
