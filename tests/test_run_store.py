@@ -54,7 +54,12 @@ def test_run_on_s3_killed_after_a_round_resumes_from_the_store_to_the_same_metri
     url = f"s3://{bucket}/runs/r1"
     clean = cli("run", *RUN, "--out", tmp_path / "local")
     assert clean.exit_code == 0, clean.output[-2000:]
-    # round 0 trained and published, then the machine is gone
+    # killed once round 0 is complete in the working directory, before it is published
+    killed = hnmine(["run", *RUN, "--out", url, "--work-dir", tmp_path / "first"], env, fault="run.round.done")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert {"run.json", "data/train.parquet"} <= names(s3_server, f"{bucket}/runs/r1")
+    assert "round_00/manifest.json" not in names(s3_server, f"{bucket}/runs/r1")
+    # the rerun there publishes round 0 first; killed right after that, and the machine is gone
     killed = hnmine(["run", *RUN, "--out", url, "--work-dir", tmp_path / "first"], env, fault="run.round.published")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     stored = names(s3_server, f"{bucket}/runs/r1")
