@@ -116,8 +116,14 @@ def write_report(path: str | Path, out: str | Path, test: str | Path | None = No
     reason = None if overwrite else _report_refusal(out)
     if reason:
         raise InputError(reason)
-    if isinstance(out, Path):
-        out.parent.mkdir(parents=True, exist_ok=True)
+    if not isinstance(out, Path):
+        # one PUT (visible only once complete), not atomic_file's <name>.tmp: a report is written into a
+        # published output, where a leftover .tmp object would make the output foreign to hnmine
+        store, inner = storage.filesystem(out)
+        with storage.store_errors(out, "write the report"), store.open_output_stream(inner) as sink:
+            sink.write(text.encode("utf-8"))
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return out
