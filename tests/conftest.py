@@ -226,7 +226,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", f"-master.port={master}",
          f"-volume.port={volume}", "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={s3}",
          f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-         "-master.volumeSizeLimitMB=64", "-volume.max=50"],
+         "-master.volumeSizeLimitMB=64", "-volume.max=400"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = S3Server(f"http://127.0.0.1:{s3}", S3_ACCESS_KEY, S3_SECRET_KEY)
     try:
