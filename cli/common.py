@@ -66,6 +66,8 @@ def _config_value(path: Path | None, key: str, value: Any, hint: Any, is_list: b
     name = key.replace("_", "-")
     if is_list and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
+    if is_list and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return value  # --k = [20, 50]
     if kind is bool and isinstance(value, bool):
         return value
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
@@ -104,7 +106,7 @@ def _config_defaults(ctx: typer.Context, param: typer.CallbackParam, value: Path
     defaults = {}
     for key, raw in config.items():
         checked = _config_value(value, key, raw, hints[key], key in lists) if key in hints else raw
-        defaults[key] = ",".join(checked) if key in lists and isinstance(checked, list) else checked
+        defaults[key] = ",".join(map(str, checked)) if key in lists and isinstance(checked, list) else checked
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
 
@@ -195,12 +197,3 @@ class ConsoleProgress:
             self.bar.stop()
             self.bar = None
 
-
-def _ks(text: str) -> tuple[int, ...]:
-    """``--k 20,50`` (evaluate's): the cut-offs, or one line naming the option."""
-    from hnmine.options import parse_ks
-
-    try:
-        return parse_ks(text)
-    except InputError as exc:
-        fail(exc)

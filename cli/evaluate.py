@@ -1,52 +1,35 @@
-"""``hnmine evaluate``: calls :func:`hnmine.evaluate.evaluate`."""
+"""``hnmine evaluate``: calls :func:`hnmine.evaluate.ranking.run_evaluate`."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from hnmine.errors import InputError
+from hnmine.evaluate.config import EvaluateConfig  # light: the options' declarations
 
-from .common import ConfigFile, _ks, app, fail
+from .common import ConfigFile, app
+from .options import config_command
 
 EVALUATE_EXAMPLE = (
     "Example:\n\n"
     "  hnmine evaluate --users emb/user.parquet --items emb/item.parquet --train sample_data/train.txt "
     "--test sample_data/test.txt --hard-negatives mined/hard_neg_edge.parquet\n"
 )
+
+
 @app.command(epilog=EVALUATE_EXAMPLE)
+@config_command(EvaluateConfig)
 def evaluate(
-    users: Annotated[Path, typer.Option(help="User embeddings (parquet file or directory: id, embedding).")],
-    items: Annotated[Path, typer.Option(help="Item embeddings (parquet file or directory: id, embedding).")],
-    train: Annotated[Path, typer.Option(help="Train positives (masked out of the ranking).")],
-    test: Annotated[Path, typer.Option(help="Held-out positives to score.")],
-    k: Annotated[str, typer.Option("--k", help="Cut-offs, comma-separated.")] = "20,50",
-    hard_negatives: Annotated[Optional[Path], typer.Option(help="hard_neg_edge.parquet: report the share "
-        "that are held-out positives.")] = None,
-    window_width: Annotated[Optional[int], typer.Option(help="Also suggest a --rank-window of this many ranks: "
-        "the hardest whose share of held-out positives is at most --max-false-negative-rate.")] = None,
-    max_false_negative_rate: Annotated[float, typer.Option(help="With --window-width: the highest share of "
-        "held-out positives the window may hold.")] = 0.007,
-    id_column: Annotated[str, typer.Option(help="Id column of the embedding tables; USER,ITEM when they differ "
-        "(TorchEasyRec predict output: user_id,adgroup_id).")] = "id",
-    vector_column: Annotated[str, typer.Option(help="Vector column (list of floats, or comma-separated numbers); "
-        "USER,ITEM when they differ (user_tower_emb,item_tower_emb).")] = "embedding",
+    cfg: EvaluateConfig,
     json_summary: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigFile = None,
 ) -> None:
     """Recall@K and NDCG@K by full ranking with train items masked; FN rate of a mined set."""
-    from hnmine.evaluate import evaluate as run_evaluate
+    from hnmine.evaluate.ranking import run_evaluate
 
-    if window_width is not None and window_width < 1:
-        fail("--window-width must be at least 1")
-    try:
-        report = run_evaluate(users, items, train, test, _ks(k), hard_negatives, window_width,
-                              max_false_negative_rate, id_column=id_column, vector_column=vector_column)
-    except InputError as exc:
-        fail(str(exc))
+    report = run_evaluate(cfg)
     if json_summary:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return

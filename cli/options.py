@@ -50,13 +50,19 @@ def _cli_type(spec: OptionField) -> Any:
 
 def _parameter(spec: OptionField) -> inspect.Parameter:
     required = spec.default is _MISSING
-    default = None if required else _shown(spec, spec.default)
     kind = _cli_type(spec)
-    if default is None and kind is not bool:
-        kind = Optional[kind]
     help_text = spec.option.help
+    if spec.context:  # "External trainer: id column of ..."
+        help_text = spec.context + help_text[:1].lower() + help_text[1:]
     if spec.why is not None:
         help_text += f" Default {_shown(spec, spec.default)}, not {_shown(spec, spec.own_default)}: {spec.why}"
+    if spec.option.argument:  # positional; click refuses it missing (a --config file may give it)
+        default = inspect.Parameter.empty if required else _shown(spec, spec.default)
+        positional = Annotated[kind, typer.Argument(help=help_text)]  # type: ignore[valid-type]
+        return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=positional)
+    default = None if required else _shown(spec, spec.default)
+    if default is None and kind is not bool:
+        kind = Optional[kind]
     if required:
         help_text += " Required (here or in --config)."
     decls = (f"--{spec.name.replace('_', '-')}",) if spec.option.switch else ()
@@ -82,7 +88,7 @@ def config_command(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Cal
         def command(**kwargs: Any) -> None:
             values = {name: kwargs.pop(name) for name in specs}
             for name, spec in specs.items():
-                if (spec.default is _MISSING) and values[name] in (None, ""):
+                if spec.default is _MISSING and not spec.option.argument and values[name] in (None, ""):
                     fail(f"missing option --{name.replace('_', '-')}")
             values = {name: str(value) if isinstance(value, Path) else value for name, value in values.items()}
             # an option left at its default keeps the config's own value (not its command-line text)
@@ -108,8 +114,8 @@ def config_command(cls: type, *, exclude: tuple[str, ...] = ()) -> Callable[[Cal
 
 def list_options(callback: Callable[..., Any] | None) -> frozenset[str]:
     """The options of a command built by :func:`config_command` that a TOML file may give as a list."""
-    from hnmine.options import parse_list
+    from hnmine.options import parse_ks, parse_list
 
     specs: dict[str, OptionField] = getattr(callback, OPTIONS_ATTR, {})
-    return frozenset(name for name, spec in specs.items() if spec.option.parse is parse_list)
+    return frozenset(name for name, spec in specs.items() if spec.option.parse in (parse_list, parse_ks))
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
 
 import typer
 
 from hnmine.errors import InputError
+from hnmine.report.config import ReportConfig  # light: the options' declarations
 
 from .common import ConfigFile, app, fail
+from .options import config_command
 
 REPORT_EXAMPLE = """Example:
 
@@ -34,26 +35,16 @@ def write_report_or_fail(path: str | Path, out: str | Path, test: str | Path | N
 
 
 @app.command(epilog=REPORT_EXAMPLE)
-def report(
-    path: Annotated[Path, typer.Argument(help="A hnmine mine output (--out directory) or a hnmine run directory "
-                                              "(either may be a URL).")],
-    out: Annotated[Optional[Path], typer.Option(help="File to write (default: PATH/report.html; JSON: stdout); "
-                                                    "a report hnmine wrote there is replaced.")] = None,
-    test: Annotated[Optional[Path], typer.Option(help="Held-out positives: adds false-negative rates by rank.")] = None,
-    format: Annotated[str, typer.Option("--format", help="html (one self-contained file) or json (the same numbers).")] = "html",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out that is not a report hnmine wrote.")] = False,
-    config: ConfigFile = None,
-) -> None:
+@config_command(ReportConfig)
+def report(cfg: ReportConfig, config: ConfigFile = None) -> None:
     """What was mined: hardness, margins, users, popularity, false negatives; per round for a run."""
-    if format not in ("html", "json"):
-        fail(f"--format must be html or json, not '{format}'")
-    if format == "json" and out is None:
+    cfg.validate()
+    path, test = Path(cfg.path), Path(cfg.test) if cfg.test else None
+    if cfg.format == "json" and cfg.out is None:
         from hnmine.report.stats import build_report, to_json
 
-        try:
-            typer.echo(to_json(build_report(path, test)))
-        except InputError as exc:
-            fail(str(exc))
+        typer.echo(to_json(build_report(path, test)))
         return
-    target = write_report_or_fail(path, out or path / "report.html", test, format, overwrite)
+    target = write_report_or_fail(path, Path(cfg.out) if cfg.out else path / "report.html", test, cfg.format,
+                                  cfg.overwrite)
     typer.echo(f"wrote {target}")

@@ -25,9 +25,9 @@ from typing import Any, Literal, TypeVar
 
 from hnmine.errors import InputError
 
-__all__ = ["EDGE_WEIGHTS", "MAX_COUNT", "EdgeWeight", "Group", "Option", "RankWindow", "build_config",
-           "check_finite_options", "column_pair", "flat_options", "group", "one_of", "option", "option_fields",
-           "parse_ks", "parse_rank_window", "parse_size", "plain", "show_ks"]
+__all__ = ["EDGE_WEIGHTS", "MAX_COUNT", "EdgeWeight", "EmbeddingColumns", "Group", "Option", "RankWindow",
+           "build_config", "check_finite_options", "column_pair", "cutoffs_option", "flat_options", "group", "one_of",
+           "option", "option_fields", "parse_ks", "parse_rank_window", "parse_size", "plain", "show_ks"]
 
 # The largest count or size option (threads, chunk size, ...): the compiled loops and pyarrow take C ints.
 MAX_COUNT = 2**31 - 1
@@ -112,6 +112,7 @@ class Option:
     cli_type: Any = None
     path: bool = False
     switch: bool = False
+    argument: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,12 @@ class Group:
 
     exclude: tuple[str, ...] = ()
     why: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    context: str = ""
 
 
 def option(default: Any = dataclasses.MISSING, *, help: str, name: str | None = None,
            parse: Callable[[Any], Any] | None = None, show: Callable[[Any], Any] | None = None,
-           cli_type: Any = None, path: bool = False, switch: bool = False,
+           cli_type: Any = None, path: bool = False, switch: bool = False, argument: bool = False,
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field that is an option of its command(s), declared once.
 
@@ -133,23 +135,24 @@ def option(default: Any = dataclasses.MISSING, *, help: str, name: str | None = 
     value, raising :class:`InputError` with the option's message; ``show`` gives the command-line text
     of a value (the default shown); ``cli_type`` the type it has on the command line when not the
     field's (text for a rank window); ``path`` marks a file or directory given as text; ``switch`` a
-    flag that has no ``--no-`` form.
+    flag that has no ``--no-`` form; ``argument`` a positional argument (``hnmine report PATH``).
     """
-    metadata = {_OPTION: Option(help, name, parse, show, cli_type, path, switch)}
+    metadata = {_OPTION: Option(help, name, parse, show, cli_type, path, switch, argument)}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
 def group(default_factory: Callable[[], Any] | None = None, *, exclude: tuple[str, ...] = (),
-          why: Mapping[str, str] | None = None) -> Any:
+          why: Mapping[str, str] | None = None, context: str = "") -> Any:
     """A nested config whose options are its parent's options.
 
     ``exclude`` names the options the parent's command does not take (the parent sets them itself);
     ``why`` explains each option whose default here differs from the nested class's own default,
-    and the help shows it (``hnmine run``'s ``--num-hard`` is 50, mine's 10, because ...).
+    and the help shows it (``hnmine run``'s ``--num-hard`` is 50, mine's 10, because ...);
+    ``context`` starts the help of each of its options (what they are for in this command).
     """
-    metadata = {_GROUP: Group(tuple(exclude), dict(why or {}))}
+    metadata = {_GROUP: Group(tuple(exclude), dict(why or {}), context)}
     if default_factory is None:
         return dataclasses.field(metadata=metadata)
     return dataclasses.field(default_factory=default_factory, metadata=metadata)
@@ -167,6 +170,7 @@ class OptionField:
     default: Any  # this command's default; dataclasses.MISSING when required
     own_default: Any  # the field's own default (differs from ``default`` only where ``why`` says why)
     why: str | None  # why this command's default differs from the field's own
+    context: str = ""  # what the option is for in this command (its group's context), before its help
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -175,11 +179,11 @@ def _hints(cls: type) -> dict[str, Any]:
 
 def option_fields(cls: Any, exclude: tuple[str, ...] = ()) -> Iterator[OptionField]:
     """Every option of config class ``cls``, nested groups in place, in declaration order."""
-    yield from _option_fields(cls, (), exclude, None, {})
+    yield from _option_fields(cls, (), exclude, None, {}, "")
 
 
 def _option_fields(cls: Any, path: tuple[str, ...], exclude: tuple[str, ...], defaults: Any,
-                   why: Mapping[str, str]) -> Iterator[OptionField]:
+                   why: Mapping[str, str], context: str) -> Iterator[OptionField]:
     hints = _hints(cls)
     for spec in dataclasses.fields(cls):
         if _GROUP in spec.metadata:
@@ -187,7 +191,8 @@ def _option_fields(cls: Any, path: tuple[str, ...], exclude: tuple[str, ...], de
             nested = typing.get_args(hints[spec.name]) or (hints[spec.name],)
             inner = next(t for t in nested if dataclasses.is_dataclass(t))
             instance = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else None
-            yield from _option_fields(inner, (*path, spec.name), (*exclude, *info.exclude), instance, info.why)
+            yield from _option_fields(inner, (*path, spec.name), (*exclude, *info.exclude), instance, info.why,
+                                      context + info.context)
             continue
         declared: Option | None = spec.metadata.get(_OPTION)
         if declared is None:
@@ -202,7 +207,8 @@ def _option_fields(cls: Any, path: tuple[str, ...], exclude: tuple[str, ...], de
         else:
             own = dataclasses.MISSING
         default = getattr(defaults, spec.name) if defaults is not None else own
-        yield OptionField((*path, spec.name), name, spec, declared, hints[spec.name], default, own, why.get(name))
+        yield OptionField((*path, spec.name), name, spec, declared, hints[spec.name], default, own, why.get(name),
+                          context)
 
 
 def _get(config: Any, path: tuple[str, ...]) -> Any:
@@ -330,7 +336,7 @@ def parse_number(option_name: str) -> Callable[[Any], float | None]:
 def parse_list(text: Any) -> list[str]:
     """``"a, b"`` -> ["a", "b"]; a list (from a TOML file) as it is."""
     if isinstance(text, list):
-        return text
+        return [str(part) for part in text]
     return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
@@ -358,6 +364,26 @@ def parse_ks(text: Any) -> tuple[int, ...]:
 
 def show_ks(ks: tuple[int, ...]) -> str:
     return ",".join(str(k) for k in ks)
+
+
+def cutoffs_option() -> Any:
+    """The ``--k`` cut-offs of the ranking metrics (``hnmine evaluate``'s and ``hnmine run``'s), declared once."""
+    return option((20, 50), name="k", help="Cut-offs, comma-separated.", parse=parse_ks, show=show_ks, cli_type=str)
+
+
+@dataclass(frozen=True)
+class EmbeddingColumns:
+    """The columns of a pair of embedding tables (``hnmine evaluate``'s, an external trainer's in
+    ``hnmine run``): one name for both tables, or ``USER,ITEM`` (:func:`column_pair`)."""
+
+    id_column: str = option("id", help="Id column of the embedding tables; USER,ITEM when they differ (TorchEasyRec "
+                                       "predict output: user_id,adgroup_id).")
+    vector_column: str = option("embedding", help="Vector column (list of floats, or comma-separated numbers); "
+                                                  "USER,ITEM when they differ (user_tower_emb,item_tower_emb).")
+
+    def validate(self) -> None:
+        column_pair(self.id_column, "--id-column")
+        column_pair(self.vector_column, "--vector-column")
 
 
 def column_pair(text: str, option: str) -> tuple[str, str]:

@@ -9,7 +9,7 @@ import pytest
 from hnmine.cli.main import app
 
 from hnmine.io.embeddings import read_embeddings
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, tiny_config
 
 COMMANDS = sorted(app.registered_commands, key=lambda c: c.callback.__name__)
 
@@ -124,3 +124,70 @@ def test_select_takes_mines_options_but_the_index_and_engine(cli):
     for option in ("--index", "--nprobe", "--engine", "--item-shards", "--workers", "--audit-sample"):
         assert f"{option} " not in help_text
     assert "No such option" in cli("select", "--engine", "ray").output
+
+
+def _toml(file, section: str, **values) -> str:
+    """A ``[section]`` TOML file of ``values`` (paths as strings); returns its path."""
+    lines = [f"[{section}]"] + [f"{key} = {json.dumps(str(v) if not isinstance(v, (int, float)) else v)}"
+                                for key, v in values.items()]
+    file.write_text("\n".join(lines) + "\n")
+    return str(file)
+
+
+def test_blend_takes_its_directories_and_weight_from_the_file(cli, tmp_path, sample_embeddings):
+    """The positional A and B too. A model blended with itself: A's half of every user vector is
+    w/(1-w) times B's (times the same ratio of the two measured score spreads, the seed being the same)."""
+    import numpy as np
+
+    emb = sample_embeddings[0].parent
+    config = _toml(tmp_path / "b.toml", "blend", a=emb, b=emb, weight=0.2, out_dir=tmp_path / "x")
+    ratios = []
+    for extra, out in (([], "x"), (["--weight", "0.75", "--out-dir", tmp_path / "y"], "y")):
+        result = cli("blend", "--config", config, *extra)
+        assert result.exit_code == 0, result.output
+        users = read_embeddings(tmp_path / out / "user.parquet").vectors
+        half = users.shape[1] // 2
+        ratios.append(np.linalg.norm(users[:, :half], axis=1) / np.linalg.norm(users[:, half:], axis=1))
+    assert np.allclose(ratios[1] / ratios[0], (0.75 / 0.25) / (0.2 / 0.8), rtol=1e-4)
+
+
+def test_evaluate_takes_its_inputs_and_cutoffs_from_the_file(cli, tmp_path, sample_embeddings):
+    user, item = sample_embeddings
+    config = _toml(tmp_path / "e.toml", "evaluate", users=user, items=item, train=SAMPLE / "train.txt",
+                   test=SAMPLE / "test.txt", k="5")
+    for extra, key in (([], "recall@5"), (["--k", "7"], "recall@7")):
+        result = cli("evaluate", "--config", config, "--json", *extra)
+        assert result.exit_code == 0, result.output
+        assert list(json.loads(result.output)["metrics"]) == [key, key.replace("recall", "ndcg")]
+
+
+def test_cutoffs_may_be_a_toml_list(cli, tmp_path, sample_embeddings):
+    user, item = sample_embeddings
+    (tmp_path / "e.toml").write_text(f"[evaluate]\nusers = {json.dumps(str(user))}\nitems = {json.dumps(str(item))}\n"
+                                     f"train = {json.dumps(str(SAMPLE / 'train.txt'))}\n"
+                                     f"test = {json.dumps(str(SAMPLE / 'test.txt'))}\nk = [10, 20]\n")
+    result = cli("evaluate", "--config", tmp_path / "e.toml", "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(result.output)["metrics"]) == ["ndcg@10", "ndcg@20", "recall@10", "recall@20"]
+
+
+def test_export_takes_its_options_from_the_file(cli, tmp_path):
+    from hnmine.training.trainer import train
+
+    train(tiny_config(tmp_path))
+    config = _toml(tmp_path / "x.toml", "export", model=tmp_path / "model.pt", out_dir=tmp_path / "e1")
+    assert cli("export", "--config", config).exit_code == 0
+    assert cli("export", "--config", config, "--out-dir", tmp_path / "e2").exit_code == 0
+    assert read_embeddings(tmp_path / "e1" / "item.parquet").dim == read_embeddings(tmp_path / "e2" / "item.parquet").dim == 8
+
+
+def test_report_takes_its_directory_and_options_from_the_file(cli, tmp_path, sample_embeddings):
+    user, item = sample_embeddings
+    mined = tmp_path / "mined"
+    assert cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt", "--rank-window", "1:20",
+               "--num-hard", "2", "--formats", "parquet", "--out", mined, "--quiet").exit_code == 0
+    config = _toml(tmp_path / "r.toml", "report", path=mined, format="json", out=tmp_path / "r1.json")
+    assert cli("report", "--config", config).exit_code == 0
+    assert cli("report", "--config", config, "--out", tmp_path / "r2.json").exit_code == 0
+    first, second = (json.loads((tmp_path / name).read_text()) for name in ("r1.json", "r2.json"))
+    assert first == second and first["users"]["complete"] > 0

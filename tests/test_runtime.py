@@ -44,6 +44,7 @@ def test_help_imports_no_heavy_library():
     assert loaded_after(["--help"]) == []
     assert loaded_after(["mine", "--help"]) == []
     assert loaded_after(["run", "--help"]) == []
+    assert loaded_after(["svd", "--help"]) == []  # the config classes of svd, evaluate, report: light modules
 
 
 def test_mine_on_a_small_job_does_not_load_torch_or_pandas(sample_embeddings, tmp_path):

@@ -14,19 +14,16 @@ matrix, so it scales to millions of interactions), ``R~ ~ U S V^T``. Two forms o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import polars as pl
 
+from hnmine.embed.config import FORMS, Form, SvdConfig
 from hnmine.errors import InputError
 from hnmine.io.embeddings import write_embedding_dir
-from hnmine.io.positives import Positives
+from hnmine.io.positives import Positives, read_positives
 
-__all__ = ["FORMS", "svd_embeddings", "write_svd_embeddings"]
-
-Form = Literal["lowpass", "factors"]
-FORMS: tuple[Form, ...] = ("lowpass", "factors")
+__all__ = ["FORMS", "run_svd", "svd_embeddings", "write_svd_embeddings"]
 
 
 def _sparse(user_rows: np.ndarray, item_rows: np.ndarray, values: np.ndarray, shape: tuple[int, int]):
@@ -104,3 +101,11 @@ def write_svd_embeddings(
     finally:
         torch.set_num_threads(before)
     return write_embedding_dir(out_dir, users.to_numpy(), user_vecs, items.to_numpy(), item_vecs, tool="hnmine svd")
+
+
+def run_svd(config: SvdConfig) -> tuple[str | Path, str | Path]:
+    """``hnmine svd``: read ``config.positives`` and write the embeddings into ``config.out_dir``."""
+    table = read_positives(config.positives, fmt=config.positives_format, user_column=config.user_column,
+                           item_column=config.item_column)
+    return write_svd_embeddings(table, config.out_dir, dim=config.dim, seed=config.seed, form=config.checked_form(),
+                                item_degree_power=config.item_degree_power, threads=config.threads)

@@ -11,15 +11,14 @@ from typing import Any, Literal
 from hnmine.errors import InputError
 from hnmine.mining.config import Execution, MineConfig, MineInputs, MineOutput, SelectionConfig
 from hnmine.options import (
+    EmbeddingColumns,
     RankWindow,
     build_config,
     check_finite_options,
-    column_pair,
+    cutoffs_option,
     group,
     option,
-    parse_ks,
     plain,
-    show_ks,
 )
 from hnmine.training.config import ROUND_INPUTS, TrainConfig
 
@@ -78,8 +77,7 @@ class RunConfig:
     refine_lr: float | None = option(1e-3, help="Learning rate of rounds >= 1 (they continue round 0's converged "
                                                 "model; restarting at --lr undoes it).")
     refine_lr_min: float | None = option(1e-4, help="Final learning rate of rounds >= 1.")
-    ks: tuple[int, ...] = option((20, 50), name="k", help="Cut-offs, comma-separated.", parse=parse_ks,
-                                 show=show_ks, cli_type=str)
+    ks: tuple[int, ...] = cutoffs_option()
     # A fixed window cannot serve both data sets measured: the same ranks hold 5x more held-out
     # positives on ml-1m than on Gowalla (docs/results.md, "False negatives by rank")
     window_width: int = option(800, help="--rank-window auto: ranks in the window.")
@@ -117,12 +115,8 @@ class RunConfig:
         "predict output {export_dir}/user_emb)."))
     item_embeddings: str = option("{export_dir}/item.parquet", help="External trainer: where its item embeddings "
                                                                     "are left.")
-    # one name for both tables or USER,ITEM (hnmine.options.column_pair)
-    id_column: str = option("id", help="External trainer: id column of its embedding tables; USER,ITEM when they "
-                                       "differ (user_id,adgroup_id).")
-    vector_column: str = option("embedding", help=(
-        "External trainer: vector column (list of floats, or comma-separated numbers); USER,ITEM when they differ "
-        "(user_tower_emb,item_tower_emb)."))
+    # the columns of its embedding tables: hnmine evaluate's --id-column and --vector-column
+    columns: EmbeddingColumns = group(EmbeddingColumns, context="External trainer: ")
     train_timeout: float | None = option(None, help=(
         "Seconds a train command may run before it is stopped and the run fails (exit 3; a rerun resumes at that "
         "round). Default: no limit."))
@@ -213,8 +207,7 @@ class RunConfig:
         for name, template in (("--user-embeddings", self.user_embeddings),
                                ("--item-embeddings", self.item_embeddings)):
             fill_placeholders(template, {k: v for k, v in stand_in.items() if not k.endswith("_embeddings")}, name)
-        column_pair(self.id_column, "--id-column")
-        column_pair(self.vector_column, "--vector-column")
+        self.columns.validate()
 
     def default_window(self) -> str:
         """The window a round trains for before anything was mined (round 0's --hard-window)."""
@@ -223,8 +216,12 @@ class RunConfig:
     def identity(self) -> dict[str, Any]:
         """The options a resumed run must share with the original (all but the number of rounds), as
         run.json stores them: the loop's and the selection's at the top level, the trainer's under "train"."""
-        loop = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)
-                if f.name not in ("selection", "train", "execution")}  # where mining runs: not what it does
+        loop: dict[str, Any] = {}
+        for spec in dataclasses.fields(self):
+            if spec.name == "columns":  # flat, as before the group
+                loop.update(plain(self.columns))
+            elif spec.name not in ("selection", "train", "execution"):  # where mining runs: not what it does
+                loop[spec.name] = plain(getattr(self, spec.name))
         # how far to go, where, how long to wait: not what a round does
         for name in ("iterations", "round_patience", "out", "work_dir", "wait_lock", "train_timeout", "export_timeout"):
             loop.pop(name)
@@ -236,5 +233,11 @@ class RunConfig:
         return {**loop, **selection, "train": train}
 
     def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = plain(self)
+        """Every option as JSON writes it, nested groups as dicts but the embedding columns flat."""
+        result: dict[str, Any] = {}
+        for name, value in plain(self).items():
+            if name == "columns":
+                result.update(value)
+            else:
+                result[name] = value
         return result

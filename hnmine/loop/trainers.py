@@ -198,8 +198,8 @@ class ExternalTrainer:
             record = self._run(paths, "export", config.export_command, "--export-command", config.export_timeout)
         values = self.values(paths)
         step = "export" if config.export_command else "train"
-        record.update(adopt_embeddings(values["user_embeddings"], values["item_embeddings"], config.id_column,
-                                       config.vector_column, train_positives, paths.embeddings,
+        record.update(adopt_embeddings(values["user_embeddings"], values["item_embeddings"], config.columns.id_column,
+                                       config.columns.vector_column, train_positives, paths.embeddings,
                                        f"round {paths.round} {step}"))
         return record
 

@@ -75,6 +75,13 @@ def _fig(panels: int = 1, height: float = 3.2) -> tuple[plt.Figure, Any]:
     return fig, axes
 
 
+def _axes(ax: Any, xlabel: str, ylabel: str, fontsize: int | None = 8) -> None:
+    """A panel's axis labels and its legend (``fontsize`` None: matplotlib's)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=fontsize)
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None:
         return "–"
@@ -119,9 +126,7 @@ def _score_chart(s: dict[str, Any]) -> str:
            label="chosen negatives")
     if score.get("window"):
         ax.stairs(score["window"], edges, color=WIN, linewidth=2, label="whole window (sampled users)")
-    ax.set_xlabel("score (last bin: that score and above)")
-    ax.set_ylabel("share")
-    ax.legend()
+    _axes(ax, "score (last bin: that score and above)", "share", fontsize=None)
     return _figure(fig, "score", "Scores of the chosen negatives against every item of the rank window. Chosen "
                    "negatives to the right of the window are harder than a uniform draw from it.")
 
@@ -134,18 +139,14 @@ def _rank_chart(s: dict[str, Any]) -> str:
     a.bar(edges[:-1], neg / max(neg.sum(), 1), width=np.diff(edges), align="edge", color=NEG, alpha=0.75,
           label="chosen negatives")
     a.axhline(1 / len(neg), color=WIN, linewidth=2, label="whole window")
-    a.set_xlabel("rank among non-positives")
-    a.set_ylabel("share")
-    a.legend(fontsize=8)
+    _axes(a, "rank among non-positives", "share")
     centers = (edges[:-1] + edges[1:]) / 2
     means = [np.nan if v is None else v for v in rank["mean_score"]]
     b.plot(centers, means, "o", color=NEG, markersize=4, label="chosen negatives")
     if window.get("ranks"):
         b.plot(window["ranks"], [np.nan if v is None else v for v in window["score_by_rank"]], color=WIN,
                linewidth=2, label="whole window")
-    b.set_xlabel("rank among non-positives")
-    b.set_ylabel("mean score")
-    b.legend(fontsize=8)
+    _axes(b, "rank among non-positives", "mean score")
     return _figure(fig, "rank", "Left: where in the window the chosen negatives sit (the window itself is one "
                    "item per rank: flat). Right: mean score at each rank: how fast hardness falls off "
                    "with rank.")
@@ -162,9 +163,7 @@ def _margin_chart(s: dict[str, Any]) -> str:
     ax.stairs(m["window"], edges, color=WIN, linewidth=2, label="whole window")
     if edges[0] <= 0 <= edges[-1]:
         ax.axvline(0, color="black", linestyle="--", linewidth=1, label="user's median positive")
-    ax.set_xlabel("negative's score − the user's median positive score")
-    ax.set_ylabel("share")
-    ax.legend(fontsize=8)
+    _axes(ax, "negative's score − the user's median positive score", "share")
     return _figure(fig, "margin", f"Margins against the user's own positives ({m['negative_rows']:,} negatives "
                    f"of {s['window'].get('sample_users', 0):,} sampled users). Right of 0: a negative "
                    f"scored above the user's typical positive ({_pct(m['share_above_median_positive'])} of them); "
@@ -205,16 +204,12 @@ def _popularity_chart(s: dict[str, Any]) -> str:
     a.bar(x - 0.2, p["deciles"]["negatives"], 0.4, color=NEG, label="mined negatives")
     a.bar(x + 0.2, p["deciles"]["positives"], 0.4, color=POS, label="positives")
     a.set_xticks(x)
-    a.set_xlabel("catalog decile by popularity (1 = most popular)")
-    a.set_ylabel("share of rows")
-    a.legend(fontsize=8)
+    _axes(a, "catalog decile by popularity (1 = most popular)", "share of rows")
     grid = np.linspace(0, 1, len(p["lorenz"]["negatives"]))
     b.plot(grid, p["lorenz"]["negatives"], color=NEG, linewidth=2, label=f"mined negatives (Gini {_fmt(p['gini_negatives'], 3)})")
     b.plot(grid, p["lorenz"]["positives"], color=POS, linewidth=2, label=f"positives (Gini {_fmt(p['gini_positives'], 3)})")
     b.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle=":", label="every item equal")
-    b.set_xlabel("share of catalog items (least used first)")
-    b.set_ylabel("share of rows")
-    b.legend(fontsize=8)
+    _axes(b, "share of catalog items (least used first)", "share of rows")
     return _figure(fig, "popularity", "Left: which popularity deciles of the catalog the mined negatives come "
                    "from, against the positives. Right: Lorenz curves; the further below the diagonal, the "
                    "more the rows concentrate on few items.")
@@ -247,9 +242,7 @@ def _fn_chart(s: dict[str, Any]) -> str:
     ax.bar(edges[:-1], rates, width=np.diff(edges), align="edge", color=NEG, alpha=0.8, label="by rank bucket")
     if fn["rate"] is not None:
         ax.axhline(fn["rate"], color="black", linestyle="--", linewidth=1, label=f"all: {_pct(fn['rate'], 2)}")
-    ax.set_xlabel("rank among non-positives")
-    ax.set_ylabel("false-negative rate")
-    ax.legend(fontsize=8)
+    _axes(ax, "rank among non-positives", "false-negative rate")
     return _figure(fig, "false-negatives", "Share of the chosen negatives that are held-out positives of their "
                    f"user in {html.escape(fn['test'])}, by rank: the top of the window holds the most.")
 
@@ -367,9 +360,7 @@ def _fn_rounds_chart(s: dict[str, Any]) -> str:
         ys = [r["false_negative_rate"].get(split) for r in rounds]
         ax.plot([r["round"] for r in rounds], [np.nan if y is None else y for y in ys], marker="o", label=split)
     ax.set_xticks([r["round"] for r in rounds])
-    ax.set_xlabel("round")
-    ax.set_ylabel("false-negative rate")
-    ax.legend(fontsize=8)
+    _axes(ax, "round", "false-negative rate")
     return _figure(fig, "fn-rounds", "Share of each round's mined negatives that are held-out positives of their user.")
 
 

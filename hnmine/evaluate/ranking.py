@@ -1,5 +1,7 @@
 """Evaluation: Recall@K / NDCG@K by full ranking, and the false-negative rate of a mined set.
 
+:func:`run_evaluate` is ``hnmine evaluate`` (:class:`hnmine.evaluate.config.EvaluateConfig`).
+
 Protocol (the one published Gowalla numbers use): every item is ranked for every user, the user's
 train items masked out; Recall@K = hits in the top K / the user's held-out items; NDCG@K with
 binary gains and IDCG over min(held-out, K); both averaged over users that have held-out items.
@@ -21,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from hnmine.errors import InputError, reading
+from hnmine.evaluate.config import EvaluateConfig
 from hnmine.io.embeddings import read_embedding_pair, read_embeddings
 from hnmine.io.positives import Positives, csr_rows, index_positives, read_positives
 from hnmine.io.storage import local_copy
@@ -28,7 +31,7 @@ from hnmine.mining.retrieval import IndexSpec, ItemIndex, retrieve_window
 
 __all__ = [
     "EvalReport", "choose_rank_window", "evaluate", "false_negative_rate", "heldout_rank_rates", "holdout_split",
-    "ranking_metrics", "user_heldout_counts", "window_false_negative_rates",
+    "ranking_metrics", "run_evaluate", "user_heldout_counts", "window_false_negative_rates",
 ]
 
 
@@ -184,6 +187,14 @@ def evaluate(
         report.window = {"rank_window": f"{lo}:{hi}", "false_negative_rate": rate, "met": met,
                          "max_false_negative_rate": max_false_negative_rate}
     return report
+
+
+def run_evaluate(config: EvaluateConfig) -> EvalReport:
+    """``hnmine evaluate``: :func:`evaluate` with the options of ``config``."""
+    config.validate()
+    return evaluate(config.users, config.items, config.train, config.test, config.ks, config.hard_negatives,
+                    config.window_width, config.max_false_negative_rate, id_column=config.columns.id_column,
+                    vector_column=config.columns.vector_column)
 
 
 def holdout_split(positives: Positives, fraction: float, seed: int = 0) -> tuple[Positives, Positives]:
