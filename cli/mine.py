@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from hnmine.io.storage import is_url, url
+from hnmine.io.storage import join, url
 from hnmine.mining.config import MineConfig  # light: the options' declarations
 
 if TYPE_CHECKING:  # the library's modules load FAISS, numba and torch: each command imports what it runs
     from hnmine.mining.pipeline import MineReport
 
 
-from .common import ConfigFile, ConsoleProgress, Quiet, app, fail, log_line
+from .common import ConfigFile, ConsoleProgress, Quiet, app, log_line
 from .options import config_command
 
 MINE_EXAMPLE = """Example:
@@ -57,11 +56,6 @@ def print_report(report: MineReport) -> None:
     typer.echo("\n".join(lines))
 
 
-def check_report(cfg: MineConfig, html_report: bool) -> None:
-    if html_report and is_url(cfg.output.out):
-        fail(f"{url(cfg.output.out)}: --report writes into a local --out; run hnmine report on a local copy instead")
-
-
 def print_result(report: MineReport, cfg: MineConfig, json_summary: bool, html_report: bool, quiet: bool) -> None:
     if json_summary:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -70,8 +64,8 @@ def print_result(report: MineReport, cfg: MineConfig, json_summary: bool, html_r
     if html_report:
         from .report import write_report_or_fail
 
-        out = Path(cfg.output.out)
-        log_line(f"wrote {write_report_or_fail(out, out / 'report.html')}", quiet)
+        out = url(cfg.output.out)
+        log_line(f"wrote {write_report_or_fail(out, join(out, 'report.html'))}", quiet)
 
 
 # What mine and select print: their own options (not MineConfig's)
@@ -94,7 +88,6 @@ def mine(
     Writes hard_neg_edge, pos_edge, user and item tables as parquet and GraphLearn text,
     with manifest.json and _SUCCESS, into --out.
     """
-    check_report(cfg, html_report)
     from hnmine.mining.pipeline import mine as run_mine
     from hnmine.mining.pipeline import plan
 

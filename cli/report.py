@@ -20,12 +20,13 @@ REPORT_EXAMPLE = """Example:
 """
 
 
-def write_report_or_fail(path: Path, out: Path, test: Path | None = None, fmt: str = "html") -> Path:
+def write_report_or_fail(path: str | Path, out: str | Path, test: str | Path | None = None, fmt: str = "html",
+                         overwrite: bool = False) -> str | Path:
     """The report, or one ``hnmine: error:`` line (bad input, or matplotlib missing for HTML)."""
     try:
         from hnmine.report import write_report
 
-        return write_report(path, out, test, fmt)
+        return write_report(path, out, test, fmt, overwrite=overwrite)
     except ImportError as exc:
         fail(f"the HTML report needs matplotlib ({exc.name} missing): pip install 'hnmine[report]'")
     except InputError as exc:
@@ -44,5 +45,6 @@ def report(cfg: ReportConfig, config: ConfigFile = None) -> None:
 
         typer.echo(to_json(build_report(path, test)))
         return
-    target = write_report_or_fail(path, Path(cfg.out) if cfg.out else path / "report.html", test, cfg.format)
+    target = write_report_or_fail(path, Path(cfg.out) if cfg.out else path / "report.html", test, cfg.format,
+                                  cfg.overwrite)
     typer.echo(f"wrote {target}")

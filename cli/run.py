@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
@@ -22,23 +21,24 @@ RUN_EXAMPLE = """Example:
 @config_command(RunConfig)
 def run(cfg: RunConfig, quiet: Quiet = False, config: ConfigFile = None) -> None:
     """Train → export → mine → retrain for N rounds; metrics per round, metrics.json and metrics.png."""
-    from hnmine.loop.runner import metrics_table, summary_line
+    from hnmine.io.storage import join, url
+    from hnmine.loop.runner import metrics_table, run_directory, summary_line
     from hnmine.loop.runner import run as run_loop
 
     results = run_loop(cfg, ConsoleProgress(quiet))
-    out, test = Path(cfg.out), Path(cfg.test) if cfg.test else None
+    local, out = run_directory(cfg), url(cfg.out).rstrip("/")  # local: where the rounds are (a URL's work dir)
     table = metrics_table(results)
     import polars as pl
 
     with pl.Config(tbl_rows=100, tbl_cols=100, float_precision=4, tbl_hide_dataframe_shape=True,
                    tbl_hide_column_data_types=True, tbl_width_chars=200):
         typer.echo(str(table))
-    best_path = out / "best_round.json"
+    best_path = local / "best_round.json"
     if best_path.exists():  # written by the run when it has a validation split
         best = json.loads(best_path.read_text())
-        typer.echo(f"{summary_line(best)}: {best['model']}")
-    typer.echo(f"wrote {out / 'metrics.json'}, {out / 'metrics.png'}"
-               + (f" and {best_path}" if best_path.exists() else ""))
+        typer.echo(f"{summary_line(best)}: {best['model'].replace(str(local.absolute()), out)}")
+    typer.echo(f"wrote {join(out, 'metrics.json')}, {join(out, 'metrics.png')}"
+               + (f" and {join(out, 'best_round.json')}" if best_path.exists() else ""))
     from .report import write_report_or_fail
 
-    typer.echo(f"wrote {write_report_or_fail(out, out / 'report.html', test)}")
+    typer.echo(f"wrote {write_report_or_fail(local, join(out, 'report.html'), cfg.test)}")

@@ -12,7 +12,7 @@ import typer
 from hnmine.mining.config import MineConfig  # light: the options' declarations
 
 from .common import ConfigFile, ConsoleProgress, Quiet, app, fail
-from .mine import HtmlReport, JsonSummary, check_report, print_result
+from .mine import HtmlReport, JsonSummary, print_result
 from .options import config_command
 
 SELECT_EXAMPLE = """Example:
@@ -45,7 +45,6 @@ def select(
     """
     if candidates is None:
         fail("missing option --candidates")
-    check_report(cfg, html_report)
     from hnmine.mining.pipeline import select as run_select
 
     report = run_select(cfg, str(candidates), progress=ConsoleProgress(quiet), command=["hnmine", *sys.argv[1:]])

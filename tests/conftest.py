@@ -117,14 +117,18 @@ def published_bytes(out: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def ray_cluster(s3_server):
     """Ray for the ``--engine ray`` tests, started once per session: the cluster at ``RAY_ADDRESS``
-    (.ci/run starts one with ``ray start --head``), else a local one with 2 CPUs."""
+    (.ci/run starts one with ``ray start --head``), else a local one with 2 CPUs. Its workers have the test
+    S3 server's credentials in their environment (the job's runtime env), as a cluster's nodes have their
+    store's: they read URL inputs themselves."""
     import ray
     import ray.data  # imported here: its log handler then holds the real stderr, not a CliRunner's (closed after)
 
     address = os.environ.get("RAY_ADDRESS")
-    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING"}
+    credentials = {k: v for k, v in s3_server.env().items() if k.startswith("AWS_") and k != "AWS_ENDPOINT_URL"}
+    options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "WARNING",
+               "runtime_env": {"env_vars": credentials}}
     if not ray.is_initialized():
         if address:
             ray.init(address=address, **options)
@@ -230,7 +234,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={root}", f"-master.port={master}",
          f"-volume.port={volume}", "-filer", f"-filer.port={filer}", "-s3", f"-s3.port={s3}",
          f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-s3.autoCreateBucket=false",
-         "-master.volumeSizeLimitMB=64", "-volume.max=50"],
+         "-master.volumeSizeLimitMB=64", "-volume.max=400"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = S3Server(f"http://127.0.0.1:{s3}", S3_ACCESS_KEY, S3_SECRET_KEY)
     try:
@@ -252,3 +256,62 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
         if name.startswith("AWS_"):
             monkeypatch.setenv(name, value)
     return s3_server
+
+
+# The GCS tests' server: gcp-storage-emulator (pure Python, in the dev extra), serving Google's JSON API on
+# 127.0.0.1; hnmine reaches it through STORAGE_EMULATOR_HOST, as Google's own clients do.
+@dataclass
+class GcsServer:
+    endpoint: str
+
+    def filesystem(self):
+        import datetime
+
+        from pyarrow import fs
+
+        return fs.GcsFileSystem(anonymous=True, endpoint_override=self.endpoint.split("://")[1], scheme="http",
+                                project_id="hnmine-test", retry_time_limit=datetime.timedelta(seconds=10))
+
+    def bucket(self) -> str:
+        name = f"hnmine-{uuid.uuid4().hex[:12]}"
+        self.filesystem().create_dir(name)
+        return name
+
+    def upload(self, local: Path, key: str) -> str:
+        from pyarrow import fs
+
+        fs.copy_files(str(local), key, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.filesystem())
+        return f"gs://{key}"
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """gcp-storage-emulator on a free port for the session; the tests that use it are skipped without it."""
+    pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator (dev extra) is not installed")
+    port = _free_port_pair()
+    log = open(tmp_path_factory.mktemp("gcs") / "emulator.log", "wb")  # noqa: SIM115  (closed after it stops)
+    server = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
+                               "--port", str(port), "--in-memory", "--quiet"],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    running = GcsServer(f"http://127.0.0.1:{port}")
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the GCS emulator did not start on port {port}")
+                time.sleep(0.2)
+        yield running
+    finally:
+        server.kill()
+        server.wait()
+        log.close()
+
+
+@pytest.fixture()
+def gcs_env(gcs_server: GcsServer, monkeypatch: pytest.MonkeyPatch) -> GcsServer:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
+    return gcs_server

@@ -92,3 +92,24 @@ def test_missing_ray_is_one_line_exit_2(sample_embeddings, tmp_path):
     assert done.stderr.strip().splitlines() == [
         "hnmine: error: --engine ray needs Ray, which is not installed: pip install 'hnmine[ray]'"]
     assert not (tmp_path / "o").exists()
+
+
+def test_ray_workers_read_s3_users_themselves_to_the_local_bytes(ray_cluster, s3_env, cli, sample_embeddings,
+                                                                 tmp_path):
+    """Users as a directory of parquet objects on S3: the read tasks get the objects' paths and the store's
+    filesystem (not the driver's local copy) and read them with the workers' own credentials."""
+    from hnmine.io.embeddings import EmbeddingSource
+    from hnmine.mining.ray_engine import user_paths
+
+    user, item = sample_embeddings
+    bucket = s3_env.bucket()
+    users = s3_env.upload(_users_in_parts(user, tmp_path / "users"), f"{bucket}/users")
+    paths, store = user_paths(users, EmbeddingSource(users))
+    assert paths == [f"{bucket}/users/part-{k}.parquet" for k in range(3)] and store.type_name == "s3"
+    common = ["mine", "--items", item, "--positives", SAMPLE / "train.txt", "--rank-window", "21:120",
+              "--num-hard", 5, "--threads", 1, "--quiet"]
+    assert cli(*common, "--users", tmp_path / "users", "--out", tmp_path / "local").exit_code == 0
+    result = cli(*common, "--users", users, "--engine", "ray", "--workers", 2, "--chunk-size", 700,
+                 "--out", tmp_path / "ray")
+    assert result.exit_code == 0, result.output
+    assert published_bytes(tmp_path / "ray") == published_bytes(tmp_path / "local")

@@ -130,8 +130,6 @@ def test_other_commands_read_and_write_s3(cli, s3_env, tmp_path):
     assert {"svd/_SUCCESS", "svd/user.parquet", "model.pt", "emb/_SUCCESS", "emb/item.parquet"} <= names.keys()
     assert output_format(f"s3://{bucket}/svd") == "embeddings"
     assert len(read_embeddings(f"s3://{bucket}/emb/user.parquet")) == 600
-    refused = cli("run", "--positives", train, "--out", f"s3://{bucket}/run", *TINY)
-    assert refused.exit_code == 2 and "local --out directory" in refused.output
 
 
 def _failure_cases(server: S3Server, bucket: str) -> dict[str, tuple[list[str], dict[str, str], str]]:
@@ -184,7 +182,7 @@ def test_other_fsspec_schemes_go_through_fsspec(sample_embeddings):
     assert (back.ids == users.ids).all() and (back.vectors == users.vectors).all() and back.source == user_url
 
 
-def test_a_live_writer_s_lock_is_respected_and_a_report_needs_a_local_out(cli, s3_env, s3_inputs):
+def test_a_live_writer_s_lock_is_respected(cli, s3_env, s3_inputs):
     bucket, url = s3_inputs
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": "2026-01-05T02:00:01Z", "token": "x"}
     with s3_env.filesystem().open_output_stream(f"{bucket}/.mined.lock") as lock:
@@ -194,5 +192,29 @@ def test_a_live_writer_s_lock_is_respected_and_a_report_needs_a_local_out(cli, s
     assert result.exit_code == 75 and f"pid {os.getpid()}" in result.output, result.output
     assert set(objects(s3_env, bucket)) == {".mined.lock", "in/emb/user.parquet", "in/emb/item.parquet",
                                             "in/train.txt"}
-    result = cli("mine", *inputs, "--out", f"s3://{bucket}/other", "--report", *MINE)
-    assert result.exit_code == 2 and "--report writes into a local --out" in result.output
+
+
+def test_mine_reads_from_and_publishes_to_gs(cli, gcs_env, sample_embeddings, tmp_path):
+    """gs:// through pyarrow's GcsFileSystem against a GCS emulator: the local run's bytes, published under
+    _SUCCESS, and a second publication replaces the first."""
+    user, item = sample_embeddings
+    bucket = gcs_env.bucket()
+    inputs = {"users": gcs_env.upload(user, f"{bucket}/in/user.parquet"),
+              "items": gcs_env.upload(item, f"{bucket}/in/item.parquet"),
+              "positives": gcs_env.upload(SAMPLE / "train.txt", f"{bucket}/in/train.txt")}
+    for _ in range(2):
+        remote = cli("mine", *options(inputs), "--out", f"gs://{bucket}/mined", "--overwrite", *MINE)
+        assert remote.exit_code == 0, remote.output
+    local = cli("mine", "--users", user, "--items", item, "--positives", SAMPLE / "train.txt",
+                "--out", tmp_path / "mined", *MINE)
+    assert local.exit_code == 0, local.output
+    store = gcs_env.filesystem()
+    infos = store.get_file_info(fs.FileSelector(bucket, recursive=True))
+    names = {info.path[len(bucket) + 1:] for info in infos if info.type == fs.FileType.File}
+    assert names == {f"in/{n}" for n in ("user.parquet", "item.parquet", "train.txt")} | {
+        f"mined/{p.name}" for p in (tmp_path / "mined").iterdir()}
+    for path in (tmp_path / "mined").iterdir():
+        if path.name != "manifest.json":
+            with store.open_input_stream(f"{bucket}/mined/{path.name}") as stream:
+                assert stream.read() == path.read_bytes(), path.name
+    assert output_format(f"gs://{bucket}/mined") == "mine"

@@ -45,6 +45,16 @@ def _read_object(store: Any, path: str) -> bytes:
         return bytes(source.read())
 
 
+def _delete_prefix(store: Any, path: str) -> None:
+    """Every object under the prefix ``path``. GCS has no directories: pyarrow deletes the objects, then a
+    directory marker object that hnmine never writes, and reports that one missing (NOT_FOUND)."""
+    try:
+        store.delete_dir(path)
+    except FileNotFoundError:
+        if _remote_files(store, path):
+            raise
+
+
 def _remote_files(store: Any, path: str) -> dict[str, int]:
     """Every object under the prefix ``path`` (relative name -> size); empty when there is none."""
     from pyarrow import fs
@@ -245,7 +255,7 @@ class ObjectStorePublication:
         removed = []
         for info in self.store.get_file_info(fs.FileSelector(self.parent, recursive=False, allow_not_found=True)):
             if info.type == fs.FileType.Directory and pattern.fullmatch(info.base_name):
-                self.store.delete_dir(info.path)
+                _delete_prefix(self.store, info.path)
                 removed.append(f"{self.url.rsplit('/', 1)[0]}/{info.base_name}")
         return removed
 
@@ -304,7 +314,7 @@ class ObjectStorePublication:
         _write_object(store, f"{target}/{SUCCESS_MARKER}", b"")
         faults.point("publish.success")
         store.delete_file(self.record)  # 8. done: the record and the staging prefix go
-        store.delete_dir(prefix)
+        _delete_prefix(store, prefix)
         self.remote_staging = None
 
     def _remove_staging(self) -> None:
@@ -313,7 +323,7 @@ class ObjectStorePublication:
         self.staging = None
         if self.remote_staging is not None:
             with contextlib.suppress(OSError):
-                self.store.delete_dir(self.remote_staging)
+                _delete_prefix(self.store, self.remote_staging)
             self.remote_staging = None
 
     def _release(self) -> None:

@@ -131,10 +131,27 @@ def _s3_filesystem() -> Any:
     return fs.S3FileSystem(**options)
 
 
+def _gcs_filesystem() -> Any:
+    """A GcsFileSystem from the machine's Google credentials, with bounded retries; ``STORAGE_EMULATOR_HOST``
+    (``http://127.0.0.1:9023``, the variable Google's own clients read) points it at an emulator, which takes
+    no credentials."""
+    import datetime
+
+    from pyarrow import fs
+
+    options: dict[str, Any] = {"retry_time_limit": datetime.timedelta(
+        seconds=_env_float("HNMINE_STORE_REQUEST_TIMEOUT", REQUEST_TIMEOUT))}
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        parts = urlsplit(emulator if "://" in emulator else "http://" + emulator)
+        options.update(anonymous=True, endpoint_override=parts.netloc, scheme=parts.scheme or "http")
+    return fs.GcsFileSystem(**options)
+
+
 def _store_environment() -> str:
     """A digest of what a filesystem is built from besides the URL (a new value means a new filesystem);
     a digest, so the cache's keys hold no secret."""
-    text = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("AWS_", "HNMINE_STORE_")))
+    text = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(("AWS_", "HNMINE_STORE_", "STORAGE_EMULATOR_")))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -144,6 +161,8 @@ def _filesystem(scheme: str, authority: str, environment: str) -> Any:
 
     if scheme == "s3":
         return _s3_filesystem()
+    if scheme in ("gs", "gcs"):
+        return _gcs_filesystem()
     if scheme in _ARROW_SCHEMES:
         return fs.FileSystem.from_uri(f"{scheme}://{authority}/")[0]
     try:

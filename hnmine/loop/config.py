@@ -45,7 +45,12 @@ class RunConfig:
     """Every option of ``hnmine run``: the loop's own, the miner's selection and the trainer's."""
 
     positives: str = option(help="Training positives (parquet, CSV, LightGCN txt).", path=True)
-    out: str = option(help="Run directory (created; an existing run there is resumed).", path=True)
+    out: str = option(help="Run directory (created; an existing run there is resumed), or an object-store URL "
+                           "(s3://bucket/runs/r1) that each completed round is published to.", path=True)
+    # with a URL --out the rounds run in a local directory; a machine without it resumes from the URL
+    work_dir: str | None = option(None, help=(
+        "With a URL --out: the local directory the rounds run in (default: a directory per URL under "
+        "$XDG_CACHE_HOME/hnmine/runs, or ~/.cache/hnmine/runs)."), path=True)
     # the validation gain grows until round 10 on both Gowalla and ml-1m (docs/results.md)
     iterations: int = option(12, help="Rounds at most: round 0 without hard negatives, then mine + retrain (see "
                                       "--round-patience).")
@@ -221,7 +226,7 @@ class RunConfig:
             elif spec.name not in ("selection", "train", "execution"):  # where mining runs: not what it does
                 loop[spec.name] = plain(getattr(self, spec.name))
         # how far to go, where, how long to wait: not what a round does
-        for name in ("iterations", "round_patience", "out", "wait_lock", "train_timeout", "export_timeout"):
+        for name in ("iterations", "round_patience", "out", "work_dir", "wait_lock", "train_timeout", "export_timeout"):
             loop.pop(name)
         selection = {f.name: plain(getattr(self.selection, f.name)) for f in dataclasses.fields(self.selection)
                      if f.name not in ("seed", "extra", *NEAR_DUPLICATES)}  # the seed is each round's

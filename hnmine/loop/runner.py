@@ -33,6 +33,7 @@ many rounds in a row have not beaten the best validation Recall@20.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -41,7 +42,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import torch
@@ -67,8 +68,11 @@ from hnmine.options import RankWindow, plain
 from hnmine.progress import NoProgress, Progress, logger
 from hnmine.training.config import TrainConfig
 
-__all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "metrics_table", "plot_metrics", "run",
-           "summary_line"]
+if TYPE_CHECKING:
+    from hnmine.loop.remote import RemoteRun
+
+__all__ = ["RoundResult", "RunConfig", "best_control", "best_round", "is_run_json", "metrics_table", "plot_metrics", "run",
+           "run_directory", "summary_line"]
 
 # rounds are chosen on the validation split only: choosing on test would tune on test data
 BEST_SPLIT, BEST_METRIC = "valid", "recall@20"
@@ -159,18 +163,27 @@ def _prepare(config: RunConfig, out: Path) -> tuple[Path, Positives | None, Posi
     return train_path, valid, test
 
 
+def is_run_json(saved: Any) -> bool:
+    """Whether ``saved`` (run.json's content) was written by hnmine run: its marker, or the options a run
+    before the marker saved."""
+    if not isinstance(saved, dict):
+        return False
+    tool, version = saved.get("tool"), saved.get("format_version")
+    marked = tool == RUN_TOOL and type(version) is int and 1 <= version <= RUN_FORMAT_VERSION
+    legacy = tool is None and version is None and isinstance(saved.get("train"), dict)
+    return marked or legacy
+
+
 def _saved_identity(out: Path, run_json: Path) -> dict[str, Any]:
-    """run.json's options, if hnmine wrote it (its marker, or the options a run before the marker saved)."""
+    """run.json's options, if hnmine wrote it (:func:`is_run_json`)."""
     try:
         saved = json.loads(run_json.read_bytes())
     except (OSError, ValueError):
         saved = None
-    if isinstance(saved, dict):
-        tool, version = saved.pop("tool", None), saved.pop("format_version", None)
-        marked = tool == RUN_TOOL and type(version) is int and 1 <= version <= RUN_FORMAT_VERSION
-        legacy = tool is None and version is None and isinstance(saved.get("train"), dict)
-        if marked or legacy:
-            return saved
+    if is_run_json(saved):
+        saved.pop("tool", None)
+        saved.pop("format_version", None)
+        return dict(saved)
     raise InputError(f"{out}: exists and is not an hnmine run (its run.json was not written by hnmine run); "
                      "use another --out")
 
@@ -303,11 +316,40 @@ def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult
     config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None,
                      valid=url(config.valid) if config.valid else None)
     if is_url(config.out):
-        raise InputError(f"{url(config.out)}: hnmine run keeps its resumable state in a local --out directory; "
-                         "give a local path (its rounds can be copied to an object store afterwards)")
+        return _run_remote(config, progress)
+    if config.work_dir is not None:
+        raise InputError("--work-dir is the local directory of a run whose --out is an object-store URL; a local "
+                         "--out is the run directory itself")
     out = resolve_output(config.out)
     with reworded(), OutputLock(out, config.wait_lock):
         return _run(replace(config, out=str(out)), progress)
+
+
+def run_directory(config: RunConfig) -> Path:
+    """The local directory the run's rounds are in: ``--out``, or with a URL ``--out`` its working directory."""
+    if not is_url(config.out):
+        return Path(config.out)
+    from hnmine.loop.remote import default_work_dir
+
+    return Path(config.work_dir) if config.work_dir else default_work_dir(url(config.out).rstrip("/"))
+
+
+def _run_remote(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
+    """The run in a local working directory, each completed round published to the URL (:mod:`hnmine.loop.remote`);
+    resumed from the URL when the working directory lacks the rounds there."""
+    from hnmine.loop.remote import RemoteRun
+
+    with reworded(), RemoteRun(url(config.out), config.work_dir, config.wait_lock, is_run_json) as remote:
+        work = resolve_output(remote.work)
+        remote.work = work
+        with OutputLock(work, config.wait_lock):
+            remote.pull()
+            try:
+                return _run(replace(config, out=str(work)), progress, remote)
+            except InputError as exc:
+                if str(exc).startswith(f"{work}: holds a run"):  # the options are the URL's run's
+                    raise type(exc)(remote.url + str(exc)[len(str(work)):]) from None
+                raise
 
 
 class RunLog:
@@ -329,14 +371,20 @@ class RunLog:
         self._file.close()
 
 
-def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
+def _run(config: RunConfig, progress: Progress | None, remote: RemoteRun | None = None) -> list[RoundResult]:
     out = Path(config.out)
     train_path, valid, test = _prepare(config, out)
+    if remote is not None:
+        remote.push_start()
+        remote.push_missing_rounds()
     log = RunLog(out / "run.log")
     try:
-        return _rounds(config, progress or NoProgress(), out, train_path, valid, test, log)
+        return _rounds(config, progress or NoProgress(), out, train_path, valid, test, log, remote)
     except InputError as exc:
         log(f"error: {exc}")
+        if remote is not None:
+            with contextlib.suppress(InputError):
+                remote.push_summaries(("run.log",))
         if isinstance(exc, CommandFailedError):
             raise CommandFailedError(f"{exc} (all its output: {out / 'run.log'}; a rerun resumes at this "
                                      "round)") from None
@@ -346,7 +394,7 @@ def _run(config: RunConfig, progress: Progress | None) -> list[RoundResult]:
 
 
 def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, valid: Positives | None,
-            test: Positives | None, log: RunLog) -> list[RoundResult]:
+            test: Positives | None, log: RunLog, remote: RemoteRun | None) -> list[RoundResult]:
     if config.train.threads:
         # every step, not only training: a resumed process must run each step as the first one did
         torch.set_num_threads(config.train.threads)
@@ -455,8 +503,12 @@ def _rounds(config: RunConfig, progress: Progress, out: Path, train_path: Path, 
             log("round {}: control {}".format(r, "; ".join(
                 f"{name} " + ", ".join(f"{k} {v:.4f}" for k, v in m.items()) for name, m in control_metrics.items())))
         _write_summaries(out, results, False, trainer)
+        if remote is not None:
+            remote.push_round(r)
     if stopped_early or not trained:  # otherwise the last round's summaries are already the run's
         _write_summaries(out, results, stopped_early, trainer)
+        if remote is not None:
+            remote.push_summaries()
     return results
 
 

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from hnmine.errors import InputError
+from hnmine.io import storage
 from hnmine.io.embeddings import Embeddings, EmbeddingSource, _ids_to_numpy, _vectors_to_numpy
 from hnmine.mining.chunk import ChunkContext, ChunkInputs, ChunkResult, mine_chunk
 
-__all__ = ["mine_chunks_on_ray", "require_ray"]
+__all__ = ["mine_chunks_on_ray", "require_ray", "user_paths"]
 
 MISSING = "--engine ray needs Ray, which is not installed: pip install 'hnmine[ray]'"
 
@@ -110,6 +111,24 @@ class _ChunkMiner:
         return results
 
 
+def user_paths(given: str, users: EmbeddingSource) -> tuple[list[str], Any]:
+    """The users' parquet files as Ray Data's read tasks open them, and the filesystem (None: local files).
+
+    Users given as a URL are read from the store by the tasks themselves, wherever they run (the driver's
+    local copy exists on the driver's machine only), through the filesystem this process built for the URL;
+    pickled to the workers, it carries the endpoint and options, and each worker takes the store's
+    credentials from its own environment (docs/scale.md). Same files, same order, same bytes.
+    """
+    files = [str(f) for f in users.files]
+    if not storage.is_url(given):
+        return files, None
+    urls = [storage.reword(f) for f in files]
+    if not all(storage.is_url(u) for u in urls):  # not a copy this process made: read it where it is
+        return files, None
+    store, _ = storage.filesystem(given)
+    return [storage.filesystem(u)[1] for u in urls], store
+
+
 def require_ray() -> None:
     """Fail with one line (exit 2) before anything is read when Ray is not installed."""
     _ray()
@@ -139,7 +158,8 @@ def mine_chunks_on_ray(shared: ChunkInputs, users: EmbeddingSource, user_ids: np
         ids_ref = ray.put(user_ids)
         # reading takes no CPU of its own: the pool's actors hold the CPUs, and reads waiting for one
         # would starve them (a cluster with exactly workers x threads CPUs never started a read)
-        dataset = ray.data.read_parquet([str(f) for f in users.files], num_cpus=0).select_columns(
+        paths, store = user_paths(str(config.inputs.users), users)
+        dataset = ray.data.read_parquet(paths, filesystem=store, num_cpus=0).select_columns(
             [shared.id_column, shared.vector_column])
         # The pool grows from one actor to --workers: Ray Data lists the files in a task that needs a
         # CPU, and a pool started at full size on a cluster of exactly workers x threads CPUs waited for

@@ -17,11 +17,13 @@ REPORT_FORMATS = ("html", "json")
 class ReportConfig:
     """Every option of ``hnmine report``: the output or run to report on, the page, the held-out positives."""
 
-    path: str = option(help="A hnmine mine output (--out directory) or a hnmine run directory.", path=True,
-                       argument=True)
-    out: str | None = option(None, help="File to write (default: PATH/report.html; JSON: stdout).", path=True)
+    path: str = option(help="A hnmine mine output (--out directory) or a hnmine run directory (either may be a "
+                            "URL).", path=True, argument=True)
+    out: str | None = option(None, help="File to write (default: PATH/report.html; JSON: stdout); a report hnmine "
+                                        "wrote there is replaced.", path=True)
     test: str | None = option(None, help="Held-out positives: adds false-negative rates by rank.", path=True)
     format: str = option("html", help="html (one self-contained file) or json (the same numbers).")
+    overwrite: bool = option(False, help="Replace an existing --out that is not a report hnmine wrote.")
 
     @classmethod
     def of(cls, **options: Any) -> ReportConfig:

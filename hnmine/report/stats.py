@@ -10,6 +10,8 @@ output's manifest, and streams consecutive rounds' hard_neg_edge tables side by 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -19,11 +21,12 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from hnmine.errors import InputError
+from hnmine.io import storage
 from hnmine.io.positives import read_positives
 from hnmine.io.publish import atomic_file
 from hnmine.options import parse_rank_window
 
-__all__ = ["build_report", "mined_stats", "run_stats", "to_json", "write_report"]
+__all__ = ["build_report", "is_report", "mined_stats", "run_stats", "to_json", "write_report"]
 
 BATCH_ROWS = 65_536
 RANK_BUCKETS = 20
@@ -32,7 +35,13 @@ TOP_SHARES = (0.01, 0.1)
 
 
 def build_report(path: str | Path, test: str | Path | None = None, batch_rows: int = BATCH_ROWS) -> dict[str, Any]:
-    """The report's numbers for a mined output or a run directory (told apart by their files)."""
+    """The report's numbers for a mined output or a run directory (told apart by their files); either may be
+    a URL (:mod:`hnmine.io.storage`: read from a local copy, named by its URL)."""
+    if storage.is_url(path):
+        with storage.local_copy(path, "output") as local:
+            stats = build_report(local, test, batch_rows)
+        stats["path"] = storage.url(path)
+        return stats
     root = Path(path)
     if not root.exists():
         raise InputError(f"{root}: not found")
@@ -47,11 +56,56 @@ def build_report(path: str | Path, test: str | Path | None = None, batch_rows: i
                      "nor a hnmine run directory (run.json)")
 
 
+# The start of a report hnmine wrote: the HTML page's head (its title names the kind), or the JSON's first key.
+_OWN_REPORT = re.compile(rb"^(<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>.*?"
+                         rb"<title>hnmine (run|mined-output) report</title>|\{\s*\"kind\": \"(run|mined)\")", re.S)
+
+
+def is_report(head: bytes) -> bool:
+    """Whether a file starting with ``head`` (its first 4 KiB) is a report hnmine wrote."""
+    return _OWN_REPORT.match(head) is not None
+
+
+def _report_refusal(out: str | Path) -> str | None:
+    """Why ``out`` may not be replaced by a report without ``overwrite``: it exists and hnmine did not write it."""
+    if storage.is_url(out):
+        from pyarrow import fs
+
+        store, inner = storage.filesystem(out)
+        with storage.store_errors(storage.url(out), "read the report's target"):
+            info = store.get_file_info(inner)
+            if info.type == fs.FileType.NotFound:
+                return None
+            if info.type != fs.FileType.File:
+                return f"{storage.url(out)}: exists and is not a file"
+            with store.open_input_stream(inner) as source:
+                head = bytes(source.read(4096))
+    else:
+        target = Path(out)
+        if not os.path.lexists(target):
+            return None
+        if target.is_symlink() or not target.is_file():
+            return f"{target}: exists and is not a file"
+        with open(target, "rb") as source:
+            head = source.read(4096)
+    if is_report(head):
+        return None
+    return f"{storage.url(out)}: exists and is not a report hnmine wrote; pass --overwrite to replace it"
+
+
 def write_report(path: str | Path, out: str | Path, test: str | Path | None = None, fmt: str = "html",
-                 batch_rows: int = BATCH_ROWS) -> Path:
-    """Write the report of ``path`` to ``out`` as ``html`` or ``json``; returns ``out``."""
+                 batch_rows: int = BATCH_ROWS, overwrite: bool = False) -> str | Path:
+    """Write the report of ``path`` to ``out`` as ``html`` or ``json``; returns ``out``.
+
+    Either may be a URL. A report hnmine wrote at ``out`` is replaced; any other file only with ``overwrite``
+    (checked before the report is built, and again before it is written).
+    """
     if fmt not in ("html", "json"):
         raise InputError(f"--format must be html or json, not '{fmt}'")
+    out = storage.url(out) if storage.is_url(out) else Path(out)
+    reason = None if overwrite else _report_refusal(out)
+    if reason:
+        raise InputError(reason)
     stats = build_report(path, test, batch_rows)
     if fmt == "json":
         text = to_json(stats)
@@ -59,11 +113,20 @@ def write_report(path: str | Path, out: str | Path, test: str | Path | None = No
         from hnmine.report.html import render_html
 
         text = render_html(stats)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(target) as tmp:
+    reason = None if overwrite else _report_refusal(out)
+    if reason:
+        raise InputError(reason)
+    if not isinstance(out, Path):
+        # one PUT (visible only once complete), not atomic_file's <name>.tmp: a report is written into a
+        # published output, where a leftover .tmp object would make the output foreign to hnmine
+        store, inner = storage.filesystem(out)
+        with storage.store_errors(out, "write the report"), store.open_output_stream(inner) as sink:
+            sink.write(text.encode("utf-8"))
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return target
+    return out
 
 
 def to_json(stats: dict[str, Any]) -> str:
