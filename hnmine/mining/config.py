@@ -17,6 +17,7 @@ from hnmine.options import (
     EDGE_WEIGHTS,
     MAX_COUNT,
     EdgeWeight,
+    EmbeddingColumns,
     RankWindow,
     build_config,
     check_finite_options,
@@ -73,11 +74,7 @@ class MineInputs:
     user_ids: str | None = option(None, help="Ids for a .npy user matrix (.npy, .parquet or one id per line).",
                                   path=True)
     item_ids: str | None = option(None, help="Ids for a .npy item matrix.", path=True)
-    # one name for both tables, or USER,ITEM (column_pair)
-    id_column: str = option("id", help="Id column of the embedding tables; USER,ITEM when they differ (TorchEasyRec "
-                                       "predict output: user_id,adgroup_id).")
-    vector_column: str = option("embedding", help="Vector column (list of floats, or comma-separated numbers); "
-                                                  "USER,ITEM when they differ (user_tower_emb,item_tower_emb).")
+    columns: EmbeddingColumns = group(EmbeddingColumns)  # --id-column, --vector-column (evaluate's and run's too)
     positives_format: str = option("auto", help="auto|parquet|csv|lightgcn (auto: by file suffix).")
     user_column: str = option("user_id", help="User id column of the positives.")
     item_column: str = option("item_id", help="Item id column of the positives.")
@@ -295,8 +292,8 @@ class MineConfig:
 
     def embedding_columns(self) -> tuple[tuple[str, str], tuple[str, str]]:
         """((user id, item id), (user vector, item vector)) column names of the embedding tables."""
-        return (column_pair(self.inputs.id_column, "--id-column"),
-                column_pair(self.inputs.vector_column, "--vector-column"))
+        columns = self.inputs.columns
+        return column_pair(columns.id_column, "--id-column"), column_pair(columns.vector_column, "--vector-column")
 
     def window(self) -> tuple[int, int]:
         window = self.selection.window()
