@@ -144,8 +144,31 @@ S3_ACCESS_KEY = "hnmine-test-key"
 S3_SECRET_KEY = "hnmine-test-secret-0123456789"
 
 
+class _Store:
+    """What the tests do with an object store: new buckets, uploads (``filesystem`` and ``scheme`` per store)."""
+
+    scheme = ""
+
+    def filesystem(self):  # pragma: no cover - each store defines it
+        raise NotImplementedError
+
+    def bucket(self) -> str:
+        """A new empty bucket (its name)."""
+        name = f"hnmine-{uuid.uuid4().hex[:12]}"
+        self.filesystem().create_dir(name)
+        return name
+
+    def upload(self, local: Path, key: str) -> str:
+        """Copy a local file or directory to ``bucket/key``; returns its URL."""
+        from pyarrow import fs
+
+        fs.copy_files(str(local), key, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.filesystem())
+        return f"{self.scheme}://{key}"
+
+
 @dataclass
-class S3Server:
+class S3Server(_Store):
+    scheme = "s3"
     endpoint: str  # http://127.0.0.1:PORT
     access_key: str
     secret_key: str
@@ -166,18 +189,6 @@ class S3Server:
                                endpoint_override=self.endpoint.split("://", 1)[1], region="us-east-1",
                                allow_bucket_creation=True, allow_bucket_deletion=True)
 
-    def bucket(self) -> str:
-        """A new empty bucket (its name)."""
-        name = f"hnmine-{uuid.uuid4().hex[:12]}"
-        self.filesystem().create_dir(name)
-        return name
-
-    def upload(self, local: Path, key: str) -> str:
-        """Copy a local file or directory to ``bucket/key``; returns its s3:// URL."""
-        from pyarrow import fs
-
-        fs.copy_files(str(local), key, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.filesystem())
-        return f"s3://{key}"
 
 
 def _free_port_pair() -> int:
@@ -261,7 +272,8 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
 # The GCS tests' server: gcp-storage-emulator (pure Python, in the dev extra), serving Google's JSON API on
 # 127.0.0.1; hnmine reaches it through STORAGE_EMULATOR_HOST, as Google's own clients do.
 @dataclass
-class GcsServer:
+class GcsServer(_Store):
+    scheme = "gs"
     endpoint: str
 
     def filesystem(self):
@@ -272,16 +284,6 @@ class GcsServer:
         return fs.GcsFileSystem(anonymous=True, endpoint_override=self.endpoint.split("://")[1], scheme="http",
                                 project_id="hnmine-test", retry_time_limit=datetime.timedelta(seconds=10))
 
-    def bucket(self) -> str:
-        name = f"hnmine-{uuid.uuid4().hex[:12]}"
-        self.filesystem().create_dir(name)
-        return name
-
-    def upload(self, local: Path, key: str) -> str:
-        from pyarrow import fs
-
-        fs.copy_files(str(local), key, source_filesystem=fs.LocalFileSystem(), destination_filesystem=self.filesystem())
-        return f"gs://{key}"
 
 
 @pytest.fixture(scope="session")
