@@ -216,8 +216,9 @@ def test_teacher_scores_filter_and_the_model_ranks(seed, max_score, relative, st
         filled = window.items[u] >= 0
         t = (t_items[window.items[u][filled]] @ t_users[u]).astype(np.float32)
         assert np.array_equal(teacher[u][filled], t) and np.all(teacher[u][~filled] == -np.inf)
-        ref = float(np.median(t_items[positives[u]] @ t_users[u]))  # the margins compare in float64
-        keep = (t <= max_score) & (t <= ref - abs(ref) * relative)
+        ref = float(np.median(t_items[positives[u]] @ t_users[u]))
+        # the margins compare in float64 (against a float64 reference); --max-score, a Python float, in float32
+        keep = (t <= max_score) & (t.astype(np.float64) <= ref - abs(ref) * relative)
         columns = np.flatnonzero(filled)[keep]
         got = sel.column[sel.user == u]
         if strategy == "all":
