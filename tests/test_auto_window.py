@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from hnmine.errors import InputError
 from hnmine.evaluate import choose_rank_window, heldout_rank_rates
 from hnmine.loop.runner import RunConfig, run
-from tests.conftest import TEST, TINY, TRAIN, tiny_config
+from tests.conftest import SAMPLE, TEST, TINY, TRAIN, tiny_config
 
 
 def _csr(lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,3 +157,20 @@ def test_mis_correction_refuses_a_filtered_window(tmp_path):
     assert result.exit_code == 2
     assert "--hard-correction mis" in result.output and "\n" not in result.output.strip()
     assert not (tmp_path / "r").exists()
+
+
+def test_run_writes_the_item_features_into_every_rounds_item_table(tmp_path):
+    """--item-features reaches each round's mining: item.txt carries the attrs the samplers read."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--test", str(TEST), "--iterations", "2",
+                                      "--rank-window", "1:50", "--item-features", str(SAMPLE / "item_features.csv"),
+                                      "--attr-columns", "location_id", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    features = pl.read_csv(SAMPLE / "item_features.csv")
+    location = dict(zip(features["id"].to_list(), features["location_id"].cast(pl.String).to_list()))
+    mined = out / "round_01" / "mined"
+    rows = (mined / "item.txt").read_text().splitlines()[1:]
+    assert rows and all(attrs == location.get(int(item), item) for item, _, attrs in (r.split("\t") for r in rows))
+    options = json.loads((mined / "manifest.json").read_text())["options"]
+    assert options["attr_columns"] == ["location_id"] and options["item_features"].endswith("item_features.csv")
+    assert json.loads((out / "run.json").read_text())["attr_columns"] == ["location_id"]

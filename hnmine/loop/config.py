@@ -36,6 +36,18 @@ ROUND_SELECTION = ("seed", "temperature", "rho", "max_score", "min_score", *NEAR
 ROUND_EXECUTION = ("chunk_size", "max_memory", "threads")
 
 
+# mine's inputs a run sets itself each round (the round's embeddings and the run's train split); the
+# item feature table and how its attrs are written are the user's, passed to every round's mining
+ROUND_MINE_INPUTS = ("users", "items", "positives", "user_ids", "item_ids", "id_column", "vector_column",
+                     "positives_format", "user_column", "item_column", "weight_column")
+ITEM_FEATURE_OPTIONS = ("item_features", "item_features_id_column", "attr_columns", "attr_delimiter",
+                        "missing_item_features")
+
+
+def _run_mine_inputs() -> MineInputs:
+    return MineInputs(users="", items="", positives="")
+
+
 def _run_selection() -> SelectionConfig:
     return SelectionConfig(rank_window=AUTO_WINDOW, num_hard=50, edge_weight="uniform")
 
@@ -94,6 +106,8 @@ class RunConfig:
                        "the strategy's draw as it is.",
     })
     train: TrainConfig = group(lambda: TrainConfig(positives="", out=""), exclude=ROUND_INPUTS)
+    # --item-features and its options: each round's item.txt carries the attrs the samplers read
+    features: MineInputs = group(_run_mine_inputs, exclude=ROUND_MINE_INPUTS)
     execution: Execution = group(Execution, exclude=ROUND_EXECUTION)
     wait_lock: float = option(0.0, help="Seconds to wait while another hnmine process writes the same output "
                                         "(holds its lock); then, or at once with 0, exit 75.")
@@ -141,7 +155,7 @@ class RunConfig:
                           seed: int) -> MineConfig:
         """What a round mines: this run's selection in ``window``, with the round's seed."""
         return MineConfig(
-            inputs=MineInputs(users=users, items=items, positives=positives),
+            inputs=replace(self.features, users=users, items=items, positives=positives),
             output=MineOutput(out=out, pop_exponent=self.train.pop_exponent),
             selection=replace(self.selection, rank_window=window, seed=seed),
             execution=replace(self.execution, threads=self.train.threads),
@@ -223,6 +237,8 @@ class RunConfig:
         for spec in dataclasses.fields(self):
             if spec.name == "columns":  # flat, as before the group
                 loop.update(plain(self.columns))
+            elif spec.name == "features":  # flat, as mine's manifest has them
+                loop.update(self._feature_options())
             elif spec.name not in ("selection", "train", "execution"):  # where mining runs: not what it does
                 loop[spec.name] = plain(getattr(self, spec.name))
         # how far to go, where, how long to wait: not what a round does
@@ -235,12 +251,17 @@ class RunConfig:
             train.pop(name)
         return {**loop, **selection, "train": train}
 
+    def _feature_options(self) -> dict[str, Any]:
+        return {name: plain(getattr(self.features, name)) for name in ITEM_FEATURE_OPTIONS}
+
     def to_dict(self) -> dict[str, Any]:
         """Every option as JSON writes it, nested groups as dicts but the embedding columns flat."""
         result: dict[str, Any] = {}
         for name, value in plain(self).items():
             if name == "columns":
                 result.update(value)
+            elif name == "features":
+                result.update(self._feature_options())
             else:
                 result[name] = value
         return result
