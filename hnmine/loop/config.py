@@ -16,6 +16,7 @@ from hnmine.options import (
     build_config,
     check_finite_options,
     cutoffs_option,
+    flat_options,
     group,
     option,
     plain,
@@ -40,8 +41,8 @@ ROUND_EXECUTION = ("chunk_size", "max_memory", "threads")
 # item feature table and how its attrs are written are the user's, passed to every round's mining
 ROUND_MINE_INPUTS = ("users", "items", "positives", "user_ids", "item_ids", "id_column", "vector_column",
                      "positives_format", "user_column", "item_column", "weight_column")
-ITEM_FEATURE_OPTIONS = ("item_features", "item_features_id_column", "attr_columns", "attr_delimiter",
-                        "missing_item_features")
+# the groups run.json and to_dict() keep flat
+FLAT_GROUPS = ("columns", "features")
 
 
 def _run_mine_inputs() -> MineInputs:
@@ -235,10 +236,8 @@ class RunConfig:
         run.json stores them: the loop's and the selection's at the top level, the trainer's under "train"."""
         loop: dict[str, Any] = {}
         for spec in dataclasses.fields(self):
-            if spec.name == "columns":  # flat, as before the group
-                loop.update(plain(self.columns))
-            elif spec.name == "features":  # flat, as mine's manifest has them
-                loop.update(self._feature_options())
+            if spec.name in FLAT_GROUPS:
+                loop.update(self._flat_group(spec.name))
             elif spec.name not in ("selection", "train", "execution"):  # where mining runs: not what it does
                 loop[spec.name] = plain(getattr(self, spec.name))
         # how far to go, where, how long to wait: not what a round does
@@ -251,17 +250,17 @@ class RunConfig:
             train.pop(name)
         return {**loop, **selection, "train": train}
 
-    def _feature_options(self) -> dict[str, Any]:
-        return {name: plain(getattr(self.features, name)) for name in ITEM_FEATURE_OPTIONS}
+    def _flat_group(self, name: str) -> dict[str, Any]:
+        """The options of a group JSON keeps flat: the embedding columns (as before the group) and the
+        item features (as mine's manifest has them)."""
+        return flat_options(getattr(self, name), exclude=ROUND_MINE_INPUTS if name == "features" else ())
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as JSON writes it, nested groups as dicts but the embedding columns flat."""
         result: dict[str, Any] = {}
         for name, value in plain(self).items():
-            if name == "columns":
-                result.update(value)
-            elif name == "features":
-                result.update(self._feature_options())
+            if name in FLAT_GROUPS:
+                result.update(self._flat_group(name))
             else:
                 result[name] = value
         return result
