@@ -174,3 +174,13 @@ def test_run_writes_the_item_features_into_every_rounds_item_table(tmp_path):
     options = json.loads((mined / "manifest.json").read_text())["options"]
     assert options["attr_columns"] == ["location_id"] and options["item_features"].endswith("item_features.csv")
     assert json.loads((out / "run.json").read_text())["attr_columns"] == ["location_id"]
+
+
+@pytest.mark.parametrize("options", [["--item-features", "missing.csv"], ["--attr-columns", "nosuch"]])
+def test_run_refuses_bad_item_features_before_training(tmp_path, options):
+    extra = options if options[0] == "--item-features" else ["--item-features", str(SAMPLE / "item_features.csv"), *options]
+    result = CliRunner().invoke(app, ["run", "--positives", str(TRAIN), "--iterations", "2", "--out",
+                                      str(tmp_path / "r"), *extra, *TINY])
+    assert result.exit_code == 2
+    assert "\n" not in result.output.strip() and ("missing.csv" in result.output or "nosuch" in result.output)
+    assert not (tmp_path / "r").exists()

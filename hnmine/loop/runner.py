@@ -44,6 +44,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 import torch
 
@@ -59,6 +60,7 @@ from hnmine.evaluate import (
 from hnmine.io.positives import Positives, read_positives
 from hnmine.io.publish import OutputLock, atomic_file, resolve_output
 from hnmine.io.storage import is_url, reworded, url
+from hnmine.io.tables import item_attrs, read_item_features
 from hnmine.loop.commands import CommandFailedError
 from hnmine.loop.config import RunConfig
 from hnmine.loop.trainers import BuiltinTrainer, ExternalTrainer, RoundPaths, Trainer
@@ -313,6 +315,7 @@ def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult
     it keeps there, round by round (docs/storage.md).
     """
     config.validate()
+    _check_item_features(config)
     config = replace(config, positives=url(config.positives), test=url(config.test) if config.test else None,
                      valid=url(config.valid) if config.valid else None)
     if is_url(config.out):
@@ -323,6 +326,18 @@ def run(config: RunConfig, progress: Progress | None = None) -> list[RoundResult
     out = resolve_output(config.out)
     with reworded(), OutputLock(out, config.wait_lock):
         return _run(replace(config, out=str(out)), progress)
+
+
+def _check_item_features(config: RunConfig) -> None:
+    """Read --item-features and check its columns before round 0 trains (every round's mining reads it):
+    a bad table is refused in one line up front, not after the first round's training."""
+    features = config.features
+    if features.item_features is None:
+        return
+    table = read_item_features(features.item_features, features.item_features_id_column)
+    item_attrs(np.zeros(0, dtype=np.int64), table, id_column=features.item_features_id_column,
+               attr_columns=features.attr_columns, delimiter=features.attr_delimiter,
+               source=str(features.item_features), missing=features.missing_item_features)
 
 
 def run_directory(config: RunConfig) -> Path:
